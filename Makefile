@@ -1,0 +1,41 @@
+# Every target bootstraps .venv by itself on a fresh machine (Python 3.11+ required).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: install run test lint format bench clean-data
+
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+## make run: the platform, with an embedded PostgreSQL unless DATABASE_URL is set.
+run: $(STAMP)
+	$(BIN)/warriors run
+
+## make lint: ruff (lint + format check) and mypy.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+## make test: lint, then the whole test suite (it starts the servers it needs).
+test: lint
+	$(BIN)/pytest
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+## make bench: the benchmarks under bench/ (see docs/benchmarks.md).
+bench: $(STAMP)
+	$(BIN)/python -m bench.write_path
+
+clean-data:
+	rm -rf .data

@@ -1,0 +1,1 @@
+"""The warriors platform: domain, event store, projections and adapters."""

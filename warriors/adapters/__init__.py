@@ -1,0 +1,1 @@
+"""Adapters at the edges: servers the platform starts for itself."""

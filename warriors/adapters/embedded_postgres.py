@@ -1,0 +1,149 @@
+"""An embedded PostgreSQL server from the pip-installed `pgserver` wheel's binaries.
+
+`make run` uses it when no DATABASE_URL is set, with its data in a project-local folder
+that survives restarts; the test suite uses it with a throw-away folder. It listens on
+127.0.0.1 only, over TCP, so clients use an ordinary URL.
+
+PostgreSQL refuses to run as root. Run as root (as CI and these machines do), the server
+runs as a dedicated system user (`warriors-pg`, created on first use) that owns the data
+folder; the folders above it are made traversable (o+x) for that user.
+"""
+
+import logging
+import os
+import pwd
+import shutil
+import socket
+import stat
+import subprocess
+from dataclasses import dataclass
+from importlib.util import find_spec
+from pathlib import Path
+
+import psycopg
+
+log = logging.getLogger("warriors.postgres")
+
+SERVICE_USER = "warriors-pg"
+DATABASE = "warriors"
+
+
+def _pgserver_bin_dir() -> Path:
+    # Located without importing pgserver: its import sets up runtime folders we do not use.
+    spec = find_spec("pgserver")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the pgserver package is not installed; run `make run` to install it")
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
+PGSERVER_BIN_DIR = _pgserver_bin_dir()
+
+# Settings for a development server on a small machine; durability settings stay at
+# PostgreSQL's defaults (fsync and synchronous_commit on): an acknowledged write survives.
+SERVER_OPTIONS = {
+    "listen_addresses": "127.0.0.1",
+    "unix_socket_directories": "",
+    "max_connections": "300",
+    "shared_buffers": "256MB",
+    "max_wal_size": "2GB",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class EmbeddedPostgres:
+    data_dir: Path
+    port: int
+    bin_dir: Path = PGSERVER_BIN_DIR
+
+    @property
+    def pgdata(self) -> Path:
+        return self.data_dir / "pgdata"
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / "postgres.log"
+
+    def url(self, database: str = DATABASE) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def start(self) -> str:
+        """Initialise the data folder if new, start the server if it is not running,
+        create the `warriors` database if missing; returns its URL."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        user = self._service_user()
+        if user is not None:
+            _make_traversable(self.data_dir)
+            shutil.chown(self.data_dir, user.pw_uid, user.pw_gid)
+        if not (self.pgdata / "PG_VERSION").exists():
+            log.info("initialising PostgreSQL data in %s", self.pgdata)
+            self._run("initdb", "-D", str(self.pgdata), "-U", "postgres", "--auth=trust",
+                      "-E", "UTF8", "--locale=C")  # fmt: skip
+        if not self.running():
+            options = " ".join(
+                f"-c {k}={v!r}" if v == "" else f"-c {k}={v}" for k, v in SERVER_OPTIONS.items()
+            )
+            self._run("pg_ctl", "start", "-D", str(self.pgdata), "-l", str(self.log_file),
+                      "-w", "-t", "60", "-o", f"-p {self.port} {options}")  # fmt: skip
+        self._ensure_database()
+        return self.url()
+
+    def stop(self, mode: str = "fast") -> None:
+        if self.running():
+            self._run("pg_ctl", "stop", "-D", str(self.pgdata), "-m", mode, "-w", "-t", "60")
+
+    def running(self) -> bool:
+        if not (self.pgdata / "PG_VERSION").exists():
+            return False
+        status = self._run("pg_ctl", "status", "-D", str(self.pgdata), check=False)
+        return status.returncode == 0
+
+    def destroy(self) -> None:
+        self.stop("immediate")
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def _ensure_database(self) -> None:
+        with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone()
+            if not exists:
+                conn.execute(f"CREATE DATABASE {DATABASE}")
+
+    def _service_user(self) -> pwd.struct_passwd | None:
+        if os.geteuid() != 0:
+            return None
+        try:
+            return pwd.getpwnam(SERVICE_USER)
+        except KeyError:
+            log.info("creating system user %s to run PostgreSQL (it refuses root)", SERVICE_USER)
+            subprocess.run(["useradd", "--system", "--no-create-home", SERVICE_USER], check=True)
+            return pwd.getpwnam(SERVICE_USER)
+
+    def _run(self, program: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        user = self._service_user()
+        result = subprocess.run(
+            [str(self.bin_dir / program), *args],
+            capture_output=True,
+            text=True,
+            user=user.pw_uid if user else None,
+            group=user.pw_gid if user else None,
+            cwd="/",
+        )
+        if check and result.returncode != 0:
+            tail = self.log_file.read_text()[-2000:] if self.log_file.exists() else ""
+            raise RuntimeError(f"{program} failed ({result.returncode}): {result.stderr.strip()}\n{tail}")
+        return result
+
+
+def _make_traversable(path: Path) -> None:
+    """Let the service user reach `path`: add o+x to each folder above it that lacks it."""
+    for folder in reversed(path.resolve().parents):
+        mode = folder.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            log.info("making %s traversable (o+x) for the PostgreSQL user", folder)
+            folder.chmod(mode | stat.S_IXOTH)

@@ -1,0 +1,1 @@
+"""Use cases: the glue between the pure domain and the event store."""

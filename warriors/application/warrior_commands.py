@@ -1,0 +1,201 @@
+"""Handling warrior commands: validate, load, decide, append, answer.
+
+The loop around an append is optimistic concurrency: a command without an expected
+version (no If-Match) that loses a race is decided again on the fresh state; a command
+with one answers a version mismatch. Idempotency keys are checked before deciding (a
+retried command returns its first answer) and are written in the same transaction as
+the command's events (see `eventstore/appender.py`).
+"""
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime, timedelta, timezone
+from typing import Any
+from uuid import UUID
+
+from uuid_utils.compat import uuid7
+
+from warriors.domain import commands
+from warriors.domain.errors import VersionMismatch
+from warriors.domain.events import AGGREGATE_TYPE, DomainEvent, event_from_data
+from warriors.domain.upcasting import UPCASTERS
+from warriors.domain.warrior import Warrior, decide, fold
+from warriors.eventstore.records import (
+    Appended,
+    AppendRequest,
+    IdempotencyKey,
+    KeyTaken,
+    NewEvent,
+    Snapshot,
+    VersionTaken,
+)
+from warriors.eventstore.store import AggregateStream, EventStore
+
+# A date of birth is "not in the future" if it is today or earlier somewhere on Earth:
+# the latest time zone (UTC+14) decides, so no valid birthday is refused near midnight.
+_LATEST_ZONE = timezone(timedelta(hours=14))
+MAX_DECIDE_ATTEMPTS = 8
+
+
+def latest_today() -> date:
+    return datetime.now(_LATEST_ZONE).date()
+
+
+class IdempotencyKeyReused(Exception):
+    """The key was first used with another request (method, path or body)."""
+
+
+class ConcurrencyConflict(Exception):
+    """The command kept losing races on a busy aggregate; the client may retry."""
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    """Who sent a command and how; recorded as each event's metadata."""
+
+    correlation_id: str
+    causation_id: str
+    user_id: str | None = None
+    client_ip: str | None = None
+    user_agent: str | None = None
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    warrior_id: UUID
+    version: int
+    position: int
+    replayed: bool = False
+
+
+def rebuild(warrior_id: UUID, stream: AggregateStream) -> Warrior | None:
+    """The aggregate's state: its snapshot (if any) plus the events after it."""
+    state = (
+        Warrior.from_snapshot(warrior_id, stream.snapshot.version, stream.snapshot.state)
+        if stream.snapshot
+        else None
+    )
+    events: list[DomainEvent] = [
+        event_from_data(event_type, UPCASTERS.upcast(event_type, schema_version, data))
+        for event_type, _version, schema_version, data in stream.events
+    ]
+    return fold(state, warrior_id, events)
+
+
+class WarriorCommands:
+    def __init__(self, store: EventStore, today: Callable[[], date] = latest_today) -> None:
+        self._store = store
+        self._today = today
+
+    async def create(
+        self, body: dict[str, Any], context: RequestContext, idempotency: IdempotencyKey | None
+    ) -> Accepted:
+        command = commands.create_warrior(uuid7(), body, self._today())
+        return await self._handle(command, context, idempotency, expected_version=None)
+
+    async def change(
+        self,
+        warrior_id: UUID,
+        body: dict[str, Any],
+        context: RequestContext,
+        idempotency: IdempotencyKey | None,
+        expected_version: int | None,
+    ) -> Accepted:
+        command = commands.change_warrior(warrior_id, body, self._today())
+        return await self._handle(command, context, idempotency, expected_version)
+
+    async def replace_skills(
+        self,
+        warrior_id: UUID,
+        body: dict[str, Any],
+        context: RequestContext,
+        idempotency: IdempotencyKey | None,
+        expected_version: int | None,
+    ) -> Accepted:
+        command = commands.replace_skills(warrior_id, body)
+        return await self._handle(command, context, idempotency, expected_version)
+
+    async def delete(
+        self,
+        warrior_id: UUID,
+        context: RequestContext,
+        idempotency: IdempotencyKey | None,
+        expected_version: int | None,
+    ) -> Accepted:
+        command = commands.DeleteWarrior(warrior_id)
+        return await self._handle(command, context, idempotency, expected_version)
+
+    async def snapshot(self, warrior_id: UUID) -> Snapshot | None:
+        """Save the warrior's current state as a snapshot; None if it never existed."""
+        state = rebuild(warrior_id, await self._store.load_stream(warrior_id))
+        if state is None:
+            return None
+        snapshot = Snapshot(warrior_id, state.version, state.to_snapshot())
+        await self._store.save_snapshot(snapshot, AGGREGATE_TYPE)
+        return snapshot
+
+    async def load(self, warrior_id: UUID) -> Warrior | None:
+        return rebuild(warrior_id, await self._store.load_stream(warrior_id))
+
+    async def _handle(
+        self,
+        command: commands.Command,
+        context: RequestContext,
+        idempotency: IdempotencyKey | None,
+        expected_version: int | None,
+    ) -> Accepted:
+        for _attempt in range(MAX_DECIDE_ATTEMPTS):
+            if idempotency is not None and (answer := await self._recorded(idempotency)):
+                return answer
+            if isinstance(command, commands.CreateWarrior):
+                state: Warrior | None = None
+            else:
+                state = await self.load(command.warrior_id)
+            events = decide(state, command)
+            current = state.version if state else 0
+            if expected_version is not None and expected_version != current:
+                raise VersionMismatch(command.warrior_id, expected_version, current)
+            request = AppendRequest(
+                [
+                    self._new_event(command.warrior_id, current + 1 + i, e, context)
+                    for i, e in enumerate(events)
+                ],
+                idempotency,
+            )
+            outcome = await self._store.append(request)
+            if isinstance(outcome, Appended):
+                return Accepted(outcome.aggregate_id, outcome.version, outcome.position)
+            if isinstance(outcome, VersionTaken) and expected_version is not None:
+                raise VersionMismatch(command.warrior_id, expected_version, None)
+            # VersionTaken without If-Match: decide again on the fresh state.
+            # KeyTaken: the loop's first step returns the recorded answer (or, if the
+            # other command with this key failed after all, this one runs).
+            assert isinstance(outcome, VersionTaken | KeyTaken)
+        raise ConcurrencyConflict(f"warrior {command.warrior_id} is too busy; retry the command")
+
+    async def _recorded(self, idempotency: IdempotencyKey) -> Accepted | None:
+        answer = await self._store.recorded_answer(idempotency.key)
+        if answer is None:
+            return None
+        if answer.fingerprint != idempotency.fingerprint:
+            raise IdempotencyKeyReused(
+                f"Idempotency-Key {idempotency.key!r} was already used for a different request"
+            )
+        return Accepted(answer.aggregate_id, answer.version, answer.position, replayed=True)
+
+    def _new_event(
+        self, warrior_id: UUID, version: int, event: DomainEvent, context: RequestContext
+    ) -> NewEvent:
+        metadata = {k: v for k, v in asdict(context).items() if v is not None}
+        metadata["occurred_at"] = datetime.now(UTC).isoformat()
+        return NewEvent(
+            event_id=uuid7(),
+            aggregate_id=warrior_id,
+            aggregate_type=AGGREGATE_TYPE,
+            event_type=event.event_type,
+            event_version=version,
+            schema_version=event.schema_version,
+            data=event.to_data(),
+            metadata=metadata,
+        )

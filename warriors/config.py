@@ -1,0 +1,49 @@
+"""All configuration, from environment variables (and a `.env.services` file if present).
+
+This is the only place that reads the environment. Every variable is listed in the
+README's Configuration section.
+"""
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env.services", extra="ignore")
+
+    database_url: str | None = Field(
+        default=None,
+        description="PostgreSQL URL. Unset: `make run` starts an embedded server.",
+    )
+    data_dir: Path = Field(
+        default=PROJECT_ROOT / ".data",
+        description="Where the embedded PostgreSQL keeps its data (survives restarts).",
+    )
+    embedded_pg_port: int = Field(default=5433, description="Port of the embedded PostgreSQL.")
+
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    http_workers: int = Field(default=2, ge=1, description="ASGI worker processes.")
+
+    db_pool_min_size: int = Field(default=4, ge=1)
+    db_pool_max_size: int = Field(default=16, ge=1)
+    db_pool_timeout_seconds: float = Field(
+        default=2.0, gt=0, description="Wait for a connection before answering 503."
+    )
+    append_max_batch: int = Field(
+        default=256, ge=1, description="Most commands written in one group-commit INSERT."
+    )
+    append_max_flushes: int = Field(
+        default=4, ge=1, description="Group-commit INSERTs in flight at once per worker."
+    )
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024, description="Larger bodies: 413.")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

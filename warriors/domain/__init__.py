@@ -1,0 +1,1 @@
+"""Pure domain code: values, commands, events and the Warrior aggregate. No I/O here."""

@@ -1,0 +1,231 @@
+"""Appending events with an application-level group commit.
+
+Concurrent commands in one process are written together: while up to `max_flushes`
+INSERTs are in flight, newly arriving appends wait in a queue and the next flush writes
+all of them (up to `max_batch`) in one multi-row INSERT, one transaction, one WAL flush.
+With little traffic every append is flushed at once on its own (no added latency); under
+load the batches grow by themselves. This is the same idea as PostgreSQL's own group
+commit, lifted to where the per-transaction cost (round trips, commits) is paid.
+
+Each append in a batch still gets its own outcome:
+* versions are guarded by the unique (aggregate_id, event_version) constraint with
+  ON CONFLICT DO NOTHING: an append whose first version is taken is `VersionTaken`;
+* idempotency keys are inserted first (ON CONFLICT DO NOTHING) and only appends whose key
+  was taken by this statement write their events: a reused key is `KeyTaken`.
+An append that would leave a key without its events, or only some of its events (a
+multi-event append racing another writer), makes the batch roll back and run again
+without it, so a batch never commits part of an append.
+"""
+
+import asyncio
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import psycopg
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from warriors.eventstore.errors import translate
+from warriors.eventstore.records import (
+    Appended,
+    AppendOutcome,
+    AppendRequest,
+    KeyTaken,
+    VersionTaken,
+)
+
+_INSERT_BATCH = """
+WITH batch AS (
+    SELECT *
+    FROM unnest(%(req)s::int[], %(event_id)s::uuid[], %(aggregate_id)s::uuid[],
+                %(aggregate_type)s::text[], %(event_type)s::text[], %(event_version)s::int[],
+                %(schema_version)s::int2[], %(event_data)s::text[], %(metadata)s::text[])
+        AS b(req, event_id, aggregate_id, aggregate_type, event_type, event_version,
+             schema_version, event_data, metadata)
+),
+keys AS (
+    SELECT *
+    FROM unnest(%(key_req)s::int[], %(key)s::text[], %(fingerprint)s::text[],
+                %(key_aggregate_id)s::uuid[], %(key_version)s::int[])
+        AS k(req, key, fingerprint, aggregate_id, event_version)
+),
+taken_keys AS (
+    INSERT INTO idempotency_keys (key, fingerprint, aggregate_id, event_version)
+    SELECT key, fingerprint, aggregate_id, event_version FROM keys
+    ON CONFLICT (key) DO NOTHING
+    RETURNING key
+),
+inserted AS (
+    INSERT INTO event_store (event_id, aggregate_id, aggregate_type, event_type,
+                             event_version, schema_version, event_data, metadata)
+    SELECT b.event_id, b.aggregate_id, b.aggregate_type, b.event_type, b.event_version,
+           b.schema_version, b.event_data::jsonb, b.metadata::jsonb
+    FROM batch b
+    WHERE NOT EXISTS (
+        SELECT 1 FROM keys k
+        WHERE k.req = b.req AND k.key NOT IN (SELECT key FROM taken_keys)
+    )
+    ORDER BY b.req, b.event_version
+    ON CONFLICT (aggregate_id, event_version) DO NOTHING
+    RETURNING aggregate_id, event_version, position
+)
+SELECT aggregate_id, event_version, position, NULL::text FROM inserted
+UNION ALL
+SELECT NULL, NULL, NULL, key FROM taken_keys
+"""
+
+
+@dataclass(slots=True)
+class _Pending:
+    request: AppendRequest
+    future: "asyncio.Future[AppendOutcome]"
+
+
+class GroupCommitAppender:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[AsyncConnection],
+        *,
+        max_batch: int = 256,
+        max_flushes: int = 4,
+    ) -> None:
+        self._pool = pool
+        self._max_batch = max_batch
+        self._max_flushes = max_flushes
+        self._queue: list[_Pending] = []
+        self._flushes: set[asyncio.Task[None]] = set()
+        self.batch_sizes: Counter[int] = Counter()
+
+    async def append(self, request: AppendRequest) -> AppendOutcome:
+        """Write `request`'s events atomically; raises `StoreUnavailable` on a dead database."""
+        future: asyncio.Future[AppendOutcome] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(request, future))
+        self._start_flushes()
+        return await asyncio.shield(future)
+
+    async def drain(self) -> None:
+        """Wait for every flush in flight (used at shutdown)."""
+        while self._flushes:
+            await asyncio.gather(*self._flushes, return_exceptions=True)
+
+    def _start_flushes(self) -> None:
+        while self._queue and len(self._flushes) < self._max_flushes:
+            batch = self._queue[: self._max_batch]
+            del self._queue[: self._max_batch]
+            task = asyncio.create_task(self._flush(batch))
+            self._flushes.add(task)
+            task.add_done_callback(self._flush_done)
+
+    def _flush_done(self, task: "asyncio.Task[None]") -> None:
+        self._flushes.discard(task)
+        self._start_flushes()
+
+    async def _flush(self, batch: list[_Pending]) -> None:
+        self.batch_sizes[len(batch)] += 1
+        try:
+            outcomes = await self._write([p.request for p in batch])
+        except BaseException as exc:  # every waiter must hear about the failure
+            error = translate(exc)
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(error)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for pending, outcome in zip(batch, outcomes, strict=True):
+            if not pending.future.done():
+                pending.future.set_result(outcome)
+
+    async def _write(self, requests: list[AppendRequest]) -> list[AppendOutcome]:
+        outcomes: list[AppendOutcome | None] = [None] * len(requests)
+        _refuse_repeated_keys(requests, outcomes)
+        async with self._pool.connection() as conn:
+            while live := [i for i, outcome in enumerate(outcomes) if outcome is None]:
+                async with conn.transaction():
+                    cursor = await conn.execute(_INSERT_BATCH, _batch_params(requests, live))
+                    written: dict[tuple[Any, int], int] = {}
+                    keys_taken: set[str] = set()
+                    for aggregate_id, version, position, key in await cursor.fetchall():
+                        if key is None:
+                            written[(aggregate_id, version)] = position
+                        else:
+                            keys_taken.add(key)
+                    broken = _judge(requests, live, written, keys_taken, outcomes)
+                    if broken:
+                        # These appends would commit half-done (a key without its events,
+                        # or some events of a multi-event append): they lost a version
+                        # race. Undo the batch and write the others again without them.
+                        for index in live:
+                            outcomes[index] = VersionTaken() if index in broken else None
+                        raise psycopg.Rollback()
+        return [outcome for outcome in outcomes if outcome is not None]
+
+
+def _refuse_repeated_keys(requests: list[AppendRequest], outcomes: list[AppendOutcome | None]) -> None:
+    """Within one batch a key may be written once; later uses are `KeyTaken` right away."""
+    seen: set[str] = set()
+    for index, request in enumerate(requests):
+        if request.idempotency is None:
+            continue
+        if request.idempotency.key in seen:
+            outcomes[index] = KeyTaken()
+        seen.add(request.idempotency.key)
+
+
+def _batch_params(requests: list[AppendRequest], live: list[int]) -> dict[str, list[Any]]:
+    columns: dict[str, list[Any]] = {name: [] for name in _COLUMNS}
+    for index in live:
+        request = requests[index]
+        for event in request.events:
+            columns["req"].append(index)
+            columns["event_id"].append(event.event_id)
+            columns["aggregate_id"].append(event.aggregate_id)
+            columns["aggregate_type"].append(event.aggregate_type)
+            columns["event_type"].append(event.event_type)
+            columns["event_version"].append(event.event_version)
+            columns["schema_version"].append(event.schema_version)
+            columns["event_data"].append(orjson.dumps(event.data).decode())
+            columns["metadata"].append(orjson.dumps(event.metadata).decode())
+        if request.idempotency is not None:
+            last = request.events[-1]
+            columns["key_req"].append(index)
+            columns["key"].append(request.idempotency.key)
+            columns["fingerprint"].append(request.idempotency.fingerprint)
+            columns["key_aggregate_id"].append(last.aggregate_id)
+            columns["key_version"].append(last.event_version)
+    return columns
+
+
+_COLUMNS = (
+    "req", "event_id", "aggregate_id", "aggregate_type", "event_type", "event_version",
+    "schema_version", "event_data", "metadata",
+    "key_req", "key", "fingerprint", "key_aggregate_id", "key_version",
+)  # fmt: skip
+
+
+def _judge(
+    requests: list[AppendRequest],
+    live: list[int],
+    written: dict[tuple[Any, int], int],
+    keys_taken: set[str],
+    outcomes: list[AppendOutcome | None],
+) -> set[int]:
+    """Fill in each live append's outcome; return those that must not commit as they are."""
+    broken: set[int] = set()
+    for index in live:
+        request = requests[index]
+        positions = [written.get((e.aggregate_id, e.event_version)) for e in request.events]
+        stored = [p for p in positions if p is not None]
+        key = request.idempotency.key if request.idempotency else None
+        if len(stored) == len(positions):
+            last = request.events[-1]
+            outcomes[index] = Appended(last.aggregate_id, last.event_version, max(stored))
+        elif stored or (key is not None and key in keys_taken):
+            broken.add(index)
+        elif key is not None:
+            outcomes[index] = KeyTaken()
+        else:
+            outcomes[index] = VersionTaken()
+    return broken
