@@ -7,6 +7,8 @@ retried command returns its first answer) and are written in the same transactio
 the command's events (see `eventstore/appender.py`).
 """
 
+import asyncio
+import random
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
@@ -34,7 +36,8 @@ from warriors.eventstore.store import AggregateStream, EventStore
 # A date of birth is "not in the future" if it is today or earlier somewhere on Earth:
 # the latest time zone (UTC+14) decides, so no valid birthday is refused near midnight.
 _LATEST_ZONE = timezone(timedelta(hours=14))
-MAX_DECIDE_ATTEMPTS = 8
+MAX_DECIDE_ATTEMPTS = 20
+_BACKOFF_SECONDS = 0.002  # times the attempt number, jittered, between lost races
 
 
 def latest_today() -> date:
@@ -145,7 +148,7 @@ class WarriorCommands:
         idempotency: IdempotencyKey | None,
         expected_version: int | None,
     ) -> Accepted:
-        for _attempt in range(MAX_DECIDE_ATTEMPTS):
+        for attempt in range(MAX_DECIDE_ATTEMPTS):
             if idempotency is not None and (answer := await self._recorded(idempotency)):
                 return answer
             if isinstance(command, commands.CreateWarrior):
@@ -172,6 +175,8 @@ class WarriorCommands:
             # KeyTaken: the loop's first step returns the recorded answer (or, if the
             # other command with this key failed after all, this one runs).
             assert isinstance(outcome, VersionTaken | KeyTaken)
+            # Jittered backoff spreads racers on one hot aggregate so they stop colliding.
+            await asyncio.sleep(random.uniform(0, _BACKOFF_SECONDS * (attempt + 1)))
         raise ConcurrencyConflict(f"warrior {command.warrior_id} is too busy; retry the command")
 
     async def _recorded(self, idempotency: IdempotencyKey) -> Accepted | None:

@@ -21,6 +21,7 @@ import asyncio
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 import orjson
 import psycopg
@@ -69,11 +70,11 @@ inserted AS (
     )
     ORDER BY b.req, b.event_version
     ON CONFLICT (aggregate_id, event_version) DO NOTHING
-    RETURNING aggregate_id, event_version, position
+    RETURNING event_id, position
 )
-SELECT aggregate_id, event_version, position, NULL::text FROM inserted
+SELECT event_id, position, NULL::text FROM inserted
 UNION ALL
-SELECT NULL, NULL, NULL, key FROM taken_keys
+SELECT NULL, NULL, key FROM taken_keys
 """
 
 
@@ -145,11 +146,12 @@ class GroupCommitAppender:
             while live := [i for i, outcome in enumerate(outcomes) if outcome is None]:
                 async with conn.transaction():
                     cursor = await conn.execute(_INSERT_BATCH, _batch_params(requests, live))
-                    written: dict[tuple[Any, int], int] = {}
+                    # Matched by event id: in-batch racers share (aggregate_id, version).
+                    written: dict[UUID, int] = {}
                     keys_taken: set[str] = set()
-                    for aggregate_id, version, position, key in await cursor.fetchall():
+                    for event_id, position, key in await cursor.fetchall():
                         if key is None:
-                            written[(aggregate_id, version)] = position
+                            written[event_id] = position
                         else:
                             keys_taken.add(key)
                     broken = _judge(requests, live, written, keys_taken, outcomes)
@@ -208,7 +210,7 @@ _COLUMNS = (
 def _judge(
     requests: list[AppendRequest],
     live: list[int],
-    written: dict[tuple[Any, int], int],
+    written: dict[UUID, int],
     keys_taken: set[str],
     outcomes: list[AppendOutcome | None],
 ) -> set[int]:
@@ -216,7 +218,7 @@ def _judge(
     broken: set[int] = set()
     for index in live:
         request = requests[index]
-        positions = [written.get((e.aggregate_id, e.event_version)) for e in request.events]
+        positions = [written.get(e.event_id) for e in request.events]
         stored = [p for p in positions if p is not None]
         key = request.idempotency.key if request.idempotency else None
         if len(stored) == len(positions):

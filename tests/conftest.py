@@ -1,0 +1,57 @@
+"""Real PostgreSQL for the suite: an embedded server started here (pip-installed binaries),
+or the server named by TEST_DATABASE_URL. Nothing is skipped for a missing service."""
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.support import ServiceProcess
+from warriors.adapters.embedded_postgres import EmbeddedPostgres, free_port
+from warriors.eventstore.database import apply_migrations
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of a server database with every migration applied."""
+    if url := os.environ.get("TEST_DATABASE_URL"):
+        apply_migrations(url)
+        yield url
+        return
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg"), free_port())
+    url = server.start()
+    apply_migrations(url)
+    try:
+        yield url
+    finally:
+        server.destroy()
+
+
+@pytest.fixture
+def fresh_database(postgres: str) -> Iterator[str]:
+    """A new, migrated database of its own (for tests that read the whole stream)."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin_url = postgres.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    url = postgres.rsplit("/", 1)[0] + f"/{name}"
+    apply_migrations(url)
+    yield url
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+@pytest.fixture(scope="session")
+def service(postgres: str) -> Iterator[ServiceProcess]:
+    """The HTTP entry point on a real socket, against the session's database."""
+    process = ServiceProcess(postgres, free_port(), workers=2)
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def root() -> Path:
+    return Path(__file__).resolve().parent.parent

@@ -1,0 +1,62 @@
+"""Helpers shared by the tests: waiting on conditions and running the HTTP service."""
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import httpx
+
+T = TypeVar("T")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_for(condition: Callable[[], T | None], *, timeout: float = 30.0, what: str = "condition") -> T:
+    """Poll `condition` until it returns a truthy value; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = condition()
+            if result:
+                return result
+        except Exception as exc:  # the thing waited on may not be up yet
+            last_error = exc
+        time.sleep(0.05)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what} (last error: {last_error})")
+
+
+class ServiceProcess:
+    """`uvicorn api.gateway:create_app` in a subprocess, on a real socket."""
+
+    def __init__(self, database_url: str, port: int, workers: int = 1, env: dict[str, str] | None = None):
+        self.base_url = f"http://127.0.0.1:{port}"
+        self.log_path = ROOT / "test-output" / f"service-{port}.log"
+        self.log_path.parent.mkdir(exist_ok=True)
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "api.gateway:create_app", "--factory",
+             "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers), "--no-access-log"],
+            cwd=ROOT,
+            env={**os.environ, "DATABASE_URL": database_url, **(env or {})},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        wait_for(self._live, timeout=60, what=f"the service on {self.base_url}")
+
+    def _live(self) -> bool:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"service exited; see {self.log_path}")
+        return httpx.get(f"{self.base_url}/health/live", timeout=1).status_code == 200
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self._log.close()
