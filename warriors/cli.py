@@ -50,7 +50,10 @@ def run() -> None:
     try:
         applied = apply_migrations(url)
         _say(f"migrations: {applied} applied, schema up to date")
-        os.environ["DATABASE_URL"] = url  # the worker processes read it through Settings
+        # The app factory reads DATABASE_URL through Settings, in worker processes and
+        # (with one worker) in this one, whose cached settings predate the URL.
+        os.environ["DATABASE_URL"] = url
+        get_settings.cache_clear()
         metrics_dir = tempfile.mkdtemp(prefix="warriors-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
         base = f"http://{settings.http_host}:{settings.http_port}"

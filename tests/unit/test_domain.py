@@ -171,7 +171,9 @@ def test_delete_then_state_is_deleted() -> None:
     events = decide(state, commands.DeleteWarrior(WID))
     assert events == [WarriorDeleted()]
     after = fold(state, WID, events)
-    assert after is not None and after.deleted and after.version == 2
+    assert after is not None
+    assert after.deleted
+    assert after.version == 2
 
 
 def test_snapshot_round_trip() -> None:
