@@ -39,7 +39,10 @@ class Settings(BaseSettings):
         default=256, ge=1, description="Most commands written in one group-commit INSERT."
     )
     append_max_flushes: int = Field(
-        default=4, ge=1, description="Group-commit INSERTs in flight at once per worker."
+        default=1,
+        ge=1,
+        description="Group-commit INSERTs in flight at once per worker. One gave the largest"
+        " batches and the best throughput and tail here (docs/benchmarks.md).",
     )
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, description="Larger bodies: 413.")
 

@@ -9,6 +9,7 @@ from api.command.routes import router
 from api.common.middleware import BodyLimit, CorrelationAndMetrics
 from api.common.operations import operations_router
 from api.common.problems import install_problem_handlers
+from api.common.runtime import tune_garbage_collector
 from warriors.application.warrior_commands import WarriorCommands
 from warriors.config import Settings, get_settings
 from warriors.eventstore.appender import GroupCommitAppender
@@ -38,6 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store = EventStore(pool, appender)
         app.state.store = store
         app.state.commands = WarriorCommands(store)
+        tune_garbage_collector()
         try:
             yield
         finally:
@@ -56,6 +58,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1.0.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        # Prometheus (/metrics) is this platform's telemetry; FastAPI's own OpenTelemetry
+        # hooks cost CPU on every request even unconfigured, so they are switched off.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_problem_handlers(app)
     app.include_router(router)

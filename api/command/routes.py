@@ -2,11 +2,11 @@
 
 import hashlib
 import re
-from typing import Annotated, Any
+from typing import Any
 from uuid import UUID
 
 import orjson
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from api.command.openapi import CHANGE_BODY, CREATE_BODY, SKILLS_BODY, AcceptedBody
@@ -19,11 +19,30 @@ _KEY = re.compile(r"[\x21-\x7e]{1,255}")
 _ETAG = re.compile(r'\s*(?:W/)?"?([0-9]{1,9})"?\s*')
 
 router = APIRouter(prefix="/api/v1/commands/warriors", tags=["commands"])
-IfMatch = Annotated[str | None, Header(description='The version you read, e.g. `"3"`; else 409.')]
-IdemKey = Annotated[
-    str | None,
-    Header(alias="Idempotency-Key", description="Retries with the same key return the first answer."),
-]
+
+
+# Headers are read from the request directly rather than declared as FastAPI parameters:
+# dependency solving was 8% of the write path's CPU (profiled with py-spy). They are
+# documented here instead.
+def _header(name: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": description,
+    }
+
+
+_IDEMPOTENCY_KEY = _header("Idempotency-Key", "Retries with the same key and body return the first answer.")
+_IF_MATCH = _header("If-Match", 'The version you read, e.g. `"3"`; another version answers 409.')
+_CORRELATION = _header("X-Correlation-Id", "Echoed back; recorded in the event's metadata (made if absent).")
+_USER = _header("X-User-Id", "Recorded in the event's metadata.")
+
+
+def _documented(body: dict[str, Any] | None, *headers: dict[str, Any]) -> dict[str, Any]:
+    return {**(body or {}), "parameters": [*headers, _CORRELATION, _USER]}
+
 
 _ANSWERS: dict[int | str, dict[str, Any]] = {
     202: {"model": AcceptedBody, "description": "Stored."},
@@ -49,8 +68,9 @@ async def _json_object(request: Request) -> tuple[dict[str, Any], bytes]:
     return body, raw
 
 
-def _context(request: Request, idempotency_key: str | None) -> RequestContext:
+def _context(request: Request) -> RequestContext:
     headers = request.headers
+    idempotency_key = headers.get("idempotency-key")
     return RequestContext(
         correlation_id=request.scope["state"]["correlation_id"],
         causation_id=headers.get("x-causation-id") or request.scope["state"]["correlation_id"],
@@ -61,7 +81,8 @@ def _context(request: Request, idempotency_key: str | None) -> RequestContext:
     )
 
 
-def _idempotency(request: Request, key: str | None, body: Any) -> IdempotencyKey | None:
+def _idempotency(request: Request, body: Any) -> IdempotencyKey | None:
+    key = request.headers.get("idempotency-key")
     if key is None:
         return None
     if not _KEY.fullmatch(key):
@@ -70,7 +91,8 @@ def _idempotency(request: Request, key: str | None, body: Any) -> IdempotencyKey
     return IdempotencyKey(key, hashlib.sha256(canonical).hexdigest())
 
 
-def _expected_version(if_match: str | None) -> int | None:
+def _expected_version(request: Request) -> int | None:
+    if_match = request.headers.get("if-match")
     if if_match is None or if_match.strip() == "*":
         return None
     match = _ETAG.fullmatch(if_match)
@@ -90,51 +112,46 @@ def _accepted(result: Accepted) -> Response:
     return Response(orjson.dumps(body), status_code=202, media_type="application/json", headers=headers)
 
 
-@router.post("", status_code=202, summary="Create a warrior", openapi_extra=CREATE_BODY, responses=_ANSWERS)
-async def create_warrior(request: Request, idempotency_key: IdemKey = None) -> Response:
+@router.post(
+    "", status_code=202, summary="Create a warrior",
+    openapi_extra=_documented(CREATE_BODY, _IDEMPOTENCY_KEY), responses=_ANSWERS,
+)  # fmt: skip
+async def create_warrior(request: Request) -> Response:
     body, _ = await _json_object(request)
-    result = await _commands(request).create(
-        body, _context(request, idempotency_key), _idempotency(request, idempotency_key, body)
-    )
+    result = await _commands(request).create(body, _context(request), _idempotency(request, body))
     return _accepted(result)
 
 
 @router.patch(
     "/{warrior_id}", status_code=202, summary="Change name, dob or skills",
-    openapi_extra=CHANGE_BODY, responses=_ANSWERS,
+    openapi_extra=_documented(CHANGE_BODY, _IF_MATCH, _IDEMPOTENCY_KEY), responses=_ANSWERS,
 )  # fmt: skip
-async def change_warrior(
-    warrior_id: UUID, request: Request, if_match: IfMatch = None, idempotency_key: IdemKey = None
-) -> Response:
+async def change_warrior(warrior_id: UUID, request: Request) -> Response:
     body, _ = await _json_object(request)
     result = await _commands(request).change(
-        warrior_id, body, _context(request, idempotency_key),
-        _idempotency(request, idempotency_key, body), _expected_version(if_match),
-    )  # fmt: skip
+        warrior_id, body, _context(request), _idempotency(request, body), _expected_version(request)
+    )
     return _accepted(result)
 
 
 @router.put(
     "/{warrior_id}/skills", status_code=202, summary="Replace the fight skills",
-    openapi_extra=SKILLS_BODY, responses=_ANSWERS,
+    openapi_extra=_documented(SKILLS_BODY, _IF_MATCH, _IDEMPOTENCY_KEY), responses=_ANSWERS,
 )  # fmt: skip
-async def replace_skills(
-    warrior_id: UUID, request: Request, if_match: IfMatch = None, idempotency_key: IdemKey = None
-) -> Response:
+async def replace_skills(warrior_id: UUID, request: Request) -> Response:
     body, _ = await _json_object(request)
     result = await _commands(request).replace_skills(
-        warrior_id, body, _context(request, idempotency_key),
-        _idempotency(request, idempotency_key, body), _expected_version(if_match),
-    )  # fmt: skip
+        warrior_id, body, _context(request), _idempotency(request, body), _expected_version(request)
+    )
     return _accepted(result)
 
 
-@router.delete("/{warrior_id}", status_code=202, summary="Delete a warrior", responses=_ANSWERS)
-async def delete_warrior(
-    warrior_id: UUID, request: Request, if_match: IfMatch = None, idempotency_key: IdemKey = None
-) -> Response:
+@router.delete(
+    "/{warrior_id}", status_code=202, summary="Delete a warrior",
+    openapi_extra=_documented(None, _IF_MATCH, _IDEMPOTENCY_KEY), responses=_ANSWERS,
+)  # fmt: skip
+async def delete_warrior(warrior_id: UUID, request: Request) -> Response:
     result = await _commands(request).delete(
-        warrior_id, _context(request, idempotency_key),
-        _idempotency(request, idempotency_key, None), _expected_version(if_match),
-    )  # fmt: skip
+        warrior_id, _context(request), _idempotency(request, None), _expected_version(request)
+    )
     return _accepted(result)
