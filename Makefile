@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint format bench clean-data
+.PHONY: install run test lint format bench bench-tools clean-data
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -33,8 +33,15 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-## make bench: the benchmarks under bench/ (see docs/benchmarks.md).
-bench: $(STAMP)
+## make bench: the benchmarks under bench/ (see docs/benchmarks.md). Installs the load
+## generators it needs: wrk (Debian package) and vegeta (Go module, into .venv/bin).
+VEGETA := github.com/tsenart/vegeta/v12@v12.13.0
+
+bench-tools: $(STAMP)
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+	@test -x $(BIN)/vegeta || GOBIN=$(CURDIR)/$(BIN) go install $(VEGETA)
+
+bench: bench-tools
 	$(BIN)/python -m bench.write_path
 
 clean-data:

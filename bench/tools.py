@@ -1,0 +1,120 @@
+"""Shared pieces of the benchmarks: the machine, load generators and servers under test."""
+
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+
+
+@dataclass
+class LoadResult:
+    label: str
+    concurrency: int | str
+    requests_per_second: float
+    p50_ms: float
+    p99_ms: float
+    errors: int = 0
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        match = re.search(r"model name\s*:\s*(.+)", cpuinfo.read_text())
+        cpu = match.group(1).strip() if match else cpu
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    system = f"{platform.system()} {platform.release()}, Python {platform.python_version()}"
+    return f"{os.cpu_count()} cores ({cpu}), {memory:.0f} GiB, {system}"
+
+
+def require(tool: str) -> str:
+    path = shutil.which(tool) or (
+        str(ROOT / ".venv" / "bin" / tool) if (ROOT / ".venv" / "bin" / tool).exists() else None
+    )
+    if path is None:
+        sys.exit(f"{tool} is not installed; run `make bench`, which installs it")
+    return path
+
+
+def wrk(url: str, concurrency: int, seconds: int, script: Path, label: str) -> LoadResult:
+    """Closed-loop load: `concurrency` connections, each sending as fast as answered."""
+    out = subprocess.run(
+        [require("wrk"), "-t2", f"-c{concurrency}", f"-d{seconds}s", "--latency", "-s", str(script), url],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    errors = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", out))
+    errors += sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+    return LoadResult(
+        label, concurrency, float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+        _wrk_ms(out, "50%"), _wrk_ms(out, "99%"), errors,
+    )  # fmt: skip
+
+
+def _wrk_ms(out: str, percentile: str) -> float:
+    value, unit = re.search(rf"{percentile}\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def vegeta(url: str, body: bytes, rate: int, seconds: int, label: str, workdir: Path) -> LoadResult:
+    """Open-loop load: `rate` requests/s whatever the answers' latency (no coordinated omission)."""
+    body_file = workdir / "body.json"
+    body_file.write_bytes(body)
+    target = f"POST {url}\nContent-Type: application/json\n@{body_file}\n"
+    attack = subprocess.run(
+        [require("vegeta"), "attack", f"-rate={rate}", f"-duration={seconds}s", "-max-workers=512"],
+        input=target.encode(), capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    report = json.loads(subprocess.run([require("vegeta"), "report", "-type=json"], input=attack,
+                                       capture_output=True, check=True).stdout)  # fmt: skip
+    ok = report["status_codes"].get("202", 0)
+    return LoadResult(
+        label, f"{rate}/s", report["throughput"], report["latencies"]["50th"] / 1e6,
+        report["latencies"]["99th"] / 1e6, report["requests"] - ok,
+    )  # fmt: skip
+
+
+class Server:
+    """An ASGI app under uvicorn with `workers` processes, as `make run` serves it."""
+
+    def __init__(self, app: str, port: int, workers: int, env: dict[str, str], log: Path) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+        self._log = log.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", app, "--factory", "--host", "127.0.0.1", "--port", str(port),
+             "--workers", str(workers), "--no-access-log", "--log-level", "warning"],
+            cwd=ROOT, env={**os.environ, **env}, stdout=self._log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                sys.exit(f"{app} exited; see {log}")
+            try:
+                httpx.get(f"{self.url}/health/live", timeout=1)
+                return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        sys.exit(f"{app} did not start; see {log}")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+        self._log.close()
+
+
+def save(name: str, payload: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(payload, indent=2, default=str))
+    return path

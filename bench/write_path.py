@@ -1,0 +1,177 @@
+"""Write-path benchmark: creating warriors over HTTP, against two baselines in the same run.
+
+* platform: POST /api/v1/commands/warriors through the real command service (uvicorn,
+  the same worker count as `make run`), each request a durable append to the event store;
+* baseline (a), raw PostgreSQL: pgbench inserting the same event rows, one durable
+  single-row transaction each, at the same concurrency;
+* baseline (b), framework ceiling: the same ASGI server and worker count answering a
+  trivial JSON endpoint that reads the same body (bench/trivial_app.py).
+
+Closed-loop load (wrk) at 16 and 64 connections, then an open-loop fixed rate (vegeta,
+1,000 creations/s by default) for the sustained-rate target. The load generator shares
+the machine's cores with the servers, as stated in the output.
+
+    make bench                       # or: .venv/bin/python -m bench.write_path --seconds 20
+"""
+
+import argparse
+import statistics
+import subprocess
+import tempfile
+from pathlib import Path
+
+import orjson
+
+from bench.tools import LoadResult, Server, machine, save, vegeta, wrk
+from warriors.adapters.embedded_postgres import EmbeddedPostgres, free_port
+from warriors.eventstore.database import apply_migrations
+
+BODY = {"name": "Miyamoto Musashi", "dob": "1584-03-12", "fight_skills": ["Katana", "Niten Ichi-ryu"]}
+PATH = "/api/v1/commands/warriors"
+METADATA = {
+    "correlation_id": "01936d2e-7a1c-7b3e-9f10-4c2b8e1d2a33",
+    "causation_id": "01936d2e-7a1c-7b3e-9f10-4c2b8e1d2a33",
+    "client_ip": "127.0.0.1",
+    "user_agent": "wrk",
+    "occurred_at": "2026-11-26T12:00:00+00:00",
+}
+
+
+# A UUIDv7-shaped id (48-bit millisecond time, then random bits); PostgreSQL 16 has none.
+BENCH_UUID7 = """
+CREATE FUNCTION bench_uuid7() RETURNS uuid LANGUAGE sql VOLATILE AS $$
+  SELECT (lpad(to_hex((extract(epoch FROM clock_timestamp()) * 1000)::bigint), 12, '0')
+          || '7' || substr(md5(random()::text), 1, 19))::uuid
+$$
+"""
+
+
+def wrk_script(workdir: Path) -> Path:
+    script = workdir / "post.lua"
+    body = orjson.dumps(BODY).decode()
+    script.write_text(
+        f'wrk.method = "POST"\nwrk.body = [[{body}]]\nwrk.headers["Content-Type"] = "application/json"\n'
+    )
+    return script
+
+
+def pgbench(server: EmbeddedPostgres, url: str, concurrency: int, seconds: int, workdir: Path) -> LoadResult:
+    """The same event row, inserted straight into the event store by pgbench.
+
+    Ids are time-ordered like the platform's UUIDv7 (random v4 ids would scatter index
+    writes and make the baseline look slower than it is)."""
+    script = workdir / "insert.sql"
+    script.write_text(
+        "INSERT INTO event_store (event_id, aggregate_id, aggregate_type, event_type, event_version,"
+        " schema_version, event_data, metadata) VALUES (bench_uuid7(), bench_uuid7(), 'Warrior',"
+        f" 'WarriorCreated', 1, 1, '{orjson.dumps(BODY).decode()}', '{orjson.dumps(METADATA).decode()}');\n"
+    )
+    logs = workdir / f"pgbench-{concurrency}"
+    logs.mkdir()
+    out = subprocess.run(
+        [str(server.bin_dir / "pgbench"), "-n", "-c", str(concurrency), "-j", "2", "-T", str(seconds),
+         "-f", str(script), "--log", f"--log-prefix={logs}/tx", url],
+        capture_output=True, text=True, check=True, cwd=workdir,
+    ).stdout  # fmt: skip
+    latencies = sorted(
+        int(line.split()[2]) / 1000 for log in logs.iterdir() for line in log.read_text().splitlines() if line
+    )
+    tps = float(out.split("tps = ")[1].split()[0])
+    failed = (
+        int(out.split("number of failed transactions: ")[1].split()[0]) if "failed transactions" in out else 0
+    )
+    cut = statistics.quantiles(latencies, n=100)
+    return LoadResult("raw PostgreSQL (pgbench)", concurrency, tps, cut[49], cut[98], failed)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=int, default=15, help="duration of each closed-loop run")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[16, 64])
+    parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes (as make run)")
+    parser.add_argument("--rate", type=int, default=1000, help="fixed creation rate for the open-loop run")
+    parser.add_argument("--rate-seconds", type=int, default=20)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="bench-write-") as tmp:
+        workdir = Path(tmp)
+        postgres = EmbeddedPostgres(workdir / "pg", free_port())
+        platform_url = postgres.start()
+        raw_url = platform_url.rsplit("/", 1)[0] + "/bench_raw"
+        try:
+            _run(args, workdir, postgres, platform_url, raw_url)
+        finally:
+            postgres.destroy()
+
+
+def _run(
+    args: argparse.Namespace, workdir: Path, postgres: EmbeddedPostgres, platform_url: str, raw_url: str
+) -> None:
+    import psycopg
+
+    with psycopg.connect(platform_url, autocommit=True) as conn:
+        conn.execute("CREATE DATABASE bench_raw")
+    apply_migrations(platform_url)
+    apply_migrations(raw_url)
+    with psycopg.connect(raw_url, autocommit=True) as conn:
+        conn.execute(BENCH_UUID7)
+    script = wrk_script(workdir)
+    env = {"DATABASE_URL": platform_url}
+    results: list[LoadResult] = []
+    print(f"machine: {machine()}; load generators (wrk -t2, pgbench -j2, vegeta) share these cores")
+    print(
+        f"servers: uvicorn with {args.workers} worker(s); {args.seconds}s per closed-loop run\n", flush=True
+    )
+
+    trivial = Server("bench.trivial_app:create_app", free_port(), args.workers, {}, workdir / "trivial.log")
+    try:
+        for c in args.concurrency:
+            results.append(
+                wrk(trivial.url + PATH, c, args.seconds, script, "framework ceiling (trivial endpoint)")
+            )
+    finally:
+        trivial.stop()
+    for c in args.concurrency:
+        results.append(pgbench(postgres, raw_url, c, args.seconds, workdir))
+    service = Server("api.gateway:create_app", free_port(), args.workers, env, workdir / "service.log")
+    try:
+        for c in args.concurrency:
+            results.append(wrk(service.url + PATH, c, args.seconds, script, "platform: create warrior"))
+        sustained = vegeta(service.url + PATH, orjson.dumps(BODY), args.rate, args.rate_seconds,
+                           "platform: fixed rate", workdir)  # fmt: skip
+    finally:
+        service.stop()
+
+    _print(results, sustained, args)
+    path = save("write_path", {"machine": machine(), "args": vars(args),
+                               "results": [r.__dict__ for r in [*results, sustained]]})  # fmt: skip
+    print(f"\nresults saved to {path}")
+
+
+def _print(results: list[LoadResult], sustained: LoadResult, args: argparse.Namespace) -> None:
+    print(f"{'run':<40} {'clients':>8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    for r in results:
+        print(
+            f"{r.label:<40} {r.concurrency!s:>8} {r.requests_per_second:>9.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {r.errors:>7}"
+        )
+    print("\nratios (platform / baseline, same concurrency):")
+    by = {(r.label, r.concurrency): r for r in results}
+    for c in args.concurrency:
+        ours = by[("platform: create warrior", c)]
+        ceiling = by[("framework ceiling (trivial endpoint)", c)]
+        raw = by[("raw PostgreSQL (pgbench)", c)]
+        to_ceiling = ours.requests_per_second / ceiling.requests_per_second
+        to_raw = ours.requests_per_second / raw.requests_per_second
+        print(f"  {c:>3} clients: {to_ceiling:.2f} of the framework ceiling,"
+              f" {to_raw:.2f} of raw PostgreSQL inserts;"
+              f" p99 {ours.p99_ms:.1f} ms")  # fmt: skip
+    print(f"\nsustained {args.rate} creations/s for {args.rate_seconds}s (open loop): achieved"
+          f" {sustained.requests_per_second:.0f}/s, p50 {sustained.p50_ms:.2f} ms,"
+          f" p99 {sustained.p99_ms:.2f} ms,"
+          f" {sustained.errors} non-202")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
