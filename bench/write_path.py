@@ -153,9 +153,8 @@ def _run(
 def _print(results: list[LoadResult], sustained: LoadResult, args: argparse.Namespace) -> None:
     print(f"{'run':<40} {'clients':>8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
     for r in results:
-        print(
-            f"{r.label:<40} {r.concurrency!s:>8} {r.requests_per_second:>9.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {r.errors:>7}"
-        )
+        numbers = f"{r.requests_per_second:>9.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {r.errors:>7}"
+        print(f"{r.label:<40} {r.concurrency!s:>8} {numbers}")
     print("\nratios (platform / baseline, same concurrency):")
     by = {(r.label, r.concurrency): r for r in results}
     for c in args.concurrency:
