@@ -1,0 +1,18 @@
+# The platform's Python services (command service now; query service, projectors and
+# Dagster later). Dependencies are installed with the same constraints as `make`.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+WORKDIR /app
+
+COPY pyproject.toml constraints.txt README.md ./
+COPY warriors ./warriors
+COPY api ./api
+COPY orchestration ./orchestration
+COPY sql ./sql
+RUN pip install -c constraints.txt . \
+    && useradd --system --no-create-home warriors
+USER warriors
+
+EXPOSE 8000
+CMD ["sh", "-c", "warriors migrate && exec uvicorn api.gateway:create_app --factory --host 0.0.0.0 --port 8000 --workers ${HTTP_WORKERS:-2} --no-access-log"]
