@@ -118,7 +118,10 @@ def _run(
     with psycopg.connect(raw_url, autocommit=True) as conn:
         conn.execute(BENCH_UUID7)
     script = wrk_script(workdir)
-    env = {"DATABASE_URL": platform_url}
+    metrics_dir = workdir / "metrics"
+    metrics_dir.mkdir()
+    # As `make run` serves it: multiprocess Prometheus metrics on.
+    env = {"DATABASE_URL": platform_url, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
     results: list[LoadResult] = []
     print(f"machine: {machine()}; load generators (wrk -t2, pgbench -j2, vegeta) share these cores")
     print(

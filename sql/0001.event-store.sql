@@ -51,15 +51,6 @@ CREATE TRIGGER event_store_no_truncate
     BEFORE TRUNCATE ON event_store
     FOR EACH STATEMENT EXECUTE FUNCTION event_store_refuse_change();
 
--- Wake live readers (LISTEN event_store) once per appending transaction.
-CREATE FUNCTION event_store_notify() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM pg_notify('event_store', '');
-    RETURN NULL;
-END;
-$$;
-
-CREATE TRIGGER event_store_notify_append
-    AFTER INSERT ON event_store
-    FOR EACH STATEMENT EXECUTE FUNCTION event_store_notify();
+-- No NOTIFY trigger here on purpose: pg_notify serialises the commits of every notifying
+-- transaction; measured with pgbench at 64 clients, one-row inserts fell from ~10,000/s to
+-- ~3,600/s with a statement-level NOTIFY trigger. Live readers are woken another way.

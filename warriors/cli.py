@@ -5,6 +5,7 @@
 
 import logging
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Annotated
@@ -47,6 +48,7 @@ def run() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
     url, server = _database_url()
+    metrics_dir: str | None = None
     try:
         applied = apply_migrations(url)
         _say(f"migrations: {applied} applied, schema up to date")
@@ -70,6 +72,8 @@ def run() -> None:
             access_log=False,
         )
     finally:
+        if metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
         if server is not None:
             _say("stopping embedded PostgreSQL ...")
             server.stop()

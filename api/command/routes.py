@@ -55,7 +55,7 @@ def _commands(request: Request) -> WarriorCommands:
     return commands
 
 
-async def _json_object(request: Request) -> tuple[dict[str, Any], bytes]:
+async def _json_object(request: Request) -> dict[str, Any]:
     raw = await request.body()
     if not raw.strip():
         raise BadRequest("The body is empty; send a JSON object.")
@@ -65,7 +65,7 @@ async def _json_object(request: Request) -> tuple[dict[str, Any], bytes]:
         raise BadRequest(f"The body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise BadRequest(f"The body must be a JSON object, not {type(body).__name__}.")
-    return body, raw
+    return body
 
 
 def _context(request: Request) -> RequestContext:
@@ -117,7 +117,7 @@ def _accepted(result: Accepted) -> Response:
     openapi_extra=_documented(CREATE_BODY, _IDEMPOTENCY_KEY), responses=_ANSWERS,
 )  # fmt: skip
 async def create_warrior(request: Request) -> Response:
-    body, _ = await _json_object(request)
+    body = await _json_object(request)
     result = await _commands(request).create(body, _context(request), _idempotency(request, body))
     return _accepted(result)
 
@@ -127,7 +127,7 @@ async def create_warrior(request: Request) -> Response:
     openapi_extra=_documented(CHANGE_BODY, _IF_MATCH, _IDEMPOTENCY_KEY), responses=_ANSWERS,
 )  # fmt: skip
 async def change_warrior(warrior_id: UUID, request: Request) -> Response:
-    body, _ = await _json_object(request)
+    body = await _json_object(request)
     result = await _commands(request).change(
         warrior_id, body, _context(request), _idempotency(request, body), _expected_version(request)
     )
@@ -139,7 +139,7 @@ async def change_warrior(warrior_id: UUID, request: Request) -> Response:
     openapi_extra=_documented(SKILLS_BODY, _IF_MATCH, _IDEMPOTENCY_KEY), responses=_ANSWERS,
 )  # fmt: skip
 async def replace_skills(warrior_id: UUID, request: Request) -> Response:
-    body, _ = await _json_object(request)
+    body = await _json_object(request)
     result = await _commands(request).replace_skills(
         warrior_id, body, _context(request), _idempotency(request, body), _expected_version(request)
     )

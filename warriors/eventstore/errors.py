@@ -23,12 +23,11 @@ class AppendOnlyViolation(EventStoreError):
 
 def translate(exc: BaseException) -> BaseException:
     """The project's error for a driver error (or `exc` itself when there is none)."""
-    if isinstance(exc, PoolTimeout | psycopg.OperationalError | ConnectionError | OSError):
+    # OperationalError covers a lost connection, a server shutting down or starting up.
+    if isinstance(exc, PoolTimeout | psycopg.OperationalError | OSError):
         return StoreUnavailable(f"the event store is unavailable: {exc}")
     if isinstance(exc, psycopg.Error) and exc.sqlstate == APPEND_ONLY_SQLSTATE:
         return AppendOnlyViolation(str(exc))
-    if isinstance(exc, psycopg.errors.AdminShutdown | psycopg.errors.CannotConnectNow):
-        return StoreUnavailable(f"the event store is unavailable: {exc}")
     return exc
 
 
