@@ -61,6 +61,7 @@ def pgbench(server: EmbeddedPostgres, url: str, concurrency: int, seconds: int, 
 
     Ids are time-ordered like the platform's UUIDv7 (random v4 ids would scatter index
     writes and make the baseline look slower than it is)."""
+    workdir.mkdir(parents=True, exist_ok=True)
     script = workdir / "insert.sql"
     script.write_text(
         "INSERT INTO event_store (event_id, aggregate_id, aggregate_type, event_type, event_version,"
