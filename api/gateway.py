@@ -1,14 +1,22 @@
 """The single HTTP entry point (default http://127.0.0.1:8000).
 
-It routes by path prefix as nginx does in the full stack: `/api/v1/commands/*` goes to
-the command service. The query service joins it in the read-side work. Everything else
-(health, metrics, OpenAPI docs) is answered by the command service for now.
+Routes `/api/v1/commands/*` to the command service's routes and `/api/v1/queries/*` to the
+query service's, as nginx does in the full stack, in one process per worker (one pool,
+one set of resources) rather than a proxy hop. Health, metrics and OpenAPI cover both.
 """
 
 from fastapi import FastAPI
 
-from api.command.app import create_app as create_command_app
+from api.command.routes import router as command_router
+from api.common.service import build_service
+from api.query.routes import router as query_router
+
+DESCRIPTION = """The warriors platform: commands (`/api/v1/commands`) and queries
+(`/api/v1/queries`). Errors are `application/problem+json`."""
 
 
 def create_app() -> FastAPI:
-    return create_command_app()
+    return build_service(
+        title="Warriors platform", description=DESCRIPTION, service="gateway",
+        routers=[command_router, query_router],
+    )  # fmt: skip

@@ -53,4 +53,5 @@ CREATE TRIGGER event_store_no_truncate
 
 -- No NOTIFY trigger here on purpose: pg_notify serialises the commits of every notifying
 -- transaction; measured with pgbench at 64 clients, one-row inserts fell from ~10,000/s to
--- ~3,600/s with a statement-level NOTIFY trigger. Live readers are woken another way.
+-- ~3,600/s with a statement-level NOTIFY trigger. The appender notifies once per
+-- group-commit flush instead (warriors/eventstore/appender.py).

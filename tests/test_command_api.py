@@ -256,7 +256,7 @@ def test_health_metrics_and_openapi(client: httpx.Client) -> None:
     create(client)
     metrics = client.get("/metrics").text
     assert (
-        'http_requests_total{method="POST",route="/api/v1/commands/warriors",service="command",status="202"}'
+        'http_requests_total{method="POST",route="/api/v1/commands/warriors",service="gateway",status="202"}'
         in metrics
     )
     spec = client.get("/openapi.json").json()

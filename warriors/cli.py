@@ -3,19 +3,30 @@
 `make run` calls `warriors run`.
 """
 
+import asyncio
 import logging
 import os
 import shutil
+import signal
+import sys
 import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
-import uvicorn
+from honcho.manager import Manager
+from honcho.printer import Printer
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
 
 from warriors.adapters.embedded_postgres import EmbeddedPostgres
 from warriors.config import get_settings
 from warriors.eventstore.database import apply_migrations
+from warriors.projections.catalog import ProjectionName, all_projections, build
+from warriors.projections.engine import ProjectionEngine, ProjectionNotFailed
+from warriors.projections.live import run_live
 
 app = typer.Typer(help="The warriors platform.", no_args_is_help=True, add_completion=False)
 
@@ -44,40 +55,139 @@ def _database_url() -> tuple[str, EmbeddedPostgres | None]:
 @app.command()
 def run() -> None:
     """Start the platform: PostgreSQL (embedded unless DATABASE_URL is set), migrations,
-    and the HTTP entry point. Ctrl-C stops everything."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    the HTTP entry point (command and query services) and the live projector, supervised
+    together (honcho). Ctrl-C stops everything."""
     settings = get_settings()
     url, server = _database_url()
-    metrics_dir: str | None = None
+    metrics_dir = tempfile.mkdtemp(prefix="warriors-metrics-")
     try:
-        applied = apply_migrations(url)
-        _say(f"migrations: {applied} applied, schema up to date")
-        # The app factory reads DATABASE_URL through Settings, in worker processes and
-        # (with one worker) in this one, whose cached settings predate the URL.
-        os.environ["DATABASE_URL"] = url
-        get_settings.cache_clear()
-        metrics_dir = tempfile.mkdtemp(prefix="warriors-metrics-")
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        _say(f"migrations: {apply_migrations(url)} applied, schema up to date")
         base = f"http://{settings.http_host}:{settings.http_port}"
         _say(f"command API  {base}/api/v1/commands/warriors")
+        _say(f"query API    {base}/api/v1/queries/warriors")
         _say(f"OpenAPI docs {base}/docs   health {base}/health/ready   metrics {base}/metrics")
-        _say(f"{settings.http_workers} worker(s); press Ctrl-C to stop")
-        uvicorn.run(
-            "api.gateway:create_app",
-            factory=True,
-            host=settings.http_host,
-            port=settings.http_port,
-            workers=settings.http_workers,
-            log_level="warning",
-            access_log=False,
+        _say(f"{settings.http_workers} HTTP worker(s) and the live projector; press Ctrl-C to stop")
+        # Prometheus' multiprocess mode adds up the metrics of all HTTP workers.
+        env = {**os.environ, "DATABASE_URL": url, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
+        manager = Manager(Printer(sys.stdout))
+        manager.add_process(
+            "http",
+            f"{sys.executable} -m uvicorn api.gateway:create_app --factory --host {settings.http_host}"
+            f" --port {settings.http_port} --workers {settings.http_workers}"
+            " --no-access-log --log-level warning",
+            env=env,
         )
+        manager.add_process("projector", f"{sys.executable} -m warriors.cli project", env=env)
+        manager.loop()
     finally:
-        if metrics_dir:
-            shutil.rmtree(metrics_dir, ignore_errors=True)
+        shutil.rmtree(metrics_dir, ignore_errors=True)
         if server is not None:
             _say("stopping embedded PostgreSQL ...")
             server.stop()
         _say("stopped")
+
+
+@app.command()
+def project() -> None:
+    """Run the live projector: keep every projection caught up with the store."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    url, _ = _database_url()
+    asyncio.run(_project(url))
+
+
+async def _project(url: str) -> None:
+    settings = get_settings()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    async with _pool(url) as pool:
+        engines = [ProjectionEngine(pool, p, settings.projector_batch_size) for p in all_projections()]
+        await run_live(engines, url, stop, idle_seconds=settings.projector_idle_seconds)
+
+
+@asynccontextmanager
+async def _pool(url: str) -> AsyncIterator[AsyncConnectionPool[AsyncConnection]]:
+    async with AsyncConnectionPool(url, min_size=1, max_size=4, kwargs={"autocommit": True}) as pool:
+        yield pool
+
+
+projections = typer.Typer(help="Operate projections: status, retry, park, replay.", no_args_is_help=True)
+app.add_typer(projections, name="projections")
+
+
+@projections.command("status")
+def projections_status() -> None:
+    """Each projection's checkpoint, status and last error."""
+    url, _ = _database_url()
+
+    async def show() -> None:
+        async with _pool(url) as pool, pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT projection_name, last_position, status, coalesce(last_error, '')"
+                " FROM projection_offsets ORDER BY 1"
+            )
+            for name, position, status, error in await cursor.fetchall():
+                typer.echo(f"{name:<28} position {position:<10} {status:<10} {error}")
+
+    asyncio.run(show())
+
+
+def _operate(name: ProjectionName, action: Callable[[ProjectionEngine], Awaitable[str]]) -> None:
+    url, _ = _database_url()
+
+    async def go() -> None:
+        async with _pool(url) as pool:
+            engine = ProjectionEngine(pool, build(name))
+            await engine.register()
+            try:
+                _say(await action(engine))
+            except ProjectionNotFailed as exc:
+                _say(str(exc))
+                raise typer.Exit(1) from None
+
+    asyncio.run(go())
+
+
+@projections.command("retry")
+def projections_retry(name: ProjectionName) -> None:
+    """Clear a FAILED projection; it tries the failed event again (fix the cause first)."""
+
+    async def retry(engine: ProjectionEngine) -> str:
+        await engine.retry()
+        return f"{name}: RUNNING again; the live projector retries the failed event"
+
+    _operate(name, retry)
+
+
+@projections.command("park")
+def projections_park(name: ProjectionName) -> None:
+    """Park a FAILED projection's event (kept in projection_parked_events) and move on."""
+
+    async def park(engine: ProjectionEngine) -> str:
+        event = await engine.park()
+        return f"{name}: parked event {event.event_id} at position {event.position}; RUNNING again"
+
+    _operate(name, park)
+
+
+@projections.command("replay")
+def projections_replay(name: ProjectionName) -> None:
+    """Empty a projection and rebuild it from position 0, in place (stop the live
+    projector first; the Dagster rebuild job does this without downtime)."""
+
+    async def replay(engine: ProjectionEngine) -> str:
+        await engine.reset()
+        total = 0
+        while True:
+            result = await engine.run_batch()
+            total += result.applied
+            if result.applied:
+                _say(f"{name}: {total} events applied (position {result.end.position})")
+            if result.failed or result.applied == 0:
+                return f"{name}: replay finished, {total} events, status {result.status}"
+
+    _operate(name, replay)
 
 
 @app.command()

@@ -44,6 +44,13 @@ class Settings(BaseSettings):
         description="Group-commit INSERTs in flight at once per worker. One gave the largest"
         " batches and the best throughput and tail here (docs/benchmarks.md).",
     )
+    projector_batch_size: int = Field(default=1000, ge=1, description="Events per projection batch.")
+    projector_idle_seconds: float = Field(
+        default=0.1, gt=0, description="Live projector poll interval when no wake-up arrives."
+    )
+    read_wait_timeout_seconds: float = Field(
+        default=2.0, gt=0, description="Longest wait for `?position=` before answering 503."
+    )
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, description="Larger bodies: 413.")
 
 

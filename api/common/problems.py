@@ -14,6 +14,7 @@ from starlette.responses import Response
 from warriors.application.warrior_commands import ConcurrencyConflict, IdempotencyKeyReused
 from warriors.domain.errors import InvalidCommand, VersionMismatch, WarriorNotFound
 from warriors.eventstore.errors import StoreUnavailable
+from warriors.readside.queries import ReadModelBehind, UnknownPosition
 
 PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger("warriors.api")
@@ -75,6 +76,8 @@ def install_problem_handlers(app: FastAPI) -> None:
     on(ConcurrencyConflict, 409, "Concurrent modification")
     on(IdempotencyKeyReused, 409, "Idempotency key reused")
     on(StoreUnavailable, 503, "Service unavailable")
+    on(ReadModelBehind, 503, "Read model behind")
+    on(UnknownPosition, 422, "Unknown position")
 
     async def invalid_command(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, InvalidCommand)

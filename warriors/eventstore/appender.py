@@ -76,7 +76,8 @@ inserted AS (
     ON CONFLICT (aggregate_id, event_version) DO NOTHING
     RETURNING event_id, position
 )
-SELECT event_id, position, NULL::text FROM inserted
+-- One wake-up per flush for live projectors (LISTEN event_store); it is sent at commit.
+SELECT event_id, position, NULL::text FROM inserted, (SELECT pg_notify('event_store', '')) AS wake
 UNION ALL
 SELECT NULL, NULL, key FROM taken_keys
 """

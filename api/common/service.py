@@ -1,0 +1,80 @@
+"""Building a service: its resources' lifespan, error handling, middleware and routers.
+
+The command service, the query service and the gateway (both behind one port) are the
+same assembly with different routers.
+"""
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+
+from api.common.middleware import BodyLimit, CorrelationAndMetrics
+from api.common.operations import operations_router
+from api.common.problems import install_problem_handlers
+from api.common.runtime import tune_garbage_collector
+from warriors.application.warrior_commands import WarriorCommands
+from warriors.config import Settings, get_settings
+from warriors.eventstore.appender import GroupCommitAppender
+from warriors.eventstore.database import create_pool
+from warriors.eventstore.errors import StoreUnavailable
+from warriors.eventstore.store import EventStore
+from warriors.readside.queries import WarriorQueries
+
+
+def build_service(
+    *,
+    title: str,
+    description: str,
+    service: str,
+    routers: Sequence[APIRouter],
+    settings: Settings | None = None,
+) -> FastAPI:
+    settings = settings or get_settings()
+    if not settings.database_url:
+        raise RuntimeError("DATABASE_URL is not set; start the platform with `make run`.")
+    database_url = settings.database_url
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool = create_pool(settings, database_url)
+        # Do not block start-up on the database: the service answers 503 until it is up.
+        await pool.open(wait=False)
+        appender = GroupCommitAppender(
+            pool, max_batch=settings.append_max_batch, max_flushes=settings.append_max_flushes
+        )
+        store = EventStore(pool, appender)
+        app.state.store = store
+        app.state.commands = WarriorCommands(store)
+        app.state.queries = WarriorQueries(pool, store)
+        app.state.settings = settings
+        tune_garbage_collector()
+        try:
+            yield
+        finally:
+            await appender.drain()
+            await pool.close()
+
+    async def ready() -> dict[str, str]:
+        try:
+            await app.state.store.ping()
+        except StoreUnavailable as exc:
+            return {"database": str(exc)}
+        return {"database": "ok"}
+
+    app = FastAPI(
+        title=title,
+        version="1.0.0",
+        description=description,
+        lifespan=lifespan,
+        # Prometheus (/metrics) is this platform's telemetry; FastAPI's own OpenTelemetry
+        # hooks cost CPU on every request even unconfigured, so they are switched off.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+    )
+    install_problem_handlers(app)
+    for router in routers:
+        app.include_router(router)
+    app.include_router(operations_router(ready))
+    app.add_middleware(CorrelationAndMetrics, service=service)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    return app

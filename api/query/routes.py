@@ -1,0 +1,104 @@
+"""The Read API."""
+
+from typing import Annotated, Any
+from uuid import UUID
+
+import orjson
+from fastapi import APIRouter, Query, Request
+from starlette.responses import Response
+
+from api.common.problems import PROBLEM_RESPONSES
+from warriors.domain.errors import WarriorNotFound
+from warriors.readside.queries import MAX_RESULTS, MAX_SUGGESTIONS, WarriorQueries
+
+router = APIRouter(prefix="/api/v1/queries", tags=["queries"])
+
+Position = Annotated[
+    int | None,
+    Query(ge=1, description="Wait (bounded) until the read model has applied the event at this position "
+                            "(the `position` a command answered); 503 if it does not in time."),
+]  # fmt: skip
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    k: v for k, v in PROBLEM_RESPONSES.items() if k in (404, 422, 503)
+}
+
+
+def _queries(request: Request) -> WarriorQueries:
+    queries: WarriorQueries = request.app.state.queries
+    return queries
+
+
+async def _consistent(request: Request, position: int | None) -> WarriorQueries:
+    """The queries, after waiting for `position` (query parameter or X-Min-Position)."""
+    queries = _queries(request)
+    header = request.headers.get("x-min-position")
+    wanted = position or (int(header) if header and header.isdigit() else None)
+    if wanted:
+        await queries.wait_for(wanted, request.app.state.settings.read_wait_timeout_seconds)
+    return queries
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+@router.get("/warriors", summary="List or search warriors", responses=_ERRORS)
+async def list_warriors(
+    request: Request,
+    term: Annotated[
+        str | None, Query(max_length=1000, description="Search term; absent: the newest.")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_RESULTS)] = MAX_RESULTS,
+    position: Position = None,
+) -> Response:
+    """No term: the newest warriors first. A term: full-text and fuzzy search over names
+    (weighted x3) and skills (x2), case- and accent-insensitive, with synonyms; at most 50."""
+    queries = await _consistent(request, position)
+    return _json([w.to_json() for w in await queries.search(term, limit)])
+
+
+@router.get("/warriors/count", summary="How many warriors exist", responses=_ERRORS)
+async def count_warriors(request: Request, position: Position = None) -> Response:
+    queries = await _consistent(request, position)
+    return _json({"count": await queries.count()})
+
+
+@router.get("/warriors/suggest", summary="Names starting with a prefix", responses=_ERRORS)
+async def suggest_names(
+    request: Request,
+    prefix: Annotated[
+        str, Query(min_length=1, max_length=100, pattern=r"\S", description="Case-insensitive.")
+    ],
+) -> Response:
+    return _json({"suggestions": await _queries(request).suggest(prefix, MAX_SUGGESTIONS)})
+
+
+@router.get("/warriors/{warrior_id}", summary="One warrior", responses=_ERRORS)
+async def get_warrior(warrior_id: UUID, request: Request) -> Response:
+    """Always as new as the last accepted command for this warrior (read-your-writes)."""
+    warrior = await _queries(request).warrior(warrior_id)
+    if warrior is None:
+        raise WarriorNotFound(warrior_id)
+    response = _json(warrior.to_json())
+    response.headers["ETag"] = f'"{warrior.version}"'
+    return response
+
+
+@router.get("/warriors/{warrior_id}/history", summary="A warrior's events, oldest first", responses=_ERRORS)
+async def warrior_history(warrior_id: UUID, request: Request) -> Response:
+    events = await _queries(request).history(warrior_id)
+    if not events:
+        raise WarriorNotFound(warrior_id)
+    return _json(events)
+
+
+@router.get("/statistics", summary="Warrior statistics", responses=_ERRORS)
+async def statistics(request: Request) -> Response:
+    """The total and, per day (UTC), warriors created and their average number of skills,
+    from the `warrior_statistics` materialized view (refreshed on a schedule)."""
+    return _json(await _queries(request).statistics())
+
+
+@router.get("/projections", summary="Each projection's position, lag and status", responses=_ERRORS)
+async def projections(request: Request) -> Response:
+    return _json(await _queries(request).projections())

@@ -1,0 +1,1 @@
+"""Projections: read models kept from the event stream by one engine."""

@@ -1,0 +1,37 @@
+"""What a projection is, for the engine that feeds it."""
+
+from typing import Any, Protocol
+
+from psycopg import AsyncConnection
+
+from warriors.eventstore.records import StoredEvent
+
+
+class PoisonEvent(Exception):
+    """An event the projection cannot apply. The engine applies the events before it,
+    marks the projection FAILED at this one, and does not move past it."""
+
+    def __init__(self, event: StoredEvent, reason: str) -> None:
+        super().__init__(
+            f"event {event.event_id} at position {event.position} ({event.event_type}): {reason}"
+        )
+        self.event = event
+        self.reason = reason
+
+
+class Projection(Protocol):
+    """A PostgreSQL projection: its rows and its checkpoint move in one transaction."""
+
+    name: str
+
+    async def apply(self, conn: AsyncConnection[Any], events: list[StoredEvent]) -> None:
+        """Apply `events` (in stream order) inside the caller's transaction.
+
+        Must be idempotent by aggregate version, and raise `PoisonEvent` for the first
+        event it cannot apply, having written nothing (the engine re-applies the events
+        before it)."""
+        ...
+
+    async def reset(self, conn: AsyncConnection[Any]) -> None:
+        """Remove every row (a replay from position 0 follows), inside the caller's transaction."""
+        ...

@@ -1,0 +1,215 @@
+"""The projection engine: feeds a projection from the store and keeps its checkpoint.
+
+One batch is one transaction: take the projection's advisory lock (so two projector
+processes never apply the same events), read the checkpoint, read the next events with
+the gap-safe reader, apply them, move the checkpoint. A crash anywhere (even SIGKILL)
+rolls the whole batch back: nothing is lost and nothing is applied twice.
+
+A projection that cannot apply an event (`PoisonEvent`, or any error on that event alone)
+is marked FAILED with the event and the error recorded; the events before it are kept and
+nothing after it is applied. The operator then either fixes the cause and `retry`s, or
+`park`s the event (recorded in `projection_parked_events`) so the projection moves on.
+"""
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg import AsyncConnection, OperationalError
+from psycopg_pool import AsyncConnectionPool
+
+from warriors.eventstore.errors import translated_errors
+from warriors.eventstore.reader import read_after
+from warriors.eventstore.records import StoredEvent, StreamPosition
+from warriors.projections.base import PoisonEvent, Projection
+
+log = logging.getLogger("warriors.projections")
+
+
+class ProjectionNotFailed(Exception):
+    """An operator action for a FAILED projection was asked of one that is not."""
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    applied: int
+    start: StreamPosition
+    end: StreamPosition
+    status: str
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "FAILED"
+
+
+_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"
+_READ_CHECKPOINT = """
+SELECT last_transaction_id::text::bigint, last_position, status
+FROM projection_offsets WHERE projection_name = %s
+"""
+_RETRY = """
+UPDATE projection_offsets SET status = 'RUNNING', last_error = NULL, failed_event_id = NULL
+WHERE projection_name = %s AND status = 'FAILED'
+"""
+_SAVE = """
+UPDATE projection_offsets
+SET last_transaction_id = %(transaction_id)s::text::xid8, last_position = %(position)s,
+    last_processed_at = now(), status = %(status)s, last_error = %(error)s,
+    failed_event_id = %(failed_event_id)s
+WHERE projection_name = %(name)s
+"""
+
+
+class ProjectionEngine:
+    def __init__(
+        self, pool: AsyncConnectionPool[AsyncConnection], projection: Projection, batch_size: int = 1000
+    ):
+        self.pool = pool
+        self.projection = projection
+        self.batch_size = batch_size
+
+    @property
+    def name(self) -> str:
+        return self.projection.name
+
+    async def register(self) -> None:
+        """Create the projection's checkpoint row (at position 0) if it has none."""
+        with translated_errors():
+            async with self.pool.connection() as conn:
+                await conn.execute(
+                    "INSERT INTO projection_offsets (projection_name) VALUES (%s) ON CONFLICT DO NOTHING",
+                    (self.name,),
+                )
+
+    async def run_batch(self) -> BatchResult:
+        """Apply the next batch of events; `applied` is 0 when caught up or FAILED."""
+        with translated_errors():
+            async with self.pool.connection() as conn, conn.transaction():
+                await conn.execute(_LOCK, (self.name,))
+                start, status = await self._checkpoint(conn)
+                if status == "FAILED":
+                    return BatchResult(0, start, start, status)
+                events = await read_after(conn, start, self.batch_size)
+                if not events:
+                    return BatchResult(0, start, start, status)
+                applied, poison = await self._apply(conn, events)
+                end = applied[-1].stream_position if applied else start
+                if poison is None:
+                    await self._save(conn, end, "RUNNING")
+                    return BatchResult(len(applied), start, end, "RUNNING")
+                event, error = poison
+                log.error("projection %s FAILED at event %s (position %s): %s",
+                          self.name, event.event_id, event.position, error)  # fmt: skip
+                await self._save(conn, end, "FAILED", error=error, failed_event_id=event.event_id)
+                return BatchResult(len(applied), start, end, "FAILED")
+
+    async def catch_up(self, max_batches: int | None = None) -> int:
+        """Apply batches until caught up (or FAILED); returns how many events were applied."""
+        total = 0
+        batches = 0
+        while max_batches is None or batches < max_batches:
+            result = await self.run_batch()
+            total += result.applied
+            batches += 1
+            if result.failed or result.applied == 0:
+                break
+        return total
+
+    async def retry(self) -> None:
+        """Operator action: clear FAILED; the next batch starts again at the failed event."""
+        with translated_errors():
+            async with self.pool.connection() as conn, conn.transaction():
+                await conn.execute(_LOCK, (self.name,))
+                cursor = await conn.execute(_RETRY, (self.name,))
+                if cursor.rowcount != 1:
+                    raise ProjectionNotFailed(f"projection {self.name} is not FAILED")
+
+    async def park(self) -> StoredEvent:
+        """Operator action: record the failed event as parked and move past it."""
+        with translated_errors():
+            async with self.pool.connection() as conn, conn.transaction():
+                await conn.execute(_LOCK, (self.name,))
+                start, status = await self._checkpoint(conn)
+                cursor = await conn.execute(
+                    "SELECT failed_event_id, last_error FROM projection_offsets WHERE projection_name = %s",
+                    (self.name,),
+                )
+                failed_event_id, error = await cursor.fetchone() or (None, None)
+                if status != "FAILED" or failed_event_id is None:
+                    raise ProjectionNotFailed(f"projection {self.name} is not FAILED")
+                [event] = await read_after(conn, start, 1)
+                if event.event_id != failed_event_id:
+                    raise ProjectionNotFailed(f"the next event of {self.name} is not the failed one")
+                await conn.execute(
+                    "INSERT INTO projection_parked_events (projection_name, event_id, position, error)"
+                    " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                    (self.name, event.event_id, event.position, error),
+                )
+                await self._save(conn, event.stream_position, "RUNNING")
+                log.warning(
+                    "projection %s parked event %s (position %s)", self.name, event.event_id, event.position
+                )
+                return event
+
+    async def reset(self) -> None:
+        """Empty the projection and move its checkpoint to 0 (a replay follows)."""
+        with translated_errors():
+            async with self.pool.connection() as conn, conn.transaction():
+                await conn.execute(_LOCK, (self.name,))
+                await self.projection.reset(conn)
+                await self._save(conn, StreamPosition(), "RUNNING")
+
+    async def _checkpoint(self, conn: AsyncConnection[Any]) -> tuple[StreamPosition, str]:
+        cursor = await conn.execute(_READ_CHECKPOINT, (self.name,))
+        row = await cursor.fetchone()
+        if row is None:
+            raise LookupError(f"projection {self.name} is not registered")
+        return StreamPosition(row[0], row[1]), row[2]
+
+    async def _save(
+        self,
+        conn: AsyncConnection[Any],
+        position: StreamPosition,
+        status: str,
+        *,
+        error: str | None = None,
+        failed_event_id: Any = None,
+    ) -> None:
+        await conn.execute(
+            _SAVE,
+            {"transaction_id": str(position.transaction_id), "position": position.position, "status": status,
+             "error": error, "failed_event_id": failed_event_id, "name": self.name},
+        )  # fmt: skip
+
+    async def _apply(
+        self, conn: AsyncConnection[Any], events: list[StoredEvent]
+    ) -> tuple[list[StoredEvent], tuple[StoredEvent, str] | None]:
+        """Apply `events`; on a failure keep those before the failing one. Returns the
+        applied events and the failing (event, error), if any."""
+        try:
+            async with conn.transaction():  # a savepoint
+                await self.projection.apply(conn, events)
+            return events, None
+        except PoisonEvent as poison:
+            index = events.index(poison.event)
+            if index:
+                async with conn.transaction():
+                    await self.projection.apply(conn, events[:index])
+            return events[:index], (poison.event, poison.reason)
+        except Exception as exc:  # not a known poison: find the event that fails alone
+            if _is_transient(exc):
+                raise
+            log.warning("projection %s: batch failed (%r); applying event by event", self.name, exc)
+            for index, event in enumerate(events):
+                try:
+                    async with conn.transaction():
+                        await self.projection.apply(conn, [event])
+                except Exception as single:
+                    if _is_transient(single):
+                        raise
+                    return events[:index], (event, f"{type(single).__name__}: {single}")
+            return events, None
+
+
+def _is_transient(exc: BaseException) -> bool:
+    return isinstance(exc, OperationalError | OSError)

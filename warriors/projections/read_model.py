@@ -1,0 +1,145 @@
+"""The `warriors_read_model` projection: one row per living warrior, and the exact count.
+
+A batch is folded in memory first (the rows it touches are loaded once), then written
+with one upsert and one delete, so a replay moves thousands of events per round trip.
+Applies are idempotent by aggregate version: an event at or below a row's version is
+skipped, and the upsert only overwrites an older version.
+"""
+
+from dataclasses import dataclass, replace
+from datetime import date, datetime
+from typing import Any
+from uuid import UUID
+
+import orjson
+from psycopg import AsyncConnection, sql
+
+from warriors.domain.errors import DomainError
+from warriors.domain.events import (
+    AGGREGATE_TYPE,
+    WarriorCreated,
+    WarriorDeleted,
+    WarriorUpdated,
+    event_from_data,
+)
+from warriors.domain.upcasting import UPCASTERS
+from warriors.eventstore.records import StoredEvent
+from warriors.projections.base import PoisonEvent
+
+READ_MODEL = "warriors_read_model"
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    name: str
+    dob: date
+    fight_skills: tuple[str, ...]
+    created_at: datetime
+    updated_at: datetime
+    version: int
+    deleted: bool = False
+
+
+class WarriorsReadModel:
+    """`table` is the live read model, or a shadow copy being rebuilt; `keeps_count`
+    says whether `warrior_count` follows it (only the live one)."""
+
+    def __init__(self, name: str = READ_MODEL, table: str = READ_MODEL, *, keeps_count: bool = True) -> None:
+        self.name = name
+        self.table = table
+        self.keeps_count = keeps_count
+        ident = sql.Identifier(table)
+        self._load = sql.SQL(
+            "SELECT id, name, dob, fight_skills, created_at, updated_at, version FROM {} WHERE id = ANY(%s)"
+        ).format(ident)
+        self._upsert = sql.SQL(
+            """INSERT INTO {t} AS t (id, name, dob, fight_skills, created_at, updated_at, version)
+            SELECT id, name, dob, fight_skills, created_at, updated_at, version
+            FROM jsonb_to_recordset(%s::jsonb) AS r(id uuid, name text, dob date, fight_skills text[],
+                 created_at timestamptz, updated_at timestamptz, version int)
+            ON CONFLICT (id) DO UPDATE SET
+                name = excluded.name, dob = excluded.dob, fight_skills = excluded.fight_skills,
+                updated_at = excluded.updated_at, version = excluded.version
+            WHERE t.version < excluded.version"""
+        ).format(t=ident)
+        self._delete = sql.SQL("DELETE FROM {} WHERE id = ANY(%s)").format(ident)
+        self._reset = sql.SQL("TRUNCATE {}").format(ident)
+
+    async def apply(self, conn: AsyncConnection[Any], events: list[StoredEvent]) -> None:
+        events = [e for e in events if e.aggregate_type == AGGREGATE_TYPE]
+        if not events:
+            return
+        ids = list({e.aggregate_id for e in events})
+        cursor = await conn.execute(self._load, (ids,))
+        before: dict[UUID, _Row] = {
+            row[0]: _Row(row[1], row[2], tuple(row[3]), row[4], row[5], row[6])
+            for row in await cursor.fetchall()
+        }
+        after = dict(before)
+        for event in events:
+            after[event.aggregate_id] = _evolve(after.get(event.aggregate_id), event)
+
+        upserts = [
+            {"id": aggregate_id, "name": row.name, "dob": row.dob, "fight_skills": row.fight_skills,
+             "created_at": row.created_at, "updated_at": row.updated_at, "version": row.version}
+            for aggregate_id, row in after.items()
+            if not row.deleted and row != before.get(aggregate_id)
+        ]  # fmt: skip
+        deletes = [
+            aggregate_id for aggregate_id, row in after.items() if row.deleted and aggregate_id in before
+        ]
+        if upserts:
+            await conn.execute(self._upsert, (orjson.dumps(upserts).decode(),))
+        if deletes:
+            await conn.execute(self._delete, (deletes,))
+        if self.keeps_count:
+            born = sum(1 for a, row in after.items() if not row.deleted and a not in before)
+            if delta := born - len(deletes):
+                await conn.execute("UPDATE warrior_count SET total = total + %s", (delta,))
+
+    async def reset(self, conn: AsyncConnection[Any]) -> None:
+        await conn.execute(self._reset)
+        if self.keeps_count:
+            await conn.execute("UPDATE warrior_count SET total = 0")
+
+
+def _evolve(row: _Row | None, event: StoredEvent) -> _Row:
+    """The row after `event`; the row itself when the event was already applied."""
+    if row is not None and event.event_version <= row.version:
+        return row  # a redelivery: already applied
+    expected = 1 if row is None else row.version + 1
+    if event.event_version != expected:
+        raise PoisonEvent(event, f"version {event.event_version} does not follow {expected - 1}")
+    try:
+        domain_event = event_from_data(
+            event.event_type, UPCASTERS.upcast(event.event_type, event.schema_version, event.data)
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PoisonEvent(event, f"unreadable event data: {exc!r}") from exc
+    if isinstance(domain_event, WarriorCreated):
+        if row is not None:
+            raise PoisonEvent(event, "WarriorCreated for an existing warrior")
+        return _Row(
+            domain_event.name,
+            domain_event.dob,
+            domain_event.fight_skills,
+            event.created_at,
+            event.created_at,
+            1,
+        )
+    if row is None or row.deleted:
+        raise PoisonEvent(event, f"{event.event_type} for a warrior that does not exist")
+    if isinstance(domain_event, WarriorUpdated):
+        return replace(
+            row,
+            name=domain_event.name if domain_event.name is not None else row.name,
+            dob=domain_event.dob if domain_event.dob is not None else row.dob,
+            fight_skills=domain_event.fight_skills
+            if domain_event.fight_skills is not None
+            else row.fight_skills,
+            updated_at=event.created_at,
+            version=event.event_version,
+        )
+    if isinstance(domain_event, WarriorDeleted):
+        return replace(row, deleted=True, version=event.event_version, updated_at=event.created_at)
+    raise DomainError(f"unhandled event {domain_event!r}")

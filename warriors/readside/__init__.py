@@ -1,0 +1,1 @@
+"""Reading the read models: search terms, queries, consistency waits."""

@@ -1,0 +1,235 @@
+"""The query side's reads, over the read models and (for consistency) the event store."""
+
+import asyncio
+import time
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+from uuid import UUID
+
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from warriors.application.warrior_commands import rebuild
+from warriors.domain.upcasting import UPCASTERS
+from warriors.eventstore.errors import translated_errors
+from warriors.eventstore.store import AggregateStream, EventStore
+from warriors.projections.read_model import READ_MODEL
+from warriors.readside.search_terms import fold, parse
+
+MAX_RESULTS = 50
+MAX_SUGGESTIONS = 10
+
+
+@dataclass(frozen=True, slots=True)
+class WarriorView:
+    id: UUID
+    name: str
+    dob: date
+    fight_skills: list[str]
+    version: int
+    created_at: datetime | None
+    updated_at: datetime | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": str(self.id), "name": self.name, "dob": self.dob.isoformat(),
+            "fight_skills": self.fight_skills, "version": self.version,
+            "created_at": self.created_at.isoformat() if self.created_at else None,
+            "updated_at": self.updated_at.isoformat() if self.updated_at else None,
+        }  # fmt: skip
+
+
+class ReadModelBehind(Exception):
+    """The read model did not reach the asked position in time."""
+
+
+class UnknownPosition(Exception):
+    """No event has the asked position."""
+
+
+_COLUMNS = "id, name, dob, fight_skills, version, created_at, updated_at"
+
+# The row and the aggregate's latest version in the store, in one round trip: a row that
+# is missing or older than the store is not trusted (see `warrior`).
+_BY_ID = f"""
+SELECT r.*, head.version AS head_version
+FROM (SELECT max(event_version) AS version FROM event_store WHERE aggregate_id = %(id)s) AS head
+LEFT JOIN (SELECT {_COLUMNS} FROM {READ_MODEL} WHERE id = %(id)s) AS r ON true
+"""
+
+_NEWEST = f"SELECT {_COLUMNS} FROM {READ_MODEL} ORDER BY created_at DESC, id DESC LIMIT %(limit)s"
+
+# Full text (name weighted A over skills B) or fuzzy (trigram word similarity) matches;
+# scored by text rank plus name similarity x3 and skills similarity x2.
+_SEARCH = f"""
+SELECT {_COLUMNS}
+FROM {READ_MODEL}
+WHERE search_vector @@ to_tsquery('simple', %(tsquery)s)
+   OR %(fuzzy)s <%% name_folded
+   OR %(fuzzy)s <%% skills_folded
+ORDER BY ts_rank('{{0.1, 0.2, 0.4, 1.0}}', search_vector, to_tsquery('simple', %(tsquery)s))
+         + 3 * word_similarity(%(fuzzy)s, name_folded)
+         + 2 * word_similarity(%(fuzzy)s, skills_folded) DESC,
+         created_at DESC, id
+LIMIT %(limit)s
+"""
+
+_SUGGEST = f"""
+SELECT name FROM (
+    SELECT DISTINCT ON (name) name, name_folded FROM {READ_MODEL}
+    WHERE name_folded LIKE %(prefix)s ESCAPE '\\'
+    ORDER BY name, name_folded
+    LIMIT 200
+) AS matches
+ORDER BY name_folded, name
+LIMIT %(limit)s
+"""
+
+_REACHED = """
+SELECT (e.transaction_id, e.position) <= (o.last_transaction_id, o.last_position)
+FROM event_store e, projection_offsets o
+WHERE e.position = %(position)s AND o.projection_name = %(projection)s
+"""
+
+
+class WarriorQueries:
+    def __init__(self, pool: AsyncConnectionPool[AsyncConnection], store: EventStore) -> None:
+        self.pool = pool
+        self.store = store
+
+    async def warrior(self, warrior_id: UUID) -> WarriorView | None:
+        """Read-your-writes by construction: the read model's row when it is as new as the
+        store, else the aggregate folded from its events (snapshot + later events)."""
+        with translated_errors():
+            async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+                await cur.execute(_BY_ID, {"id": warrior_id})
+                row = await cur.fetchone()
+        assert row is not None
+        if row["head_version"] is None:
+            return None
+        if row["version"] == row["head_version"]:
+            return _view(row)
+        # Behind (or not there yet): fold the events themselves, which also carry the times.
+        events = await self.store.aggregate_events(warrior_id)
+        stream = AggregateStream(
+            None, [(e.event_type, e.event_version, e.schema_version, e.data) for e in events]
+        )
+        state = rebuild(warrior_id, stream)
+        if state is None or state.deleted:
+            return None
+        return WarriorView(state.warrior_id, state.name, state.dob, list(state.fight_skills), state.version,
+                           events[0].created_at, events[-1].created_at)  # fmt: skip
+
+    async def search(self, term: str | None, limit: int = MAX_RESULTS) -> list[WarriorView]:
+        limit = min(limit, MAX_RESULTS)
+        if term is None or not term.strip():
+            return await self._rows(_NEWEST, {"limit": limit})
+        terms = parse(term)
+        if terms.empty:
+            return []
+        return await self._rows(_SEARCH, {"tsquery": terms.tsquery, "fuzzy": terms.fuzzy, "limit": limit})
+
+    async def suggest(self, prefix: str, limit: int = MAX_SUGGESTIONS) -> list[str]:
+        pattern = _escape_like(fold(prefix.strip())) + "%"
+        with translated_errors():
+            async with self.pool.connection() as conn:
+                cursor = await conn.execute(
+                    _SUGGEST, {"prefix": pattern, "limit": min(limit, MAX_SUGGESTIONS)}
+                )
+                return [row[0] for row in await cursor.fetchall()]
+
+    async def count(self) -> int:
+        with translated_errors():
+            async with self.pool.connection() as conn:
+                cursor = await conn.execute("SELECT total FROM warrior_count")
+                row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
+    async def history(self, warrior_id: UUID) -> list[dict[str, Any]]:
+        events = await self.store.aggregate_events(warrior_id)
+        return [
+            {"version": e.event_version, "event_type": e.event_type, "event_id": str(e.event_id),
+             "position": e.position, "created_at": e.created_at.isoformat(),
+             "data": UPCASTERS.upcast(e.event_type, e.schema_version, e.data), "metadata": e.metadata}
+            for e in events
+        ]  # fmt: skip
+
+    async def statistics(self) -> dict[str, Any]:
+        with translated_errors():
+            async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+                await cur.execute(
+                    "SELECT day, warriors_created, avg_skills FROM warrior_statistics ORDER BY day"
+                )
+                daily = await cur.fetchall()
+        return {
+            "total": await self.count(),
+            "daily": [
+                {
+                    "day": d["day"].isoformat(),
+                    "warriors_created": d["warriors_created"],
+                    "avg_skills": round(d["avg_skills"], 3) if d["avg_skills"] is not None else None,
+                }
+                for d in daily
+            ],
+        }
+
+    async def projections(self) -> list[dict[str, Any]]:
+        """Each projection's checkpoint, status and live lag (events and seconds behind)."""
+        with translated_errors():
+            async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+                await cur.execute(_PROJECTIONS)
+                rows = await cur.fetchall()
+        return [
+            {"name": r["projection_name"], "position": r["last_position"], "status": r["status"],
+             "lag_events": max(r["lag_events"], 0), "lag_seconds": round(r["lag_seconds"], 3),
+             "last_processed_at": r["last_processed_at"].isoformat(), "last_error": r["last_error"],
+             "failed_event_id": str(r["failed_event_id"]) if r["failed_event_id"] else None}
+            for r in rows
+        ]  # fmt: skip
+
+    async def wait_for(self, position: int, seconds: float, projection: str = READ_MODEL) -> None:
+        """Return once `projection` has applied the event at `position`; bounded."""
+        deadline = time.monotonic() + seconds
+        delay = 0.002
+        while True:
+            with translated_errors():
+                async with self.pool.connection() as conn:
+                    cursor = await conn.execute(_REACHED, {"position": position, "projection": projection})
+                    row = await cursor.fetchone()
+            if row is None:
+                raise UnknownPosition(f"no event has position {position}")
+            if row[0]:
+                return
+            if time.monotonic() >= deadline:
+                raise ReadModelBehind(f"{projection} has not reached position {position} within {seconds}s")
+            await asyncio.sleep(delay)  # polling the checkpoint, bounded by the deadline
+            delay = min(delay * 2, 0.05)
+
+    async def _rows(self, query: str, params: dict[str, Any]) -> list[WarriorView]:
+        with translated_errors():
+            async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+                await cur.execute(query, params)
+                return [_view(row) for row in await cur.fetchall()]
+
+
+_PROJECTIONS = """
+SELECT o.*,
+       (SELECT coalesce(max(position), 0) FROM event_store) - o.last_position AS lag_events,
+       coalesce(extract(epoch FROM now() - (
+           SELECT created_at FROM event_store e
+           WHERE (e.transaction_id, e.position) > (o.last_transaction_id, o.last_position)
+           ORDER BY e.transaction_id, e.position LIMIT 1)), 0)::float8 AS lag_seconds
+FROM projection_offsets o
+ORDER BY o.projection_name
+"""
+
+
+def _view(row: dict[str, Any]) -> WarriorView:
+    return WarriorView(row["id"], row["name"], row["dob"], list(row["fight_skills"]), row["version"],
+                       row["created_at"], row["updated_at"])  # fmt: skip
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
