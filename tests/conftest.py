@@ -9,7 +9,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.support import ServiceProcess
+from tests.support import ProjectorProcess, ServiceProcess
 from warriors.adapters.embedded_postgres import EmbeddedPostgres, free_port
 from warriors.eventstore.database import apply_migrations
 
@@ -48,6 +48,14 @@ def fresh_database(postgres: str) -> Iterator[str]:
 def service(postgres: str) -> Iterator[ServiceProcess]:
     """The HTTP entry point on a real socket, against the session's database."""
     process = ServiceProcess(postgres, free_port(), workers=2)
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def projector(postgres: str) -> Iterator[ProjectorProcess]:
+    """The live projector keeping the session database's read models up to date."""
+    process = ProjectorProcess(postgres)
     yield process
     process.stop()
 

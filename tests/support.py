@@ -60,3 +60,29 @@ class ServiceProcess:
             self.process.kill()
             self.process.wait()
         self._log.close()
+
+
+class ProjectorProcess:
+    """`warriors project` (the live projector) in a subprocess."""
+
+    def __init__(self, database_url: str, env: dict[str, str] | None = None, name: str = "projector"):
+        self.log_path = ROOT / "test-output" / f"{name}-{os.getpid()}-{time.monotonic_ns()}.log"
+        self.log_path.parent.mkdir(exist_ok=True)
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "warriors.cli", "project"],
+            cwd=ROOT,
+            env={**os.environ, "DATABASE_URL": database_url, **(env or {})},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()

@@ -28,8 +28,11 @@ CONTEXT = RequestContext(correlation_id="test", causation_id="test")
 
 
 @pytest.fixture
-async def pool(postgres: str) -> AsyncIterator[AsyncConnectionPool[AsyncConnection]]:
-    async with AsyncConnectionPool(postgres, min_size=1, max_size=8, kwargs={"autocommit": True}) as pool:
+async def pool(fresh_database: str) -> AsyncIterator[AsyncConnectionPool[AsyncConnection]]:
+    """A database of its own: these tests write raw events that no projection should see."""
+    async with AsyncConnectionPool(
+        fresh_database, min_size=1, max_size=8, kwargs={"autocommit": True}
+    ) as pool:
         yield pool
 
 
@@ -58,27 +61,29 @@ def new_event(aggregate_id: uuid.UUID, version: int) -> NewEvent:
     ],
 )
 async def test_database_refuses_to_change_the_event_store(
-    commands: WarriorCommands, postgres: str, statement: str
+    commands: WarriorCommands, fresh_database: str, statement: str
 ) -> None:
     await commands.create({"name": "Immutable", "dob": "1990-01-01"}, CONTEXT, None)
-    with psycopg.connect(postgres) as conn:
+    with psycopg.connect(fresh_database) as conn:
         before = conn.execute(
             "SELECT count(*), md5(string_agg(event_data::text, '')) FROM event_store"
         ).fetchone()
     with (
         pytest.raises(AppendOnlyViolation, match="append-only"),
         translated_errors(),
-        psycopg.connect(postgres) as conn,
+        psycopg.connect(fresh_database) as conn,
     ):
         conn.execute(statement)
-    with psycopg.connect(postgres) as conn:
+    with psycopg.connect(fresh_database) as conn:
         after = conn.execute(
             "SELECT count(*), md5(string_agg(event_data::text, '')) FROM event_store"
         ).fetchone()
     assert after == before
 
 
-async def test_loading_from_a_snapshot_equals_a_full_replay(commands: WarriorCommands, postgres: str) -> None:
+async def test_loading_from_a_snapshot_equals_a_full_replay(
+    commands: WarriorCommands, fresh_database: str
+) -> None:
     created = await commands.create(
         {"name": "Snap", "dob": "1990-01-01", "fight_skills": ["Bo"]}, CONTEXT, None
     )
@@ -112,7 +117,9 @@ async def test_loading_from_a_snapshot_equals_a_full_replay(commands: WarriorCom
     )  # fmt: skip
 
 
-async def test_a_batch_never_commits_part_of_an_append(appender: GroupCommitAppender, postgres: str) -> None:
+async def test_a_batch_never_commits_part_of_an_append(
+    appender: GroupCommitAppender, fresh_database: str
+) -> None:
     """Two appends race for version 2 inside one batch: the single-event one is first in
     the batch and wins; the two-event one loses entirely (its version 1 is not kept)."""
     aggregate = uuid.uuid4()
@@ -122,7 +129,7 @@ async def test_a_batch_never_commits_part_of_an_append(appender: GroupCommitAppe
     assert isinstance(outcomes[0], Appended)
     assert outcomes[0].version == 2
     assert outcomes[1] == VersionTaken()
-    with psycopg.connect(postgres) as conn:
+    with psycopg.connect(fresh_database) as conn:
         versions = conn.execute(
             "SELECT event_version FROM event_store WHERE aggregate_id = %s", (aggregate,)
         ).fetchall()
@@ -130,7 +137,7 @@ async def test_a_batch_never_commits_part_of_an_append(appender: GroupCommitAppe
 
 
 async def test_a_key_whose_append_lost_its_version_race_is_not_kept(
-    appender: GroupCommitAppender, postgres: str
+    appender: GroupCommitAppender, fresh_database: str
 ) -> None:
     aggregate = uuid.uuid4()
     key = IdempotencyKey(f"lost-{aggregate}", "fp")
@@ -139,7 +146,7 @@ async def test_a_key_whose_append_lost_its_version_race_is_not_kept(
     )
     assert isinstance(outcomes[0], Appended)
     assert outcomes[1] == VersionTaken()
-    with psycopg.connect(postgres) as conn:
+    with psycopg.connect(fresh_database) as conn:
         assert conn.execute(
             "SELECT count(*) FROM idempotency_keys WHERE key = %s", (key.key,)
         ).fetchone() == (0,)
@@ -155,14 +162,14 @@ async def test_one_key_twice_in_a_batch_writes_once(appender: GroupCommitAppende
 
 
 async def test_concurrent_appends_are_grouped_and_each_gets_its_outcome(
-    appender: GroupCommitAppender, postgres: str
+    appender: GroupCommitAppender, fresh_database: str
 ) -> None:
     aggregates = [uuid.uuid4() for _ in range(200)]
     outcomes = await asyncio.gather(*(appender.append(AppendRequest([new_event(a, 1)])) for a in aggregates))
     positions: list[Any] = [o.position for o in outcomes if isinstance(o, Appended)]
     assert len(set(positions)) == 200
     assert max(appender.batch_sizes) > 1  # some flushes carried several appends
-    with psycopg.connect(postgres) as conn:
+    with psycopg.connect(fresh_database) as conn:
         stored = conn.execute(
             "SELECT aggregate_id, position FROM event_store WHERE aggregate_id = ANY(%s)", (aggregates,)
         )

@@ -87,10 +87,12 @@ ORDER BY name_folded, name
 LIMIT %(limit)s
 """
 
+# NULL (not reached) while the projection has no checkpoint yet.
 _REACHED = """
-SELECT (e.transaction_id, e.position) <= (o.last_transaction_id, o.last_position)
-FROM event_store e, projection_offsets o
-WHERE e.position = %(position)s AND o.projection_name = %(projection)s
+SELECT coalesce((e.transaction_id, e.position) <= (o.last_transaction_id, o.last_position), false)
+FROM event_store e
+LEFT JOIN projection_offsets o ON o.projection_name = %(projection)s
+WHERE e.position = %(position)s
 """
 
 

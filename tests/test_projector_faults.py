@@ -1,0 +1,193 @@
+"""Projector faults: SIGKILL mid-batch, replay equality and poison events (real PostgreSQL)."""
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import orjson
+import psycopg
+import pytest
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from tests.support import ROOT, ProjectorProcess, ServiceProcess, wait_for
+from warriors.adapters.embedded_postgres import free_port
+from warriors.projections.engine import ProjectionEngine
+from warriors.projections.read_model import WarriorsReadModel
+
+COPY_EVENTS = """COPY event_store
+    (event_id, aggregate_id, aggregate_type, event_type, event_version, event_data, metadata) FROM STDIN"""
+INSERT_EVENT = """INSERT INTO event_store
+    (event_id, aggregate_id, aggregate_type, event_type, event_version, event_data, metadata)
+    VALUES (%s, %s, 'Warrior', 'WarriorUpdated', %s, %s, '{}')"""
+ROWS = "SELECT id, name, dob, fight_skills, version, created_at, updated_at FROM {} ORDER BY id"
+
+
+def write_history(url: str, warriors: int) -> None:
+    """Warriors with updates and some deletions, written as real events in bulk."""
+    rows: list[tuple[Any, ...]] = []
+    for i in range(warriors):
+        wid = uuid.uuid4()
+        data = {"name": f"Bulk {i}", "dob": "1980-01-01", "fight_skills": ["Bo"]}
+        rows.append((wid, "WarriorCreated", 1, data))
+        rows.append((wid, "WarriorUpdated", 2, {"name": f"Bulk {i} renamed"}))
+        if i % 10 == 0:
+            rows.append((wid, "WarriorDeleted", 3, {}))
+    with psycopg.connect(url) as conn, conn.cursor() as cur, cur.copy(COPY_EVENTS) as copy:
+        for wid, event_type, version, data in rows:
+            event = (uuid.uuid4(), wid, "Warrior", event_type, version, orjson.dumps(data).decode(), "{}")
+            copy.write_row(event)
+
+
+def checkpoint(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT last_position FROM projection_offsets WHERE projection_name = 'warriors_read_model'"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def head(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT max(position) FROM event_store").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def replay_into_shadow(url: str) -> list[tuple[Any, ...]]:
+    """Replay the whole stream into a fresh copy of the read model's table."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE replay_model (LIKE warriors_read_model INCLUDING ALL)")
+    async with AsyncConnectionPool(url, min_size=1, max_size=2, kwargs={"autocommit": True}) as pool:
+        engine = ProjectionEngine(pool, WarriorsReadModel("replay", "replay_model", keeps_count=False), 5000)
+        await engine.register()
+        await engine.catch_up()
+    with psycopg.connect(url) as conn:
+        return conn.execute(ROWS.format("replay_model")).fetchall()
+
+
+async def test_sigkill_mid_batch_loses_and_doubles_nothing(fresh_database: str) -> None:
+    write_history(fresh_database, 20_000)
+    total = head(fresh_database)
+    projector = ProjectorProcess(fresh_database, env={"PROJECTOR_BATCH_SIZE": "2000"})
+    try:
+        wait_for(
+            lambda: 0 < checkpoint(fresh_database) < total, timeout=60, what="the projector to be mid-stream"
+        )
+        os.kill(projector.process.pid, signal.SIGKILL)
+        projector.process.wait()
+    finally:
+        projector.stop()
+    killed_at = checkpoint(fresh_database)
+    assert killed_at < total, "the projector finished before it could be killed"
+
+    restarted = ProjectorProcess(fresh_database, env={"PROJECTOR_BATCH_SIZE": "2000"})
+    try:
+        wait_for(lambda: checkpoint(fresh_database) == total, timeout=120, what="the restarted projector")
+    finally:
+        restarted.stop()
+
+    with psycopg.connect(fresh_database) as conn:
+        live = conn.execute(ROWS.format("warriors_read_model")).fetchall()
+        count = conn.execute("SELECT total FROM warrior_count").fetchone()
+    assert len(live) == 18_000  # 20,000 created, every tenth deleted
+    assert count == (18_000,)
+    assert all(row[1].endswith("renamed") and row[4] == 2 for row in live)
+    assert live == await replay_into_shadow(fresh_database)
+
+
+def operator_action(url: str, action: str) -> subprocess.CompletedProcess[str]:
+    """`warriors projections ACTION warriors_read_model`, as an operator runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "warriors.cli", "projections", action, "warriors_read_model"],
+        cwd=ROOT, env={**os.environ, "DATABASE_URL": url}, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+
+
+@pytest.fixture
+async def pool(fresh_database: str) -> AsyncIterator[AsyncConnectionPool[AsyncConnection]]:
+    async with AsyncConnectionPool(
+        fresh_database, min_size=1, max_size=4, kwargs={"autocommit": True}
+    ) as pool:
+        yield pool
+
+
+def test_poison_event_fails_the_projection_until_parked(fresh_database: str) -> None:
+    write_history(fresh_database, 3)
+    with psycopg.connect(fresh_database) as conn:
+        living = conn.execute(
+            "SELECT aggregate_id FROM event_store GROUP BY 1 HAVING max(event_version) = 2 LIMIT 1"
+        ).fetchone()
+    assert living is not None
+    # Version 3 on a living warrior with unreadable data, then more good events after it.
+    bad_id = uuid.uuid4()
+    with psycopg.connect(fresh_database) as conn:
+        conn.execute(INSERT_EVENT, (bad_id, living[0], 3, '{"dob": "soon"}'))
+    write_history(fresh_database, 5)
+
+    service = ServiceProcess(fresh_database, free_port())
+    projector = ProjectorProcess(fresh_database)
+    try:
+
+        def failed_status() -> dict[str, Any] | None:
+            [status] = httpx.get(f"{service.base_url}/api/v1/queries/projections").json()
+            return status if status["status"] == "FAILED" else None
+
+        status = wait_for(failed_status, timeout=30, what="the projection to fail")
+        assert status["failed_event_id"] == str(bad_id)
+        assert "unreadable event data" in status["last_error"]
+        stuck_at = status["position"]
+        assert stuck_at < head(fresh_database)
+
+        park = operator_action(fresh_database, "park")
+        assert park.returncode == 0, park.stderr
+        assert f"parked event {bad_id}" in park.stderr
+
+        wait_for(lambda: checkpoint(fresh_database) == head(fresh_database), timeout=30, what="the rest")
+        [status] = httpx.get(f"{service.base_url}/api/v1/queries/projections").json()
+        assert status["status"] == "RUNNING"
+    finally:
+        projector.stop()
+        service.stop()
+    with psycopg.connect(fresh_database) as conn:
+        rows = conn.execute("SELECT count(*) FROM warriors_read_model").fetchone()
+        parked = conn.execute("SELECT event_id FROM projection_parked_events").fetchall()
+    assert rows == (2 + 4,)  # 3 then 5 written, every tenth (the first of each) deleted
+    assert parked == [(bad_id,)]
+
+
+async def test_retry_after_failure_is_refused_when_not_failed(
+    pool: AsyncConnectionPool[AsyncConnection],
+) -> None:
+    from warriors.projections.engine import ProjectionNotFailed
+
+    engine = ProjectionEngine(pool, WarriorsReadModel())
+    await engine.register()
+    with pytest.raises(ProjectionNotFailed):
+        await engine.retry()
+    with pytest.raises(ProjectionNotFailed):
+        await engine.park()
+
+
+async def test_retry_applies_the_failed_event_again(
+    fresh_database: str, pool: AsyncConnectionPool[AsyncConnection]
+) -> None:
+    write_history(fresh_database, 1)
+    with psycopg.connect(fresh_database) as conn:
+        row = conn.execute("SELECT aggregate_id FROM event_store LIMIT 1").fetchone()
+    assert row is not None
+    engine = ProjectionEngine(pool, WarriorsReadModel())
+    await engine.register()
+    # Version 4 after 3 (deleted) is poison for the read model: the row is gone.
+    with psycopg.connect(fresh_database) as conn:
+        conn.execute(INSERT_EVENT, (uuid.uuid4(), row[0], 4, '{"name": "Ghost"}'))
+    assert await engine.catch_up() == 3
+    result = await engine.run_batch()
+    assert result.failed
+    await engine.retry()
+    assert (await engine.run_batch()).failed  # the cause is still there: FAILED again

@@ -1,0 +1,121 @@
+"""The search contract on the PostgreSQL read model (real server, own database)."""
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import psycopg
+import pytest
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from warriors.eventstore.appender import GroupCommitAppender
+from warriors.eventstore.store import EventStore
+from warriors.projections.engine import ProjectionEngine
+from warriors.projections.read_model import WarriorsReadModel
+from warriors.readside.queries import WarriorQueries
+from warriors.readside.search_terms import parse
+
+WARRIORS = [
+    ("José Aldo", ["Muay Thai"]),
+    ("Miyamoto Musashi", ["Katana", "Calligraphy"]),
+    ("Bruce Lee", ["Jeet Kune Do", "Kick"]),
+    ("Kick Master", ["Wrestling"]),  # "kick" in the name: ranks above a skill match
+    ("Chuck Norris", ["Combat"]),
+    ("Ip Man", ["Wing Chun", "Fighting"]),
+] + [(f"Filler {i:03d}", ["Boxing"]) for i in range(60)]
+
+
+def insert_events(url: str) -> None:
+    """The warriors as WarriorCreated events, one minute apart (the fillers newest)."""
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    with psycopg.connect(url) as conn:
+        for i, (name, skills) in enumerate(WARRIORS):
+            data = {"name": name, "dob": "1980-01-01", "fight_skills": skills}
+            conn.execute(
+                "INSERT INTO event_store (event_id, aggregate_id, aggregate_type, event_type, event_version,"
+                " event_data, metadata, created_at)"
+                " VALUES (%s, %s, 'Warrior', 'WarriorCreated', 1, %s, '{}', %s)",
+                (uuid.uuid4(), uuid.uuid4(), orjson.dumps(data).decode(), start + timedelta(minutes=i)),
+            )
+
+
+@pytest.fixture
+async def queries(fresh_database: str) -> AsyncIterator[WarriorQueries]:
+    insert_events(fresh_database)
+    async with AsyncConnectionPool(
+        fresh_database, min_size=1, max_size=4, kwargs={"autocommit": True}
+    ) as pool:
+        engine = ProjectionEngine(pool, WarriorsReadModel())
+        await engine.register()
+        assert await engine.catch_up() == len(WARRIORS)
+        yield WarriorQueries(pool, EventStore(pool, GroupCommitAppender(pool)))
+
+
+async def names(queries: WarriorQueries, term: str | None) -> list[str]:
+    return [w.name for w in await queries.search(term)]
+
+
+async def test_case_insensitive_and_accent_folding(queries: WarriorQueries) -> None:
+    assert (await names(queries, "jose"))[0] == "José Aldo"
+    assert (await names(queries, "JOSÉ"))[0] == "José Aldo"
+    assert (await names(queries, "bRuCe"))[0] == "Bruce Lee"
+
+
+async def test_fuzzy(queries: WarriorQueries) -> None:
+    assert (await names(queries, "musashy"))[0] == "Miyamoto Musashi"
+    assert "Chuck Norris" in await names(queries, "norriss")
+
+
+async def test_synonyms(queries: WarriorQueries) -> None:
+    assert "Miyamoto Musashi" in await names(queries, "blade")  # sword, blade, katana
+    assert "Bruce Lee" in await names(queries, "punch")  # kick, strike, punch
+    found = await names(queries, "martial arts")  # martial arts, combat, fighting
+    assert {"Chuck Norris", "Ip Man"} <= set(found)
+
+
+async def test_name_weighs_more_than_skills(queries: WarriorQueries) -> None:
+    found = await names(queries, "kick")
+    assert found.index("Kick Master") < found.index("Bruce Lee")
+
+
+async def test_at_most_50_and_no_duplicates(queries: WarriorQueries) -> None:
+    found = await queries.search("boxing")
+    assert len(found) == 50
+    assert len({w.id for w in found}) == 50
+
+
+async def test_no_term_gives_the_50_newest(queries: WarriorQueries) -> None:
+    newest = await names(queries, None)
+    assert newest == [name for name, _ in reversed(WARRIORS)][:50]
+    assert await names(queries, "   ") == newest
+
+
+@pytest.mark.parametrize(
+    "term", ["%", "'", '"', "''; DROP TABLE warriors_read_model; --", "x" * 1000, "!", ":*"]
+)
+async def test_odd_terms_are_safe(queries: WarriorQueries, term: str) -> None:
+    assert len(await queries.search(term)) <= 50
+
+
+async def test_suggest_prefix_case_insensitive(queries: WarriorQueries) -> None:
+    assert await queries.suggest("mIy") == ["Miyamoto Musashi"]
+    assert len(await queries.suggest("filler")) == 10
+    assert await queries.suggest("jos") == ["José Aldo"]
+    assert await queries.suggest("%") == []
+
+
+def test_search_terms_only_hold_quoted_words() -> None:
+    terms = parse("it's a 'blade' & (kick) | !x:*")
+    assert terms.tsquery.count("'") % 2 == 0
+    assert "'blade':*" in terms.tsquery
+    assert "'katana'" in terms.tsquery
+    assert "'punch'" in terms.tsquery
+    assert parse("%%%").empty
+    assert parse("martial arts").tsquery.endswith("('martial' <-> 'arts') | 'combat' | 'fighting'")
+
+
+async def test_pool_is_real(queries: WarriorQueries) -> None:
+    async with queries.pool.connection() as conn:
+        assert isinstance(conn, AsyncConnection)
