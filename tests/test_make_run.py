@@ -49,10 +49,16 @@ def test_run_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
             assert answer.status_code == 202
             assert answer.headers["location"].startswith("/api/v1/queries/warriors/")
             created.append(answer.json()["id"])
+            read = httpx.get(base + answer.headers["location"])  # the query service is routed too
+            assert read.status_code == 200
+            assert read.json()["name"] == f"Run {round_}"
+            wait_for(lambda: httpx.get(f"{base}/api/v1/queries/projections").json()[0]["lag_events"] == 0,
+                     timeout=30, what="the live projector to catch up")  # fmt: skip
             assert stop_with_ctrl_c(process) == 0
             assert not embedded.running(), "Ctrl-C must stop the embedded PostgreSQL too"
         output = log.read_text()
         assert "command API  http://127.0.0.1" in output
+        assert "live projector listening" in output
         assert "stopped" in output
         embedded.start()
         with psycopg.connect(embedded.url()) as conn:
