@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint format bench bench-tools clean-data
+.PHONY: install run test lint format bench bench-tools bench-write bench-read clean-data
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -43,6 +43,13 @@ bench-tools: $(STAMP)
 
 bench: bench-tools
 	$(BIN)/python -m bench.write_path
+	$(BIN)/python -m bench.read_path
+
+bench-write: bench-tools
+	$(BIN)/python -m bench.write_path
+
+bench-read: bench-tools
+	$(BIN)/python -m bench.read_path
 
 clean-data:
 	rm -rf .data

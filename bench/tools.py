@@ -51,7 +51,7 @@ def require(tool: str) -> str:
 def wrk(url: str, concurrency: int, seconds: int, script: Path, label: str) -> LoadResult:
     """Closed-loop load: `concurrency` connections, each sending as fast as answered."""
     out = subprocess.run(
-        [require("wrk"), "-t2", f"-c{concurrency}", f"-d{seconds}s", "--latency", "-s", str(script), url],
+        [require("wrk"), f"-t{min(2, concurrency)}", f"-c{concurrency}", f"-d{seconds}s", "--latency", "-s", str(script), url],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     errors = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", out))

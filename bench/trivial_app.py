@@ -24,4 +24,8 @@ def create_app() -> FastAPI:
         await request.body()
         return Response(b'{"ok":true}', status_code=202, media_type="application/json")
 
+    @app.get("/ping")
+    async def ping() -> Response:
+        return Response(b'{"ok":true}', media_type="application/json")
+
     return app
