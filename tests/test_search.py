@@ -114,6 +114,7 @@ def test_search_terms_only_hold_quoted_words() -> None:
     assert "'punch'" in terms.tsquery
     assert parse("%%%").empty
     assert parse("martial arts").tsquery.endswith("('martial' <-> 'arts') | 'combat' | 'fighting'")
+    assert parse("blade").name_tsquery == "'blade':*A | 'sword':A | 'blade':A | 'katana':A"
 
 
 async def test_pool_is_real(queries: WarriorQueries) -> None:

@@ -61,18 +61,30 @@ LEFT JOIN (SELECT {_COLUMNS} FROM {READ_MODEL} WHERE id = %(id)s) AS r ON true
 
 _NEWEST = f"SELECT {_COLUMNS} FROM {READ_MODEL} ORDER BY created_at DESC, id DESC LIMIT %(limit)s"
 
-# Full text (name weighted A over skills B) or fuzzy (trigram word similarity) matches;
-# scored by text rank plus name similarity x3 and skills similarity x2.
+# Candidates first, each kind capped and taken straight from an index (full-text matches
+# in the name, full-text matches anywhere, fuzzy name and fuzzy skills matches by trigram
+# word similarity), then only those few hundred rows are scored: text rank (name weighted
+# A over skills B) plus name similarity x3 and skills similarity x2. Scoring every match
+# of a common word instead took 30-90 ms on 100,000 warriors; this takes 3-15 ms.
 _SEARCH = f"""
-SELECT {_COLUMNS}
-FROM {READ_MODEL}
-WHERE search_vector @@ to_tsquery('simple', %(tsquery)s)
-   OR %(fuzzy)s <%% name_folded
-   OR %(fuzzy)s <%% skills_folded
-ORDER BY ts_rank('{{0.1, 0.2, 0.4, 1.0}}', search_vector, to_tsquery('simple', %(tsquery)s))
-         + 3 * word_similarity(%(fuzzy)s, name_folded)
-         + 2 * word_similarity(%(fuzzy)s, skills_folded) DESC,
-         created_at DESC, id
+WITH q AS (
+    SELECT to_tsquery('simple', %(tsquery)s) AS query, to_tsquery('simple', %(name_tsquery)s) AS name_query
+),
+candidates AS (
+    (SELECT id FROM {READ_MODEL}, q WHERE search_vector @@ q.name_query LIMIT 100)
+    UNION
+    (SELECT id FROM {READ_MODEL}, q WHERE search_vector @@ q.query LIMIT 100)
+    UNION
+    (SELECT id FROM {READ_MODEL} WHERE %(fuzzy)s <%% name_folded LIMIT 100)
+    UNION
+    (SELECT id FROM {READ_MODEL} WHERE %(fuzzy)s <%% skills_folded LIMIT 100)
+)
+SELECT r.id, r.name, r.dob, r.fight_skills, r.version, r.created_at, r.updated_at
+FROM {READ_MODEL} r JOIN candidates USING (id), q
+ORDER BY ts_rank('{{0.1, 0.2, 0.4, 1.0}}', r.search_vector, q.query)
+         + 3 * word_similarity(%(fuzzy)s, r.name_folded)
+         + 2 * word_similarity(%(fuzzy)s, r.skills_folded) DESC,
+         r.created_at DESC, r.id
 LIMIT %(limit)s
 """
 
@@ -131,7 +143,13 @@ class WarriorQueries:
         terms = parse(term)
         if terms.empty:
             return []
-        return await self._rows(_SEARCH, {"tsquery": terms.tsquery, "fuzzy": terms.fuzzy, "limit": limit})
+        params = {
+            "tsquery": terms.tsquery,
+            "name_tsquery": terms.name_tsquery,
+            "fuzzy": terms.fuzzy,
+            "limit": limit,
+        }
+        return await self._rows(_SEARCH, params)
 
     async def suggest(self, prefix: str, limit: int = MAX_SUGGESTIONS) -> list[str]:
         pattern = _escape_like(fold(prefix.strip())) + "%"

@@ -31,6 +31,7 @@ def fold(text: str) -> str:
 @dataclass(frozen=True, slots=True)
 class SearchTerms:
     tsquery: str  # empty when the term has no words
+    name_tsquery: str  # the same, restricted to the name's lexemes (weight A)
     fuzzy: str  # the folded term for trigram matching (bounded length)
 
     @property
@@ -41,15 +42,18 @@ class SearchTerms:
 def parse(term: str) -> SearchTerms:
     folded = fold(term)
     words = _WORD.findall(folded)[:MAX_WORDS]
-    alternatives: list[str] = [f"'{word}':*" for word in words]
     text = " ".join(words)
-    for group in SYNONYMS:
-        if any(re.search(rf"\b{re.escape(member)}\b", text) for member in group):
-            alternatives += [_phrase(member) for member in group]
-    unique = list(dict.fromkeys(alternatives))
-    return SearchTerms(" | ".join(unique), " ".join(words)[:MAX_FUZZY_CHARS])
+    synonyms = [member for group in SYNONYMS if any(re.search(rf"\b{re.escape(m)}\b", text) for m in group)
+                for member in group]  # fmt: skip
+
+    def alternatives(weight: str) -> str:
+        terms = [f"'{word}':*{weight}" for word in words] + [_phrase(member, weight) for member in synonyms]
+        return " | ".join(dict.fromkeys(terms))
+
+    return SearchTerms(alternatives(""), alternatives("A"), text[:MAX_FUZZY_CHARS])
 
 
-def _phrase(member: str) -> str:
-    parts = member.split()
-    return f"'{parts[0]}'" if len(parts) == 1 else "(" + " <-> ".join(f"'{p}'" for p in parts) + ")"
+def _phrase(member: str, weight: str) -> str:
+    label = f":{weight}" if weight else ""
+    parts = [f"'{part}'{label}" for part in member.split()]
+    return parts[0] if len(parts) == 1 else "(" + " <-> ".join(parts) + ")"
