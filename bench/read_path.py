@@ -109,7 +109,7 @@ def get_by_id(
 
     sql.write_text(
         f"\\set n random(1, {len(ids)})\n"
-        + " ".join(_BY_ID.replace("%(id)s", "(SELECT id FROM bench_ids WHERE n = :n)").split())
+        + " ".join(_BY_ID.replace("%s", "(SELECT id FROM bench_ids WHERE n = :n)").split())
         + ";\n"
     )
     results: list[LoadResult] = []

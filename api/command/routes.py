@@ -102,8 +102,13 @@ def _expected_version(request: Request) -> int | None:
 
 
 def _accepted(result: Accepted) -> Response:
+    # A creation's Location is the warrior's URL; later commands add `min_version`, so that
+    # following the Location shows this command's effect even before the projector has it.
+    location = f"{QUERY_PATH}/{result.warrior_id}"
+    if result.version > 1:
+        location += f"?min_version={result.version}"
     headers = {
-        "Location": f"{QUERY_PATH}/{result.warrior_id}",
+        "Location": location,
         "ETag": f'"{result.version}"',
     }
     if result.replayed:

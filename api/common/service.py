@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 
-from api.common.middleware import BodyLimit, CorrelationAndMetrics
+from api.common.middleware import EdgeMiddleware
 from api.common.operations import operations_router
 from api.common.problems import install_problem_handlers
 from api.common.runtime import tune_garbage_collector
@@ -75,6 +75,5 @@ def build_service(
     for router in routers:
         app.include_router(router)
     app.include_router(operations_router(ready))
-    app.add_middleware(CorrelationAndMetrics, service=service)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(EdgeMiddleware, service=service, max_body_bytes=settings.max_body_bytes)
     return app

@@ -74,9 +74,16 @@ async def suggest_names(
 
 
 @router.get("/warriors/{warrior_id}", summary="One warrior", responses=_ERRORS)
-async def get_warrior(warrior_id: UUID, request: Request) -> Response:
-    """Always as new as the last accepted command for this warrior (read-your-writes)."""
-    warrior = await _queries(request).warrior(warrior_id)
+async def get_warrior(
+    warrior_id: UUID,
+    request: Request,
+    min_version: Annotated[
+        int | None, Query(ge=1, description="At least this version (commands' Location headers carry it).")
+    ] = None,
+) -> Response:
+    """The read model's row. A warrior just created, or older than `min_version`, is
+    answered from its events: following any command's Location shows what it wrote."""
+    warrior = await _queries(request).warrior(warrior_id, min_version)
     if warrior is None:
         raise WarriorNotFound(warrior_id)
     response = _json(warrior.to_json())
