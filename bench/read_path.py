@@ -105,12 +105,11 @@ def get_by_id(
     trivial_script = workdir / "trivial.lua"
     trivial_script.write_text("request = function() return wrk.format('GET', '/ping') end\n")
     sql = workdir / "get.sql"
-    from warriors.readside.queries import _BY_ID
-
+    # The same primary-key select the service needs, one per transaction.
     sql.write_text(
         f"\\set n random(1, {len(ids)})\n"
-        + " ".join(_BY_ID.replace("%s", "(SELECT id FROM bench_ids WHERE n = :n)").split())
-        + ";\n"
+        "SELECT id, name, dob, fight_skills, version, created_at, updated_at FROM warriors_read_model"
+        " WHERE id = (SELECT id FROM bench_ids WHERE n = :n);\n"
     )
     results: list[LoadResult] = []
     trivial = Server("bench.trivial_app:create_app", free_port(), args.workers, {}, workdir / "trivial.log")

@@ -120,3 +120,15 @@ def test_search_terms_only_hold_quoted_words() -> None:
 async def test_pool_is_real(queries: WarriorQueries) -> None:
     async with queries.pool.connection() as conn:
         assert isinstance(conn, AsyncConnection)
+
+
+async def test_concurrent_gets_are_grouped_and_each_gets_its_own_row(queries: WarriorQueries) -> None:
+    import asyncio
+
+    newest = await queries.search(None)
+    unknown = [uuid.uuid4() for _ in range(5)]
+    wanted = [w.id for w in newest] + unknown
+    found = await asyncio.gather(*(queries.warrior(wid) for wid in wanted))
+    assert [w.id if w else None for w in found] == [w.id for w in newest] + [None] * 5
+    assert [w.name for w in found if w] == [w.name for w in newest]
+    assert max(queries._lookup.batch_sizes) > 1  # some round trips served several requests

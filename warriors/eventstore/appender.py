@@ -17,31 +17,21 @@ multi-event append racing another writer), makes the batch roll back and run aga
 without it, so a batch never commits part of an append.
 """
 
-import asyncio
-from collections import Counter
-from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
 import orjson
 import psycopg
-from prometheus_client import Histogram
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from warriors.eventstore.errors import translate
+from warriors.eventstore.grouping import Grouped
 from warriors.eventstore.records import (
     Appended,
     AppendOutcome,
     AppendRequest,
     KeyTaken,
     VersionTaken,
-)
-
-BATCH_SIZE = Histogram(
-    "warriors_append_batch_size",
-    "Appends written together in one group-commit INSERT",
-    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
 )
 
 _INSERT_BATCH = """
@@ -83,13 +73,9 @@ SELECT NULL, NULL, key FROM taken_keys
 """
 
 
-@dataclass(slots=True)
-class _Pending:
-    request: AppendRequest
-    future: "asyncio.Future[AppendOutcome]"
+class GroupCommitAppender(Grouped[AppendRequest, AppendOutcome]):
+    kind = "append"
 
-
-class GroupCommitAppender:
     def __init__(
         self,
         pool: AsyncConnectionPool[AsyncConnection],
@@ -97,53 +83,15 @@ class GroupCommitAppender:
         max_batch: int = 256,
         max_flushes: int = 1,
     ) -> None:
+        super().__init__(max_batch=max_batch, max_flushes=max_flushes)
         self._pool = pool
-        self._max_batch = max_batch
-        self._max_flushes = max_flushes
-        self._queue: list[_Pending] = []
-        self._flushes: set[asyncio.Task[None]] = set()
-        self.batch_sizes: Counter[int] = Counter()
 
     async def append(self, request: AppendRequest) -> AppendOutcome:
         """Write `request`'s events atomically; raises `StoreUnavailable` on a dead database."""
-        future: asyncio.Future[AppendOutcome] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(request, future))
-        self._start_flushes()
-        return await asyncio.shield(future)
+        return await self._submit(request)
 
-    async def drain(self) -> None:
-        """Wait for every flush in flight (used at shutdown)."""
-        while self._flushes:
-            await asyncio.gather(*self._flushes, return_exceptions=True)
-
-    def _start_flushes(self) -> None:
-        while self._queue and len(self._flushes) < self._max_flushes:
-            batch = self._queue[: self._max_batch]
-            del self._queue[: self._max_batch]
-            task = asyncio.create_task(self._flush(batch))
-            self._flushes.add(task)
-            task.add_done_callback(self._flush_done)
-
-    def _flush_done(self, task: "asyncio.Task[None]") -> None:
-        self._flushes.discard(task)
-        self._start_flushes()
-
-    async def _flush(self, batch: list[_Pending]) -> None:
-        self.batch_sizes[len(batch)] += 1
-        BATCH_SIZE.observe(len(batch))
-        try:
-            outcomes = await self._write([p.request for p in batch])
-        except BaseException as exc:  # every waiter must hear about the failure
-            error = translate(exc)
-            for pending in batch:
-                if not pending.future.done():
-                    pending.future.set_exception(error)
-            if not isinstance(exc, Exception):
-                raise
-            return
-        for pending, outcome in zip(batch, outcomes, strict=True):
-            if not pending.future.done():
-                pending.future.set_result(outcome)
+    async def _execute(self, items: list[AppendRequest]) -> list[AppendOutcome]:
+        return await self._write(items)
 
     async def _write(self, requests: list[AppendRequest]) -> list[AppendOutcome]:
         outcomes: list[AppendOutcome | None] = [None] * len(requests)

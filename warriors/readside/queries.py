@@ -14,6 +14,7 @@ from psycopg_pool import AsyncConnectionPool
 from warriors.application.warrior_commands import rebuild
 from warriors.domain.upcasting import UPCASTERS
 from warriors.eventstore.errors import translated_errors
+from warriors.eventstore.grouping import Grouped
 from warriors.eventstore.store import AggregateStream, EventStore
 from warriors.projections.read_model import READ_MODEL
 from warriors.readside.search_terms import fold, parse
@@ -50,7 +51,31 @@ class UnknownPosition(Exception):
 
 _COLUMNS = "id, name, dob, fight_skills, version, created_at, updated_at"
 
-_BY_ID = f"SELECT {_COLUMNS} FROM {READ_MODEL} WHERE id = %s"
+_BY_IDS = f"SELECT {_COLUMNS} FROM {READ_MODEL} WHERE id = ANY(%s)"
+
+
+class GroupedLookup(Grouped[UUID, "tuple[Any, ...] | None"]):
+    """Concurrent get-by-id requests of a worker, served by one `id = ANY(...)` query.
+
+    Per-query costs (a round trip, a wake-up of a server process, the driver's send and
+    wait) dominated get-by-id under load; grouping pays them once per group."""
+
+    kind = "get_by_id"
+
+    def __init__(self, pool: AsyncConnectionPool[AsyncConnection], *, max_flushes: int = 2) -> None:
+        super().__init__(max_batch=256, max_flushes=max_flushes)
+        self._pool = pool
+
+    async def get(self, warrior_id: UUID) -> "tuple[Any, ...] | None":
+        return await self._submit(warrior_id)
+
+    async def _execute(self, items: list[UUID]) -> "list[tuple[Any, ...] | None]":
+        # Binary results and plain tuples: the cheapest way through the driver (measured).
+        async with self._pool.connection() as conn, conn.cursor(binary=True) as cur:
+            await cur.execute(_BY_IDS, (list(set(items)),), prepare=True)
+            rows = {row[0]: row for row in await cur.fetchall()}
+        return [rows.get(item) for item in items]
+
 
 _NEWEST = f"SELECT {_COLUMNS} FROM {READ_MODEL} ORDER BY created_at DESC, id DESC LIMIT %(limit)s"
 
@@ -105,17 +130,14 @@ class WarriorQueries:
     def __init__(self, pool: AsyncConnectionPool[AsyncConnection], store: EventStore) -> None:
         self.pool = pool
         self.store = store
+        self._lookup = GroupedLookup(pool)
 
     async def warrior(self, warrior_id: UUID, min_version: int | None = None) -> WarriorView | None:
         """The read model's row, one primary-key lookup. When there is no row yet (a
         creation not projected yet) or it is older than `min_version`, the warrior is
         folded from its events instead, so following a command's Location always shows
         what the command wrote."""
-        with translated_errors():
-            # Binary results and plain tuples: the cheapest way through the driver (measured).
-            async with self.pool.connection() as conn, conn.cursor(binary=True) as cur:
-                await cur.execute(_BY_ID, (warrior_id,), prepare=True)
-                row = await cur.fetchone()
+        row = await self._lookup.get(warrior_id)
         if row is not None and (min_version is None or row[4] >= min_version):
             return WarriorView(*row)
         events = await self.store.aggregate_events(warrior_id)
