@@ -13,18 +13,18 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_compose_services_are_wired_together() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert {"postgres", "command-service"} <= set(services)
+    assert {"postgres", "api", "projector"} <= set(services)
     for name, service in services.items():
         assert "healthcheck" in service, f"{name} has no health check"
         for dependency in service.get("depends_on", {}):
             assert dependency in services
-    env = services["command-service"]["environment"]
+    env = services["api"]["environment"]
     settings_fields = {name.upper() for name in Settings.model_fields}
     assert set(env) <= settings_fields, "compose sets a variable the services do not read"
     user, password, database = (services["postgres"]["environment"][k] for k in
                                 ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"))  # fmt: skip
     assert env["DATABASE_URL"] == f"postgresql://{user}:{password}@postgres:5432/{database}"
-    assert services["command-service"]["build"] == "."
+    assert services["api"]["build"] == services["projector"]["build"] == "."
 
 
 def test_dockerfile_starts_what_exists() -> None:
