@@ -259,7 +259,12 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--warriors", type=int, default=100_000)
-    parser.add_argument("--lag-rate", type=int, default=2000, help="writes/s during the lag probe")
+    parser.add_argument(
+        "--lag-rate",
+        type=int,
+        default=3600,
+        help="writes/s during the lag probe (default: half the write path's measured maximum)",
+    )
     parser.add_argument("--lag-seconds", type=int, default=20)
     parser.add_argument("--replay-events", type=int, default=1_000_000)
     parser.add_argument("--only", choices=["get", "search", "lag", "replay"], nargs="+")

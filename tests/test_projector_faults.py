@@ -191,3 +191,20 @@ async def test_retry_applies_the_failed_event_again(
     assert result.failed
     await engine.retry()
     assert (await engine.run_batch()).failed  # the cause is still there: FAILED again
+
+
+async def test_checkpoint_records_lag(
+    fresh_database: str, pool: AsyncConnectionPool[AsyncConnection]
+) -> None:
+    write_history(fresh_database, 50)  # 105 events
+    engine = ProjectionEngine(pool, WarriorsReadModel(), batch_size=40)
+    await engine.register()
+    await engine.run_batch()
+    with psycopg.connect(fresh_database) as conn:
+        behind = conn.execute("SELECT lag_events, lag_seconds FROM projection_offsets").fetchone()
+    assert behind is not None
+    assert behind[0] == 105 - 40
+    assert behind[1] > 0
+    await engine.catch_up()
+    with psycopg.connect(fresh_database) as conn:
+        assert conn.execute("SELECT lag_events, lag_seconds FROM projection_offsets").fetchone() == (0, 0)

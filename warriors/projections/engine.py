@@ -51,11 +51,19 @@ _RETRY = """
 UPDATE projection_offsets SET status = 'RUNNING', last_error = NULL, failed_event_id = NULL
 WHERE projection_name = %s AND status = 'FAILED'
 """
+# Lag as of this batch: events behind (the head's position minus the checkpoint's; gaps
+# from rolled-back appends make it an upper bound) and the age of the oldest event not
+# applied yet. GET /api/v1/queries/projections computes both afresh on every call.
 _SAVE = """
 UPDATE projection_offsets
 SET last_transaction_id = %(transaction_id)s::text::xid8, last_position = %(position)s,
     last_processed_at = now(), status = %(status)s, last_error = %(error)s,
-    failed_event_id = %(failed_event_id)s
+    failed_event_id = %(failed_event_id)s,
+    lag_events = greatest((SELECT coalesce(max(position), 0) FROM event_store) - %(position)s, 0),
+    lag_seconds = coalesce(extract(epoch FROM now() - (
+        SELECT created_at FROM event_store
+        WHERE (transaction_id, position) > (%(transaction_id)s::text::xid8, %(position)s)
+        ORDER BY transaction_id, position LIMIT 1)), 0)
 WHERE projection_name = %(name)s
 """
 
