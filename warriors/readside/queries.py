@@ -62,7 +62,7 @@ class GroupedLookup(Grouped[UUID, "tuple[Any, ...] | None"]):
 
     kind = "get_by_id"
 
-    def __init__(self, pool: AsyncConnectionPool[AsyncConnection], *, max_flushes: int = 2) -> None:
+    def __init__(self, pool: AsyncConnectionPool[AsyncConnection], *, max_flushes: int = 1) -> None:
         super().__init__(max_batch=256, max_flushes=max_flushes)
         self._pool = pool
 
