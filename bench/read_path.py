@@ -146,7 +146,7 @@ def _pgbench(
     )
     cut = statistics.quantiles(latencies, n=100)
     return LoadResult(
-        "raw PostgreSQL (pgbench, same SQL)", c, float(out.split("tps = ")[1].split()[0]), cut[49], cut[98]
+        "raw PostgreSQL (pgbench, PK select)", c, float(out.split("tps = ")[1].split()[0]), cut[49], cut[98]
     )
 
 

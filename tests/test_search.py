@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import psycopg
 import pytest
-from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from warriors.eventstore.appender import GroupCommitAppender
@@ -115,11 +114,6 @@ def test_search_terms_only_hold_quoted_words() -> None:
     assert parse("%%%").empty
     assert parse("martial arts").tsquery.endswith("('martial' <-> 'arts') | 'combat' | 'fighting'")
     assert parse("blade").name_tsquery == "'blade':*A | 'sword':A | 'blade':A | 'katana':A"
-
-
-async def test_pool_is_real(queries: WarriorQueries) -> None:
-    async with queries.pool.connection() as conn:
-        assert isinstance(conn, AsyncConnection)
 
 
 async def test_concurrent_gets_are_grouped_and_each_gets_its_own_row(queries: WarriorQueries) -> None:
