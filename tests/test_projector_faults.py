@@ -44,6 +44,15 @@ def write_history(url: str, warriors: int) -> None:
             copy.write_row(event)
 
 
+def projector_writing(url: str) -> bool:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE application_name = 'warriors-projector' AND backend_xid IS NOT NULL"
+        ).fetchone()
+    return bool(row and row[0])
+
+
 def checkpoint(url: str) -> int:
     with psycopg.connect(url) as conn:
         row = conn.execute(
@@ -72,12 +81,17 @@ async def replay_into_shadow(url: str) -> list[tuple[Any, ...]]:
 
 
 async def test_sigkill_mid_batch_loses_and_doubles_nothing(fresh_database: str) -> None:
-    write_history(fresh_database, 20_000)
+    write_history(fresh_database, 30_000)
     total = head(fresh_database)
-    projector = ProjectorProcess(fresh_database, env={"PROJECTOR_BATCH_SIZE": "2000"})
+    projector = ProjectorProcess(fresh_database, env={"PROJECTOR_BATCH_SIZE": "1000"})
     try:
         wait_for(
             lambda: 0 < checkpoint(fresh_database) < total, timeout=60, what="the projector to be mid-stream"
+        )
+        # Kill it while a batch has written rows but not committed them (its transaction
+        # holds an xid): the middle of a batch.
+        wait_for(
+            lambda: projector_writing(fresh_database), timeout=30, what="a batch in the middle of writing"
         )
         os.kill(projector.process.pid, signal.SIGKILL)
         projector.process.wait()
@@ -86,7 +100,7 @@ async def test_sigkill_mid_batch_loses_and_doubles_nothing(fresh_database: str) 
     killed_at = checkpoint(fresh_database)
     assert killed_at < total, "the projector finished before it could be killed"
 
-    restarted = ProjectorProcess(fresh_database, env={"PROJECTOR_BATCH_SIZE": "2000"})
+    restarted = ProjectorProcess(fresh_database, env={"PROJECTOR_BATCH_SIZE": "1000"})
     try:
         wait_for(lambda: checkpoint(fresh_database) == total, timeout=120, what="the restarted projector")
     finally:
@@ -95,8 +109,8 @@ async def test_sigkill_mid_batch_loses_and_doubles_nothing(fresh_database: str) 
     with psycopg.connect(fresh_database) as conn:
         live = conn.execute(ROWS.format("warriors_read_model")).fetchall()
         count = conn.execute("SELECT total FROM warrior_count").fetchone()
-    assert len(live) == 18_000  # 20,000 created, every tenth deleted
-    assert count == (18_000,)
+    assert len(live) == 27_000  # 30,000 created, every tenth deleted
+    assert count == (27_000,)
     assert all(row[1].endswith("renamed") and row[4] == 2 for row in live)
     assert live == await replay_into_shadow(fresh_database)
 

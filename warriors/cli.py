@@ -101,14 +101,16 @@ async def _project(url: str) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    async with _pool(url) as pool:
+    async with _pool(url, "warriors-projector") as pool:
         engines = [ProjectionEngine(pool, p, settings.projector_batch_size) for p in all_projections()]
         await run_live(engines, url, stop, idle_seconds=settings.projector_idle_seconds)
 
 
 @asynccontextmanager
-async def _pool(url: str) -> AsyncIterator[AsyncConnectionPool[AsyncConnection]]:
-    async with AsyncConnectionPool(url, min_size=1, max_size=4, kwargs={"autocommit": True}) as pool:
+async def _pool(url: str, name: str = "warriors-cli") -> AsyncIterator[AsyncConnectionPool[AsyncConnection]]:
+    """A small pool; `name` shows as application_name in pg_stat_activity."""
+    kwargs = {"autocommit": True, "application_name": name}
+    async with AsyncConnectionPool(url, min_size=1, max_size=4, kwargs=kwargs) as pool:
         yield pool
 
 
