@@ -34,6 +34,10 @@ from warriors.eventstore.records import (
     VersionTaken,
 )
 
+# Locks are taken in one order by every batch (keys sorted, then events by aggregate and
+# version; the first request of a batch wins a race inside it), so two workers' batches
+# cannot deadlock on each other; a deadlock or serialization failure from elsewhere is
+# retried, since nothing of the batch was committed.
 _INSERT_BATCH = """
 WITH batch AS (
     SELECT *
@@ -49,6 +53,7 @@ keys AS (
 taken_keys AS (
     INSERT INTO idempotency_keys (key, fingerprint, aggregate_id, event_version)
     SELECT key, fingerprint, aggregate_id, event_version FROM keys
+    ORDER BY key
     ON CONFLICT (key) DO NOTHING
     RETURNING key
 ),
@@ -62,7 +67,7 @@ inserted AS (
         SELECT 1 FROM keys k
         WHERE k.req = b.req AND k.key NOT IN (SELECT key FROM taken_keys)
     )
-    ORDER BY b.req, b.event_version
+    ORDER BY b.aggregate_id, b.event_version, b.req
     ON CONFLICT (aggregate_id, event_version) DO NOTHING
     RETURNING event_id, position
 )
@@ -71,6 +76,9 @@ SELECT event_id, position, NULL::text FROM inserted, (SELECT pg_notify('event_st
 UNION ALL
 SELECT NULL, NULL, key FROM taken_keys
 """
+
+
+_ROLLBACK_RETRIES = 3
 
 
 class GroupCommitAppender(Grouped[AppendRequest, AppendOutcome]):
@@ -97,20 +105,31 @@ class GroupCommitAppender(Grouped[AppendRequest, AppendOutcome]):
         outcomes: list[AppendOutcome | None] = [None] * len(requests)
         _refuse_repeated_keys(requests, outcomes)
         async with self._pool.connection() as conn:
-            while live := [i for i, outcome in enumerate(outcomes) if outcome is None]:
-                if not any(requests[i].idempotency or len(requests[i].events) > 1 for i in live):
-                    # Nothing here can commit half-done: one statement is atomic by
-                    # itself, so skip the BEGIN and COMMIT round trips.
-                    await _attempt(conn, requests, live, outcomes)
-                    continue
-                async with conn.transaction():
-                    if broken := await _attempt(conn, requests, live, outcomes):
-                        # These appends would commit half-done (a key without its events,
-                        # or some events of a multi-event append): they lost a version
-                        # race. Undo the batch and write the others again without them.
-                        for index in live:
-                            outcomes[index] = VersionTaken() if index in broken else None
-                        raise psycopg.Rollback()
+            for attempt in range(_ROLLBACK_RETRIES):
+                try:
+                    return await self._write_once(conn, requests, outcomes)
+                except psycopg.errors.TransactionRollback:
+                    if attempt == _ROLLBACK_RETRIES - 1:
+                        raise
+        raise AssertionError("unreachable")
+
+    async def _write_once(
+        self, conn: AsyncConnection[Any], requests: list[AppendRequest], outcomes: list[AppendOutcome | None]
+    ) -> list[AppendOutcome]:
+        while live := [i for i, outcome in enumerate(outcomes) if outcome is None]:
+            if not any(requests[i].idempotency or len(requests[i].events) > 1 for i in live):
+                # Nothing here can commit half-done: one statement is atomic by
+                # itself, so skip the BEGIN and COMMIT round trips.
+                await _attempt(conn, requests, live, outcomes)
+                continue
+            async with conn.transaction():
+                if broken := await _attempt(conn, requests, live, outcomes):
+                    # These appends would commit half-done (a key without its events,
+                    # or some events of a multi-event append): they lost a version
+                    # race. Undo the batch and write the others again without them.
+                    for index in live:
+                        outcomes[index] = VersionTaken() if index in broken else None
+                    raise psycopg.Rollback()
         return [outcome for outcome in outcomes if outcome is not None]
 
 
