@@ -163,8 +163,16 @@ def test_poison_event_fails_the_projection_until_parked(fresh_database: str) -> 
         assert f"parked event {bad_id}" in park.stderr
 
         wait_for(lambda: checkpoint(fresh_database) == head(fresh_database), timeout=30, what="the rest")
+        # The parked warrior's later events apply too.
+        with psycopg.connect(fresh_database) as conn:
+            conn.execute(INSERT_EVENT, (uuid.uuid4(), living[0], 4, '{"name": "After the park"}'))
+        wait_for(
+            lambda: checkpoint(fresh_database) == head(fresh_database), timeout=30, what="the next event"
+        )
         [status] = httpx.get(f"{service.base_url}/api/v1/queries/projections").json()
         assert status["status"] == "RUNNING"
+        renamed = httpx.get(f"{service.base_url}/api/v1/queries/warriors/{living[0]}").json()
+        assert (renamed["name"], renamed["version"]) == ("After the park", 4)
     finally:
         projector.stop()
         service.stop()

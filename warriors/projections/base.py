@@ -32,6 +32,11 @@ class Projection(Protocol):
         before it)."""
         ...
 
+    async def skip(self, conn: AsyncConnection[Any], event: StoredEvent) -> None:
+        """The operator parked `event`: record it as passed over, so that the later events
+        of its aggregate still apply (inside the caller's transaction)."""
+        ...
+
     async def reset(self, conn: AsyncConnection[Any]) -> None:
         """Remove every row (a replay from position 0 follows), inside the caller's transaction."""
         ...

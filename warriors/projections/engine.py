@@ -148,6 +148,7 @@ class ProjectionEngine:
                 [event] = await read_after(conn, start, 1)
                 if event.event_id != failed_event_id:
                     raise ProjectionNotFailed(f"the next event of {self.name} is not the failed one")
+                await self.projection.skip(conn, event)
                 await conn.execute(
                     "INSERT INTO projection_parked_events (projection_name, event_id, position, error)"
                     " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",

@@ -64,6 +64,7 @@ class WarriorsReadModel:
         ).format(t=ident)
         self._delete = sql.SQL("DELETE FROM {} WHERE id = ANY(%s)").format(ident)
         self._reset = sql.SQL("TRUNCATE {}").format(ident)
+        self._skip = sql.SQL("UPDATE {} SET version = %s WHERE id = %s AND version = %s").format(ident)
 
     async def apply(self, conn: AsyncConnection[Any], events: list[StoredEvent]) -> None:
         events = [e for e in events if e.aggregate_type == AGGREGATE_TYPE]
@@ -96,6 +97,12 @@ class WarriorsReadModel:
             born = sum(1 for a, row in after.items() if not row.deleted and a not in before)
             if delta := born - len(deletes):
                 await conn.execute("UPDATE warrior_count SET total = total + %s", (delta,))
+
+    async def skip(self, conn: AsyncConnection[Any], event: StoredEvent) -> None:
+        """Move the row's version past the parked event, keeping its data: the warrior's
+        later events then apply. (A parked WarriorCreated leaves no row; each later event
+        of that warrior fails in turn and is parked too.)"""
+        await conn.execute(self._skip, (event.event_version, event.aggregate_id, event.event_version - 1))
 
     async def reset(self, conn: AsyncConnection[Any]) -> None:
         await conn.execute(self._reset)
