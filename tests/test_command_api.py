@@ -270,3 +270,15 @@ def test_unknown_route_answers_problem_json(client: httpx.Client) -> None:
     response = client.get("/api/v1/nowhere")
     assert response.status_code == 404
     assert response.headers["content-type"] == "application/problem+json"
+
+
+def test_deeply_nested_body_with_a_key_is_refused_not_a_server_error(
+    client: httpx.Client, postgres: str
+) -> None:
+    before = event_count(postgres)
+    nested = "[" * 300 + "]" * 300
+    raw = ('{"name": "a", "dob": "2000-01-01", "x": ' + nested + "}").encode()
+    for headers in ({"Idempotency-Key": "deep"}, {}):
+        response = client.post(COMMANDS, content=raw, headers={"Content-Type": "application/json", **headers})
+        assert response.status_code in (400, 422), response.text
+    assert event_count(postgres) == before

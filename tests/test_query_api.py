@@ -195,3 +195,15 @@ async def test_count_is_exact_after_1000_creations_and_100_deletions(
     assert living is not None
     assert count == rows[0] == living[0]
     assert count >= before_answer.json()["count"] + 900 - 1  # other tests may delete one of theirs
+
+
+@pytest.mark.parametrize("prefix", ["\x00", "a\x00b", "\t", "x\x7f"])
+def test_suggest_refuses_control_characters(client: httpx.Client, prefix: str) -> None:
+    assert client.get(f"{QUERIES}/suggest", params={"prefix": prefix}).status_code == 422
+
+
+@pytest.mark.parametrize("header", [b"abc", "²".encode("latin-1"), b"1" * 19, b"-1", b""])
+def test_malformed_min_position_header_answers_400(client: httpx.Client, header: bytes) -> None:
+    response = client.get(f"{QUERIES}/count", headers={b"X-Min-Position": header})
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/problem+json"

@@ -87,7 +87,10 @@ def _idempotency(request: Request, body: Any) -> IdempotencyKey | None:
         return None
     if not _KEY.fullmatch(key):
         raise BadRequest("Idempotency-Key must be 1-255 visible ASCII characters.")
-    canonical = orjson.dumps([request.method, request.url.path, body], option=orjson.OPT_SORT_KEYS)
+    try:
+        canonical = orjson.dumps([request.method, request.url.path, body], option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:  # deeper than orjson writes (255 levels): never a command
+        raise BadRequest("The body is nested too deeply.") from None
     return IdempotencyKey(key, hashlib.sha256(canonical).hexdigest())
 
 

@@ -1,5 +1,6 @@
 """The Read API."""
 
+import re
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -7,7 +8,7 @@ import orjson
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from api.common.problems import PROBLEM_RESPONSES
+from api.common.problems import PROBLEM_RESPONSES, BadRequest
 from warriors.domain.errors import WarriorNotFound
 from warriors.readside.queries import MAX_RESULTS, MAX_SUGGESTIONS, WarriorQueries
 
@@ -23,6 +24,11 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+# Not blank, no control characters (PostgreSQL cannot even store NUL).
+_VISIBLE_TEXT = r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
+_POSITION = re.compile(r"[0-9]{1,18}")
+
+
 def _queries(request: Request) -> WarriorQueries:
     queries: WarriorQueries = request.app.state.queries
     return queries
@@ -32,7 +38,9 @@ async def _consistent(request: Request, position: int | None) -> WarriorQueries:
     """The queries, after waiting for `position` (query parameter or X-Min-Position)."""
     queries = _queries(request)
     header = request.headers.get("x-min-position")
-    wanted = position or (int(header) if header and header.isdigit() else None)
+    if header is not None and not _POSITION.fullmatch(header):
+        raise BadRequest("X-Min-Position must be a position: 1 to 18 digits.")
+    wanted = position or (int(header) if header else None)
     if wanted:
         await queries.wait_for(wanted, request.app.state.settings.read_wait_timeout_seconds)
     return queries
@@ -67,7 +75,10 @@ async def count_warriors(request: Request, position: Position = None) -> Respons
 async def suggest_names(
     request: Request,
     prefix: Annotated[
-        str, Query(min_length=1, max_length=100, pattern=r"\S", description="Case-insensitive.")
+        str,
+        Query(
+            min_length=1, max_length=100, pattern=_VISIBLE_TEXT, description="Case-insensitive; not blank."
+        ),
     ],
 ) -> Response:
     return _json({"suggestions": await _queries(request).suggest(prefix, MAX_SUGGESTIONS)})

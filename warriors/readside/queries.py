@@ -108,9 +108,9 @@ LIMIT %(limit)s
 
 _SUGGEST = f"""
 SELECT name FROM (
-    SELECT DISTINCT ON (name) name, name_folded FROM {READ_MODEL}
+    SELECT DISTINCT ON (name_folded, name) name, name_folded FROM {READ_MODEL}
     WHERE name_folded LIKE %(prefix)s ESCAPE '\\'
-    ORDER BY name, name_folded
+    ORDER BY name_folded, name
     LIMIT 200
 ) AS matches
 ORDER BY name_folded, name
