@@ -23,6 +23,8 @@ WARRIORS = [
     ("Kick Master", ["Wrestling"]),  # "kick" in the name: ranks above a skill match
     ("Chuck Norris", ["Combat"]),
     ("Ip Man", ["Wing Chun", "Fighting"]),
+    ("Bjørn Ironside", ["Axe"]),  # ø folds to o in unaccent, not in Unicode decomposition
+    ("Иван Грозный", ["Sabre"]),  # lower() must fold every script, not only ASCII
 ] + [(f"Filler {i:03d}", ["Boxing"]) for i in range(60)]
 
 
@@ -60,6 +62,14 @@ async def test_case_insensitive_and_accent_folding(queries: WarriorQueries) -> N
     assert (await names(queries, "jose"))[0] == "José Aldo"
     assert (await names(queries, "JOSÉ"))[0] == "José Aldo"
     assert (await names(queries, "bRuCe"))[0] == "Bruce Lee"
+
+
+async def test_folding_matches_the_database_for_every_letter(queries: WarriorQueries) -> None:
+    assert (await names(queries, "bjorn"))[0] == "Bjørn Ironside"
+    assert (await names(queries, "BJØRN"))[0] == "Bjørn Ironside"
+    assert (await names(queries, "иван"))[0] == "Иван Грозный"
+    assert await queries.suggest("bjø") == ["Bjørn Ironside"]
+    assert await queries.suggest("ИВ") == ["Иван Грозный"]
 
 
 async def test_fuzzy(queries: WarriorQueries) -> None:

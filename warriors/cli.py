@@ -10,8 +10,8 @@ import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -40,16 +40,28 @@ def _embedded() -> EmbeddedPostgres:
     return EmbeddedPostgres(settings.data_dir / "postgres", settings.embedded_pg_port)
 
 
-def _database_url() -> tuple[str, EmbeddedPostgres | None]:
+@contextmanager
+def _database() -> Iterator[str]:
+    """DATABASE_URL, or the embedded server: started if it is not running, and stopped
+    again on the way out only if this command started it."""
     settings = get_settings()
     if settings.database_url:
         _say("using DATABASE_URL")
-        return settings.database_url, None
+        yield settings.database_url
+        return
     server = _embedded()
+    if server.running():
+        _say(f"using the running embedded PostgreSQL (data in {server.data_dir})")
+        yield server.start()
+        return
     _say(f"starting embedded PostgreSQL (data in {server.data_dir}) ...")
     url = server.start()
     _say(f"PostgreSQL ready at {url}")
-    return url, server
+    try:
+        yield url
+    finally:
+        _say("stopping embedded PostgreSQL ...")
+        server.stop()
 
 
 @app.command()
@@ -57,42 +69,43 @@ def run() -> None:
     """Start the platform: PostgreSQL (embedded unless DATABASE_URL is set), migrations,
     the HTTP entry point (command and query services) and the live projector, supervised
     together (honcho). Ctrl-C stops everything."""
-    settings = get_settings()
-    url, server = _database_url()
     metrics_dir = tempfile.mkdtemp(prefix="warriors-metrics-")
     try:
-        _say(f"migrations: {apply_migrations(url)} applied, schema up to date")
-        base = f"http://{settings.http_host}:{settings.http_port}"
-        _say(f"command API  {base}/api/v1/commands/warriors")
-        _say(f"query API    {base}/api/v1/queries/warriors")
-        _say(f"OpenAPI docs {base}/docs   health {base}/health/ready   metrics {base}/metrics")
-        _say(f"{settings.http_workers} HTTP worker(s) and the live projector; press Ctrl-C to stop")
-        # Prometheus' multiprocess mode adds up the metrics of all HTTP workers.
-        env = {**os.environ, "DATABASE_URL": url, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
-        manager = Manager(Printer(sys.stdout))
-        manager.add_process(
-            "http",
-            f"{sys.executable} -m uvicorn api.gateway:create_app --factory --host {settings.http_host}"
-            f" --port {settings.http_port} --workers {settings.http_workers}"
-            " --no-access-log --log-level warning",
-            env=env,
-        )
-        manager.add_process("projector", f"{sys.executable} -m warriors.cli project", env=env)
-        manager.loop()
+        with _database() as url:
+            _serve(url, metrics_dir)
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
-        if server is not None:
-            _say("stopping embedded PostgreSQL ...")
-            server.stop()
         _say("stopped")
+
+
+def _serve(url: str, metrics_dir: str) -> None:
+    settings = get_settings()
+    _say(f"migrations: {apply_migrations(url)} applied, schema up to date")
+    base = f"http://{settings.http_host}:{settings.http_port}"
+    _say(f"command API  {base}/api/v1/commands/warriors")
+    _say(f"query API    {base}/api/v1/queries/warriors")
+    _say(f"OpenAPI docs {base}/docs   health {base}/health/ready   metrics {base}/metrics")
+    _say(f"{settings.http_workers} HTTP worker(s) and the live projector; press Ctrl-C to stop")
+    # Prometheus' multiprocess mode adds up the metrics of all HTTP workers.
+    env = {**os.environ, "DATABASE_URL": url, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
+    manager = Manager(Printer(sys.stdout))
+    manager.add_process(
+        "http",
+        f"{sys.executable} -m uvicorn api.gateway:create_app --factory --host {settings.http_host}"
+        f" --port {settings.http_port} --workers {settings.http_workers}"
+        " --no-access-log --log-level warning",
+        env=env,
+    )
+    manager.add_process("projector", f"{sys.executable} -m warriors.cli project", env=env)
+    manager.loop()
 
 
 @app.command()
 def project() -> None:
     """Run the live projector: keep every projection caught up with the store."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    url, _ = _database_url()
-    asyncio.run(_project(url))
+    with _database() as url:
+        asyncio.run(_project(url))
 
 
 async def _project(url: str) -> None:
@@ -121,9 +134,8 @@ app.add_typer(projections, name="projections")
 @projections.command("status")
 def projections_status() -> None:
     """Each projection's checkpoint, status and last error."""
-    url, _ = _database_url()
 
-    async def show() -> None:
+    async def show(url: str) -> None:
         async with _pool(url) as pool, pool.connection() as conn:
             cursor = await conn.execute(
                 "SELECT projection_name, last_position, status, coalesce(last_error, '')"
@@ -132,13 +144,12 @@ def projections_status() -> None:
             for name, position, status, error in await cursor.fetchall():
                 typer.echo(f"{name:<28} position {position:<10} {status:<10} {error}")
 
-    asyncio.run(show())
+    with _database() as url:
+        asyncio.run(show(url))
 
 
 def _operate(name: ProjectionName, action: Callable[[ProjectionEngine], Awaitable[str]]) -> None:
-    url, _ = _database_url()
-
-    async def go() -> None:
+    async def go(url: str) -> None:
         async with _pool(url) as pool:
             engine = ProjectionEngine(pool, build(name))
             await engine.register()
@@ -148,7 +159,8 @@ def _operate(name: ProjectionName, action: Callable[[ProjectionEngine], Awaitabl
                 _say(str(exc))
                 raise typer.Exit(1) from None
 
-    asyncio.run(go())
+    with _database() as url:
+        asyncio.run(go(url))
 
 
 @projections.command("retry")
@@ -195,8 +207,8 @@ def projections_replay(name: ProjectionName) -> None:
 @app.command()
 def migrate() -> None:
     """Apply pending migrations to DATABASE_URL (or the embedded server)."""
-    url, _ = _database_url()
-    _say(f"migrations: {apply_migrations(url)} applied")
+    with _database() as url:
+        _say(f"migrations: {apply_migrations(url)} applied")
 
 
 @app.command("db-start")

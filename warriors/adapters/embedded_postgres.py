@@ -88,8 +88,10 @@ class EmbeddedPostgres:
             shutil.chown(self.data_dir, user.pw_uid, user.pw_gid)
         if not (self.pgdata / "PG_VERSION").exists():
             log.info("initialising PostgreSQL data in %s", self.pgdata)
-            self._run("initdb", "-D", str(self.pgdata), "-U", "postgres", "--auth=trust",
-                      "-E", "UTF8", "--locale=C")  # fmt: skip
+            # The builtin C.UTF-8 locale: byte-order sorting like C, but lower() and text
+            # search lowercase every script (with plain C only ASCII would be).
+            self._run("initdb", "-D", str(self.pgdata), "-U", "postgres", "--auth=trust", "-E", "UTF8",
+                      "--locale-provider=builtin", "--builtin-locale=C.UTF-8", "--locale=C")  # fmt: skip
         if not self.running():
             options = " ".join(
                 f"-c {k}={v!r}" if v == "" else f"-c {k}={v}" for k, v in SERVER_OPTIONS.items()

@@ -51,15 +51,21 @@ _RETRY = """
 UPDATE projection_offsets SET status = 'RUNNING', last_error = NULL, failed_event_id = NULL
 WHERE projection_name = %s AND status = 'FAILED'
 """
-# Lag as of this batch: events behind (the head's position minus the checkpoint's; gaps
-# from rolled-back appends make it an upper bound) and the age of the oldest event not
-# applied yet. GET /api/v1/queries/projections computes both afresh on every call.
+# Lag as of this batch: events behind (counted exactly up to 10,000, estimated from
+# positions beyond) and the age of the oldest event not applied yet.
+# GET /api/v1/queries/projections computes both afresh on every call.
 _SAVE = """
 UPDATE projection_offsets
 SET last_transaction_id = %(transaction_id)s::text::xid8, last_position = %(position)s,
     last_processed_at = now(), status = %(status)s, last_error = %(error)s,
     failed_event_id = %(failed_event_id)s,
-    lag_events = greatest((SELECT coalesce(max(position), 0) FROM event_store) - %(position)s, 0),
+    lag_events = (
+        SELECT CASE WHEN behind < 10000 THEN behind
+                    ELSE greatest(behind, (SELECT max(position) FROM event_store) - %(position)s) END
+        FROM (SELECT count(*) AS behind FROM (
+            SELECT 1 FROM event_store
+            WHERE (transaction_id, position) > (%(transaction_id)s::text::xid8, %(position)s)
+            LIMIT 10000) AS b) AS c),
     lag_seconds = coalesce(extract(epoch FROM now() - (
         SELECT created_at FROM event_store
         WHERE (transaction_id, position) > (%(transaction_id)s::text::xid8, %(position)s)
@@ -200,11 +206,12 @@ class ProjectionEngine:
                 await self.projection.apply(conn, events)
             return events, None
         except PoisonEvent as poison:
-            index = events.index(poison.event)
-            if index:
-                async with conn.transaction():
-                    await self.projection.apply(conn, events[:index])
-            return events[:index], (poison.event, poison.reason)
+            index = next(i for i, e in enumerate(events) if e.event_id == poison.event.event_id)
+            if index == 0:
+                return [], (events[0], poison.reason)
+            # The events before it go through the same path: they may fail too.
+            applied, failure = await self._apply(conn, events[:index])
+            return applied, failure or (events[index], poison.reason)
         except Exception as exc:  # not a known poison: find the event that fails alone
             if _is_transient(exc):
                 raise

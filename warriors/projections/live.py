@@ -28,11 +28,11 @@ async def run_live(
     *,
     idle_seconds: float = 0.1,
 ) -> None:
-    for engine in engines:
-        await engine.register()
     backoff = 0.1
     while not stop.is_set():
         try:
+            for engine in engines:  # inside the retry: a database still starting is waited out
+                await engine.register()
             async with await AsyncConnection.connect(database_url, autocommit=True) as listener:
                 await listener.execute(f"LISTEN {CHANNEL}")
                 log.info("live projector listening; projections: %s", ", ".join(e.name for e in engines))

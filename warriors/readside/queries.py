@@ -17,7 +17,7 @@ from warriors.eventstore.errors import translated_errors
 from warriors.eventstore.grouping import Grouped
 from warriors.eventstore.store import AggregateStream, EventStore
 from warriors.projections.read_model import READ_MODEL
-from warriors.readside.search_terms import fold, parse
+from warriors.readside.search_terms import parse
 
 MAX_RESULTS = 50
 MAX_SUGGESTIONS = 10
@@ -156,7 +156,8 @@ class WarriorQueries:
         limit = min(limit, MAX_RESULTS)
         if term is None or not term.strip():
             return await self._rows(_NEWEST, {"limit": limit})
-        terms = parse(term)
+        # Control characters never match a name, and PostgreSQL cannot take NUL at all.
+        terms = parse(await self._fold("".join(ch for ch in term if ch.isprintable())))
         if terms.empty:
             return []
         params = {
@@ -168,13 +169,23 @@ class WarriorQueries:
         return await self._rows(_SEARCH, params)
 
     async def suggest(self, prefix: str, limit: int = MAX_SUGGESTIONS) -> list[str]:
-        pattern = _escape_like(fold(prefix.strip())) + "%"
+        pattern = _escape_like(await self._fold(prefix.strip())) + "%"
         with translated_errors():
             async with self.pool.connection() as conn:
                 cursor = await conn.execute(
                     _SUGGEST, {"prefix": pattern, "limit": min(limit, MAX_SUGGESTIONS)}
                 )
                 return [row[0] for row in await cursor.fetchall()]
+
+    async def _fold(self, text: str) -> str:
+        """Fold `text` with the database's own `warriors_fold` (unaccent + lower), the
+        function the indexed columns use, so a term and a name always fold alike (Python's
+        Unicode decomposition differs for letters such as ø, ł or ß)."""
+        with translated_errors():
+            async with self.pool.connection() as conn:
+                cursor = await conn.execute("SELECT warriors_fold(%s)", (text,))
+                row = await cursor.fetchone()
+        return str(row[0]) if row and row[0] is not None else ""
 
     async def count(self) -> int:
         with translated_errors():
@@ -252,7 +263,12 @@ class WarriorQueries:
 
 _PROJECTIONS = """
 SELECT o.*,
-       (SELECT coalesce(max(position), 0) FROM event_store) - o.last_position AS lag_events,
+       (SELECT CASE WHEN behind < 10000 THEN behind
+                    ELSE greatest(behind, (SELECT max(position) FROM event_store) - o.last_position) END
+        FROM (SELECT count(*) AS behind FROM (
+            SELECT 1 FROM event_store e
+            WHERE (e.transaction_id, e.position) > (o.last_transaction_id, o.last_position)
+            LIMIT 10000) AS b) AS c) AS lag_events,
        coalesce(extract(epoch FROM now() - (
            SELECT created_at FROM event_store e
            WHERE (e.transaction_id, e.position) > (o.last_transaction_id, o.last_position)
