@@ -20,9 +20,11 @@ Per aggregate, versions still come out in order: a writer appends version N+1 on
 it has read version N committed, and transaction ids are handed out when a transaction
 first writes, so the writer of N+1 has the larger id.
 
-Cost: a reader waits for the slowest transaction in flight. A long-running transaction
-anywhere in the database (one that took a transaction id) holds every reader back, so
-keep transactions short; `lag_seconds` in projection_offsets makes such a stall visible.
+Cost: a reader waits for the slowest transaction in flight. Transaction ids are
+server-wide, so a long-running transaction anywhere on the PostgreSQL server, in any
+database (one that took a transaction id), holds every reader back: keep transactions
+short, and give other heavy users (Dagster's own storage, say) a server of their own in
+production; `lag_seconds` in projection_offsets makes such a stall visible.
 """
 
 from typing import Any
