@@ -29,7 +29,7 @@ from warriors.projections.base import PoisonEvent
 READ_MODEL = "warriors_read_model"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per event in replays, frozen __init__ is slow
 class _Row:
     name: str
     dob: date
