@@ -230,3 +230,20 @@ async def test_checkpoint_records_lag(
     await engine.catch_up()
     with psycopg.connect(fresh_database) as conn:
         assert conn.execute("SELECT lag_events, lag_seconds FROM projection_offsets").fetchone() == (0, 0)
+
+
+async def test_a_prefetched_batch_is_used_only_from_its_own_checkpoint(
+    fresh_database: str, pool: AsyncConnectionPool[AsyncConnection]
+) -> None:
+    write_history(fresh_database, 20)  # 42 events
+    engine = ProjectionEngine(pool, WarriorsReadModel(), batch_size=10)
+    await engine.register()
+    first = await engine.run_batch(prefetch=True)  # starts reading events 11-20 elsewhere
+    assert first.applied == 10
+    await engine.reset()  # the checkpoint moves back to 0: the prefetched batch must not be used
+    again = await engine.run_batch(prefetch=True)
+    assert again.start.position == 0
+    assert again.end == first.end
+    assert await engine.catch_up() == 42 - 10
+    with psycopg.connect(fresh_database) as conn:
+        assert conn.execute("SELECT total FROM warrior_count").fetchone() == (18,)

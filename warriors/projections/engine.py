@@ -11,6 +11,8 @@ nothing after it is applied. The operator then either fixes the cause and `retry
 `park`s the event (recorded in `projection_parked_events`) so the projection moves on.
 """
 
+import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -81,6 +83,7 @@ class ProjectionEngine:
         self.pool = pool
         self.projection = projection
         self.batch_size = batch_size
+        self._prefetched: tuple[StreamPosition, asyncio.Task[list[StoredEvent]]] | None = None
 
     @property
     def name(self) -> str:
@@ -95,17 +98,24 @@ class ProjectionEngine:
                     (self.name,),
                 )
 
-    async def run_batch(self) -> BatchResult:
-        """Apply the next batch of events; `applied` is 0 when caught up or FAILED."""
+    async def run_batch(self, *, prefetch: bool = False) -> BatchResult:
+        """Apply the next batch of events; `applied` is 0 when caught up or FAILED.
+
+        With `prefetch`, a full batch starts reading the batch after it on another
+        connection while it is applied (catch-up and replays: the read's parsing then
+        overlaps the database's writing). A prefetched batch is used only if the
+        checkpoint is where it was read from; otherwise it is dropped."""
         with translated_errors():
             async with self.pool.connection() as conn, conn.transaction():
                 await conn.execute(_LOCK, (self.name,))
                 start, status = await self._checkpoint(conn)
                 if status == "FAILED":
                     return BatchResult(0, start, start, status)
-                events = await read_after(conn, start, self.batch_size)
+                events = await self._next_events(conn, start)
                 if not events:
                     return BatchResult(0, start, start, status)
+                if prefetch and len(events) == self.batch_size:
+                    self._start_prefetch(events[-1].stream_position)
                 applied, poison = await self._apply(conn, events)
                 end = applied[-1].stream_position if applied else start
                 if poison is None:
@@ -122,12 +132,31 @@ class ProjectionEngine:
         total = 0
         batches = 0
         while max_batches is None or batches < max_batches:
-            result = await self.run_batch()
+            result = await self.run_batch(prefetch=True)
             total += result.applied
             batches += 1
             if result.failed or result.applied == 0:
                 break
         return total
+
+    async def _next_events(self, conn: AsyncConnection[Any], start: StreamPosition) -> list[StoredEvent]:
+        prefetched, self._prefetched = self._prefetched, None
+        if prefetched is not None:
+            position, task = prefetched
+            if position == start:
+                with contextlib.suppress(Exception):  # a failed prefetch is simply read again
+                    return await task
+            task.cancel()
+        return await read_after(conn, start, self.batch_size)
+
+    def _start_prefetch(self, after: StreamPosition) -> None:
+        async def read() -> list[StoredEvent]:
+            async with self.pool.connection() as other:
+                return await read_after(other, after, self.batch_size)
+
+        task = asyncio.create_task(read())
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # never "unretrieved"
+        self._prefetched = (after, task)
 
     async def retry(self) -> None:
         """Operator action: clear FAILED; the next batch starts again at the failed event."""
