@@ -88,6 +88,7 @@ async def catch_up(url: str, batch: int = 5000) -> tuple[int, float]:
 def get_by_id(
     args: argparse.Namespace, url: str, postgres: EmbeddedPostgres, workdir: Path
 ) -> list[LoadResult]:
+    socket_url = postgres.socket_url()  # the services and pgbench use the socket, as make run does
     with psycopg.connect(url, autocommit=True) as conn:
         ids = [
             row[0] for row in conn.execute("SELECT id FROM warriors_read_model ORDER BY random() LIMIT 10000")
@@ -114,7 +115,7 @@ def get_by_id(
     results: list[LoadResult] = []
     trivial = Server("bench.trivial_app:create_app", free_port(), args.workers, {}, workdir / "trivial.log")
     service = Server(
-        "api.gateway:create_app", free_port(), args.workers, {"DATABASE_URL": url}, workdir / "svc.log"
+        "api.gateway:create_app", free_port(), args.workers, {"DATABASE_URL": socket_url}, workdir / "svc.log"
     )
     try:
         for c in args.concurrency:
@@ -123,7 +124,9 @@ def get_by_id(
                 rounds["ceiling"].append(
                     wrk(trivial.url, c, args.seconds, trivial_script, "framework ceiling")
                 )
-                rounds["pgbench"].append(_pgbench(postgres, url, c, args.seconds, sql, workdir / f"g{c}-{r}"))
+                rounds["pgbench"].append(
+                    _pgbench(postgres, socket_url, c, args.seconds, sql, workdir / f"g{c}-{r}")
+                )
                 rounds["platform"].append(wrk(service.url, c, args.seconds, script, "platform: get by id"))
             results += [sorted(v, key=lambda x: x.requests_per_second)[len(v) // 2] for v in rounds.values()]
     finally:
@@ -150,7 +153,7 @@ def _pgbench(
     )
 
 
-def search(args: argparse.Namespace, url: str, workdir: Path) -> list[LoadResult]:
+def search(args: argparse.Namespace, socket_url: str, workdir: Path) -> list[LoadResult]:
     script = workdir / "search.lua"
     terms = ",".join(f'"{t.replace(" ", "%20")}"' for t in TERMS)
     script.write_text(
@@ -159,7 +162,7 @@ def search(args: argparse.Namespace, url: str, workdir: Path) -> list[LoadResult
         "  return wrk.format('GET', '/api/v1/queries/warriors?term=' .. terms[i % #terms + 1]) end\n"
     )
     service = Server(
-        "api.gateway:create_app", free_port(), args.workers, {"DATABASE_URL": url}, workdir / "s.log"
+        "api.gateway:create_app", free_port(), args.workers, {"DATABASE_URL": socket_url}, workdir / "s.log"
     )
     try:
         with httpx.Client(base_url=service.url) as client:
@@ -173,13 +176,13 @@ def search(args: argparse.Namespace, url: str, workdir: Path) -> list[LoadResult
         service.stop()
 
 
-async def lag(args: argparse.Namespace, url: str, workdir: Path) -> dict[str, float]:
+async def lag(args: argparse.Namespace, url: str, socket_url: str, workdir: Path) -> dict[str, float]:
     """Probe writes during a fixed-rate load: time from each probe's 202 until the read
     model's checkpoint has passed its position."""
     service = Server(
-        "api.gateway:create_app", free_port(), args.workers, {"DATABASE_URL": url}, workdir / "l.log"
+        "api.gateway:create_app", free_port(), args.workers, {"DATABASE_URL": socket_url}, workdir / "l.log"
     )
-    projector = ProjectorProcess(url, name="bench-projector")
+    projector = ProjectorProcess(socket_url, name="bench-projector")
     body = orjson.dumps({"name": "Lag Probe", "dob": "1990-01-01"})
     load = subprocess.Popen(
         [sys.executable, "-c", "import bench.tools as t, sys, pathlib;"
@@ -289,13 +292,13 @@ def main() -> None:
                     r.__dict__ for r in _print_get(get_by_id(args, url, postgres, workdir))
                 ]
             if "search" in parts:
-                results = search(args, url, workdir)
+                results = search(args, postgres.socket_url(), workdir)
                 for r in results:
                     print(f"search on {args.warriors} warriors, {r.concurrency} client(s): {r.requests_per_second:.0f}"
                           f" req/s, p50 {r.p50_ms:.2f} ms, p99 {r.p99_ms:.2f} ms (target p50 < 10 ms)")  # fmt: skip
                 report["search"] = [r.__dict__ for r in results]
             if "lag" in parts:
-                report["lag"] = result = asyncio.run(lag(args, url, workdir))
+                report["lag"] = result = asyncio.run(lag(args, url, postgres.socket_url(), workdir))
                 print(f"\nprojection lag (202 to visible) at {result['rate']} writes/s: {result['probes']} probes,"
                       f" p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms (target p99 < 100 ms)")  # fmt: skip
             if "replay" in parts:

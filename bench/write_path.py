@@ -121,8 +121,9 @@ def _run(
     script = wrk_script(workdir)
     metrics_dir = workdir / "metrics"
     metrics_dir.mkdir()
-    # As `make run` serves it: multiprocess Prometheus metrics on.
-    env = {"DATABASE_URL": platform_url, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    # As `make run` serves it: the Unix socket, multiprocess Prometheus metrics on. pgbench
+    # uses the same socket.
+    env = {"DATABASE_URL": postgres.socket_url(), "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
     results: list[LoadResult] = []
     print(f"machine: {machine()}; load generators (wrk -t2, pgbench -j2, vegeta) share these cores")
     print(
@@ -141,7 +142,8 @@ def _run(
             rounds: dict[str, list[LoadResult]] = {CEILING: [], RAW: [], PLATFORM: []}
             for round_ in range(args.rounds):
                 rounds[CEILING].append(wrk(trivial.url + PATH, c, args.seconds, script, CEILING))
-                rounds[RAW].append(pgbench(postgres, raw_url, c, args.seconds, workdir / f"r{round_}"))
+                raw_socket = postgres.socket_url("bench_raw")
+                rounds[RAW].append(pgbench(postgres, raw_socket, c, args.seconds, workdir / f"r{round_}"))
                 rounds[PLATFORM].append(wrk(service.url + PATH, c, args.seconds, script, PLATFORM))
                 latest = ", ".join(f"{k} {v[-1].requests_per_second:.0f}/s" for k, v in rounds.items())
                 print(f"  {c} clients, round {round_ + 1}: {latest}", flush=True)

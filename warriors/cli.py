@@ -44,21 +44,29 @@ def _embedded() -> EmbeddedPostgres:
 def _database() -> Iterator[str]:
     """DATABASE_URL, or the embedded server: started if it is not running, and stopped
     again on the way out only if this command started it."""
+    with _databases() as (url, _):
+        yield url
+
+
+@contextmanager
+def _databases() -> Iterator[tuple[str, str]]:
+    """(URL for tools, URL for the services): the same, or for the embedded server its
+    TCP URL and its Unix socket URL."""
     settings = get_settings()
     if settings.database_url:
         _say("using DATABASE_URL")
-        yield settings.database_url
+        yield settings.database_url, settings.database_url
         return
     server = _embedded()
     if server.running():
         _say(f"using the running embedded PostgreSQL (data in {server.data_dir})")
-        yield server.start()
+        yield server.start(), server.socket_url()
         return
     _say(f"starting embedded PostgreSQL (data in {server.data_dir}) ...")
     url = server.start()
-    _say(f"PostgreSQL ready at {url}")
+    _say(f"PostgreSQL ready at 127.0.0.1:{server.port} (and a Unix socket for the services)")
     try:
-        yield url
+        yield url, server.socket_url()
     finally:
         _say("stopping embedded PostgreSQL ...")
         server.stop()
@@ -71,14 +79,14 @@ def run() -> None:
     together (honcho). Ctrl-C stops everything."""
     metrics_dir = tempfile.mkdtemp(prefix="warriors-metrics-")
     try:
-        with _database() as url:
-            _serve(url, metrics_dir)
+        with _databases() as (url, service_url):
+            _serve(url, service_url, metrics_dir)
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
         _say("stopped")
 
 
-def _serve(url: str, metrics_dir: str) -> None:
+def _serve(url: str, service_url: str, metrics_dir: str) -> None:
     settings = get_settings()
     _say(f"migrations: {apply_migrations(url)} applied, schema up to date")
     base = f"http://{settings.http_host}:{settings.http_port}"
@@ -87,7 +95,7 @@ def _serve(url: str, metrics_dir: str) -> None:
     _say(f"OpenAPI docs {base}/docs   health {base}/health/ready   metrics {base}/metrics")
     _say(f"{settings.http_workers} HTTP worker(s) and the live projector; press Ctrl-C to stop")
     # Prometheus' multiprocess mode adds up the metrics of all HTTP workers.
-    env = {**os.environ, "DATABASE_URL": url, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
+    env = {**os.environ, "DATABASE_URL": service_url, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
     manager = Manager(Printer(sys.stdout))
     manager.add_process(
         "http",
