@@ -3,11 +3,13 @@ or the server named by TEST_DATABASE_URL. Nothing is skipped for a missing servi
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
 
 from tests.support import ProjectorProcess, ServiceProcess
 from warriors.adapters.embedded_postgres import EmbeddedPostgres, free_port
@@ -42,6 +44,15 @@ def fresh_database(postgres: str) -> Iterator[str]:
     yield url
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+@pytest.fixture
+async def fresh_pool(fresh_database: str) -> AsyncIterator[AsyncConnectionPool[AsyncConnection]]:
+    """An autocommit pool on a database of its own (for raw events no projection should see)."""
+    async with AsyncConnectionPool(
+        fresh_database, min_size=1, max_size=8, kwargs={"autocommit": True}
+    ) as pool:
+        yield pool
 
 
 @pytest.fixture(scope="session")

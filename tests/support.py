@@ -29,50 +29,17 @@ def wait_for(condition: Callable[[], T | None], *, timeout: float = 30.0, what: 
     raise TimeoutError(f"timed out after {timeout}s waiting for {what} (last error: {last_error})")
 
 
-class ServiceProcess:
-    """`uvicorn api.gateway:create_app` in a subprocess, on a real socket."""
+class LoggedProcess:
+    """A subprocess of the project's, its output in test-output/, stopped politely."""
 
-    def __init__(self, database_url: str, port: int, workers: int = 1, env: dict[str, str] | None = None):
-        self.base_url = f"http://127.0.0.1:{port}"
-        self.log_path = ROOT / "test-output" / f"service-{port}.log"
-        self.log_path.parent.mkdir(exist_ok=True)
-        self._log = self.log_path.open("wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "api.gateway:create_app", "--factory",
-             "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers), "--no-access-log"],
-            cwd=ROOT,
-            env={**os.environ, "DATABASE_URL": database_url, **(env or {})},
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        wait_for(self._live, timeout=60, what=f"the service on {self.base_url}")
-
-    def _live(self) -> bool:
-        if self.process.poll() is not None:
-            raise RuntimeError(f"service exited; see {self.log_path}")
-        return httpx.get(f"{self.base_url}/health/live", timeout=1).status_code == 200
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self._log.close()
-
-
-class ProjectorProcess:
-    """`warriors project` (the live projector) in a subprocess."""
-
-    def __init__(self, database_url: str, env: dict[str, str] | None = None, name: str = "projector"):
+    def __init__(self, args: list[str], env: dict[str, str], name: str) -> None:
         self.log_path = ROOT / "test-output" / f"{name}-{os.getpid()}-{time.monotonic_ns()}.log"
         self.log_path.parent.mkdir(exist_ok=True)
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "warriors.cli", "project"],
+            [sys.executable, *args],
             cwd=ROOT,
-            env={**os.environ, "DATABASE_URL": database_url, **(env or {})},
+            env={**os.environ, **env},
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
@@ -86,3 +53,31 @@ class ProjectorProcess:
                 self.process.kill()
                 self.process.wait()
         self._log.close()
+
+
+class ServiceProcess(LoggedProcess):
+    """`uvicorn api.gateway:create_app` in a subprocess, on a real socket."""
+
+    def __init__(self, database_url: str, port: int, workers: int = 1, env: dict[str, str] | None = None):
+        self.base_url = f"http://127.0.0.1:{port}"
+        super().__init__(
+            ["-m", "uvicorn", "api.gateway:create_app", "--factory", "--host", "127.0.0.1",
+             "--port", str(port), "--workers", str(workers), "--no-access-log"],
+            {"DATABASE_URL": database_url, **(env or {})},
+            f"service-{port}",
+        )  # fmt: skip
+        wait_for(self._live, timeout=60, what=f"the service on {self.base_url}")
+
+    def _live(self) -> bool:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"service exited; see {self.log_path}")
+        return httpx.get(f"{self.base_url}/health/live", timeout=1).status_code == 200
+
+
+class ProjectorProcess(LoggedProcess):
+    """`warriors project` (the live projector) in a subprocess."""
+
+    def __init__(self, database_url: str, env: dict[str, str] | None = None, name: str = "projector"):
+        super().__init__(
+            ["-m", "warriors.cli", "project"], {"DATABASE_URL": database_url, **(env or {})}, name
+        )

@@ -2,7 +2,6 @@
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import psycopg
@@ -28,12 +27,8 @@ CONTEXT = RequestContext(correlation_id="test", causation_id="test")
 
 
 @pytest.fixture
-async def pool(fresh_database: str) -> AsyncIterator[AsyncConnectionPool[AsyncConnection]]:
-    """A database of its own: these tests write raw events that no projection should see."""
-    async with AsyncConnectionPool(
-        fresh_database, min_size=1, max_size=8, kwargs={"autocommit": True}
-    ) as pool:
-        yield pool
+def pool(fresh_pool: AsyncConnectionPool[AsyncConnection]) -> AsyncConnectionPool[AsyncConnection]:
+    return fresh_pool
 
 
 @pytest.fixture

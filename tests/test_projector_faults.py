@@ -5,7 +5,6 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -115,6 +114,12 @@ async def test_sigkill_mid_batch_loses_and_doubles_nothing(fresh_database: str) 
     assert live == await replay_into_shadow(fresh_database)
 
 
+async def registered_engine(pool: AsyncConnectionPool[AsyncConnection], batch_size: int) -> ProjectionEngine:
+    engine = ProjectionEngine(pool, WarriorsReadModel(), batch_size)
+    await engine.register()
+    return engine
+
+
 def operator_action(url: str, action: str) -> subprocess.CompletedProcess[str]:
     """`warriors projections ACTION warriors_read_model`, as an operator runs it."""
     return subprocess.run(
@@ -124,11 +129,8 @@ def operator_action(url: str, action: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
-async def pool(fresh_database: str) -> AsyncIterator[AsyncConnectionPool[AsyncConnection]]:
-    async with AsyncConnectionPool(
-        fresh_database, min_size=1, max_size=4, kwargs={"autocommit": True}
-    ) as pool:
-        yield pool
+def pool(fresh_pool: AsyncConnectionPool[AsyncConnection]) -> AsyncConnectionPool[AsyncConnection]:
+    return fresh_pool
 
 
 def test_poison_event_fails_the_projection_until_parked(fresh_database: str) -> None:
@@ -219,8 +221,7 @@ async def test_checkpoint_records_lag(
     fresh_database: str, pool: AsyncConnectionPool[AsyncConnection]
 ) -> None:
     write_history(fresh_database, 50)  # 105 events
-    engine = ProjectionEngine(pool, WarriorsReadModel(), batch_size=40)
-    await engine.register()
+    engine = await registered_engine(pool, batch_size=40)
     await engine.run_batch()
     with psycopg.connect(fresh_database) as conn:
         behind = conn.execute("SELECT lag_events, lag_seconds FROM projection_offsets").fetchone()
@@ -236,8 +237,7 @@ async def test_a_prefetched_batch_is_used_only_from_its_own_checkpoint(
     fresh_database: str, pool: AsyncConnectionPool[AsyncConnection]
 ) -> None:
     write_history(fresh_database, 20)  # 42 events
-    engine = ProjectionEngine(pool, WarriorsReadModel(), batch_size=10)
-    await engine.register()
+    engine = await registered_engine(pool, batch_size=10)
     first = await engine.run_batch(prefetch=True)  # starts reading events 11-20 elsewhere
     assert first.applied == 10
     await engine.reset()  # the checkpoint moves back to 0: the prefetched batch must not be used
