@@ -14,14 +14,13 @@ from psycopg_pool import AsyncConnectionPool
 
 from warriors.eventstore.appender import GroupCommitAppender
 from warriors.eventstore.errors import translated_errors
-from warriors.eventstore.reader import EVENT_COLUMNS, read_after, stored_event
+from warriors.eventstore.reader import EVENT_COLUMNS, stored_event
 from warriors.eventstore.records import (
     AppendOutcome,
     AppendRequest,
     RecordedAnswer,
     Snapshot,
     StoredEvent,
-    StreamPosition,
 )
 
 _LOAD_STREAM = """
@@ -106,11 +105,6 @@ class EventStore:
                     (aggregate_id,),
                 )
                 return [stored_event(row) for row in await cur.fetchall()]
-
-    async def read_after(self, after: StreamPosition, limit: int = 1000) -> list[StoredEvent]:
-        with translated_errors():
-            async with self.pool.connection() as conn:
-                return await read_after(conn, after, limit)
 
     async def ping(self) -> None:
         """Raises `StoreUnavailable` unless the database answers."""
