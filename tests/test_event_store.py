@@ -100,9 +100,7 @@ async def test_loading_from_a_snapshot_equals_a_full_replay(
     every_event = await store.aggregate_events(wid)
     replay = rebuild(
         wid,
-        AggregateStream(
-            None, [(e.event_type, e.event_version, e.schema_version, e.data) for e in every_event]
-        ),
+        AggregateStream.from_events(every_event),
     )
     from_snapshot = rebuild(wid, stream)
     assert from_snapshot == replay

@@ -51,11 +51,10 @@ class AggregateStream:
         self.snapshot = snapshot
         self.events = events  # (event_type, event_version, schema_version, data)
 
-    @property
-    def version(self) -> int:
-        if self.events:
-            return self.events[-1][1]
-        return self.snapshot.version if self.snapshot else 0
+    @classmethod
+    def from_events(cls, events: list[StoredEvent]) -> "AggregateStream":
+        """A stream of stored events without a snapshot (a full replay)."""
+        return cls(None, [(e.event_type, e.event_version, e.schema_version, e.data) for e in events])
 
 
 class EventStore:

@@ -143,10 +143,7 @@ class WarriorQueries:
         events = await self.store.aggregate_events(warrior_id)
         if not events:
             return None
-        stream = AggregateStream(
-            None, [(e.event_type, e.event_version, e.schema_version, e.data) for e in events]
-        )
-        state = rebuild(warrior_id, stream)
+        state = rebuild(warrior_id, AggregateStream.from_events(events))
         if state is None or state.deleted:
             return None
         return WarriorView(state.warrior_id, state.name, state.dob, list(state.fight_skills), state.version,
@@ -256,9 +253,9 @@ class WarriorQueries:
 
     async def _rows(self, query: str, params: dict[str, Any]) -> list[WarriorView]:
         with translated_errors():
-            async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-                await cur.execute(query, params)
-                return [_view(row) for row in await cur.fetchall()]
+            async with self.pool.connection() as conn:
+                cursor = await conn.execute(query, params)
+                return [WarriorView(*row) for row in await cursor.fetchall()]
 
 
 _PROJECTIONS = """
@@ -276,11 +273,6 @@ SELECT o.*,
 FROM projection_offsets o
 ORDER BY o.projection_name
 """
-
-
-def _view(row: dict[str, Any]) -> WarriorView:
-    return WarriorView(row["id"], row["name"], row["dob"], list(row["fight_skills"]), row["version"],
-                       row["created_at"], row["updated_at"])  # fmt: skip
 
 
 def _escape_like(text: str) -> str:

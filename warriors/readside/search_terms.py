@@ -1,14 +1,13 @@
 """Turning a user's search term into a safe PostgreSQL full-text query. Pure code.
 
-The term is folded the way the read model's columns are (lower case, accents removed),
-split into words (anything else, such as `%` or quotes, is dropped), and each word that
-belongs to a synonym group brings the whole group along. Words match as prefixes, so a
-partly typed word still finds. The result only contains quoted lexemes and operators,
-whatever the input.
+The term arrives folded by the database's own `warriors_fold()` (the function the
+indexed columns use; see `WarriorQueries._fold`). It is split into words (anything else,
+such as `%` or quotes, is dropped), and each word that belongs to a synonym group brings
+the whole group along. Words match as prefixes, so a partly typed word still finds. The
+result only contains quoted lexemes and operators, whatever the input.
 """
 
 import re
-import unicodedata
 from dataclasses import dataclass
 
 # The seed's synonym groups.
@@ -22,12 +21,6 @@ MAX_FUZZY_CHARS = 100
 _WORD = re.compile(r"[^\W_]+")  # letters and digits; PostgreSQL splits words at "_" too
 
 
-def fold(text: str) -> str:
-    """Lower case without accents: what `warriors_fold()` does in the database."""
-    decomposed = unicodedata.normalize("NFKD", text)
-    return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).lower()
-
-
 @dataclass(frozen=True, slots=True)
 class SearchTerms:
     tsquery: str  # empty when the term has no words
@@ -39,8 +32,8 @@ class SearchTerms:
         return not self.tsquery
 
 
-def parse(term: str) -> SearchTerms:
-    folded = fold(term)
+def parse(folded: str) -> SearchTerms:
+    """Search terms from an already folded term (lower case, accents removed)."""
     words = _WORD.findall(folded)[:MAX_WORDS]
     text = " ".join(words)
     synonyms = [member for group in SYNONYMS if any(re.search(rf"\b{re.escape(m)}\b", text) for m in group)
