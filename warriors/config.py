@@ -51,6 +51,20 @@ class Settings(BaseSettings):
     read_wait_timeout_seconds: float = Field(
         default=2.0, gt=0, description="Longest wait for `?position=` before answering 503."
     )
+    lag_threshold_events: int = Field(
+        default=1000, ge=0, description="Dagster: a projection further behind than this is lagging."
+    )
+    lag_threshold_seconds: float = Field(
+        default=30.0, ge=0, description="Dagster: a projection whose oldest unapplied event is older lags."
+    )
+    snapshot_every_events: int = Field(
+        default=50, ge=2, description="Dagster: snapshot an aggregate with this many events since its last."
+    )
+    consistency_sample_size: int = Field(
+        default=200, ge=0, description="Dagster: read-model rows folded again from events per check."
+    )
+    dagster_host: str = "127.0.0.1"
+    dagster_port: int = Field(default=3000, description="Dagster UI (webserver) port under `make run`.")
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, description="Larger bodies: 413.")
 
 

@@ -40,3 +40,18 @@ class Projection(Protocol):
     async def reset(self, conn: AsyncConnection[Any]) -> None:
         """Remove every row (a replay from position 0 follows), inside the caller's transaction."""
         ...
+
+
+class TableProjection(Projection, Protocol):
+    """A projection into one PostgreSQL table, which a blue/green rebuild can replace."""
+
+    table: str
+
+    def shadow(self) -> "TableProjection":
+        """The same projection into a shadow table, under a checkpoint of its own."""
+        ...
+
+    async def adopt(self, conn: AsyncConnection[Any]) -> None:
+        """Its table has just been swapped in (inside the swap's transaction): bring what
+        follows the table (a count, say) in line."""
+        ...

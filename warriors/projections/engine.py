@@ -99,7 +99,8 @@ class ProjectionEngine:
                 )
 
     async def run_batch(self, *, prefetch: bool = False) -> BatchResult:
-        """Apply the next batch of events; `applied` is 0 when caught up or FAILED.
+        """Apply the next batch of events in a transaction of its own, under the
+        projection's lock; `applied` is 0 when caught up or FAILED.
 
         With `prefetch`, a full batch starts reading the batch after it on another
         connection while it is applied (catch-up and replays: the read's parsing then
@@ -107,25 +108,34 @@ class ProjectionEngine:
         checkpoint is where it was read from; otherwise it is dropped."""
         with translated_errors():
             async with self.pool.connection() as conn, conn.transaction():
-                await conn.execute(_LOCK, (self.name,))
-                start, status = await self._checkpoint(conn)
-                if status == "FAILED":
-                    return BatchResult(0, start, start, status)
-                events = await self._next_events(conn, start)
-                if not events:
-                    return BatchResult(0, start, start, status)
-                if prefetch and len(events) == self.batch_size:
-                    self._start_prefetch(events[-1].stream_position)
-                applied, poison = await self._apply(conn, events)
-                end = applied[-1].stream_position if applied else start
-                if poison is None:
-                    await self._save(conn, end, "RUNNING")
-                    return BatchResult(len(applied), start, end, "RUNNING")
-                event, error = poison
-                log.error("projection %s FAILED at event %s (position %s): %s",
-                          self.name, event.event_id, event.position, error)  # fmt: skip
-                await self._save(conn, end, "FAILED", error=error, failed_event_id=event.event_id)
-                return BatchResult(len(applied), start, end, "FAILED")
+                await self.lock(conn)
+                return await self.advance(conn, prefetch=prefetch)
+
+    async def lock(self, conn: AsyncConnection[Any]) -> None:
+        """Take the projection's lock until the end of `conn`'s transaction: no other
+        batch (of any process) applies events to it meanwhile."""
+        await conn.execute(_LOCK, (self.name,))
+
+    async def advance(self, conn: AsyncConnection[Any], *, prefetch: bool = False) -> BatchResult:
+        """`run_batch` inside the caller's transaction, which holds the lock."""
+        start, status = await self.checkpoint(conn)
+        if status == "FAILED":
+            return BatchResult(0, start, start, status)
+        events = await self._next_events(conn, start)
+        if not events:
+            return BatchResult(0, start, start, status)
+        if prefetch and len(events) == self.batch_size:
+            self._start_prefetch(events[-1].stream_position)
+        applied, poison = await self._apply(conn, events)
+        end = applied[-1].stream_position if applied else start
+        if poison is None:
+            await self.move_checkpoint(conn, end, "RUNNING")
+            return BatchResult(len(applied), start, end, "RUNNING")
+        event, error = poison
+        log.error("projection %s FAILED at event %s (position %s): %s",
+                  self.name, event.event_id, event.position, error)  # fmt: skip
+        await self.move_checkpoint(conn, end, "FAILED", error=error, failed_event_id=event.event_id)
+        return BatchResult(len(applied), start, end, "FAILED")
 
     async def catch_up(self, max_batches: int | None = None) -> int:
         """Apply batches until caught up (or FAILED); returns how many events were applied."""
@@ -162,7 +172,7 @@ class ProjectionEngine:
         """Operator action: clear FAILED; the next batch starts again at the failed event."""
         with translated_errors():
             async with self.pool.connection() as conn, conn.transaction():
-                await conn.execute(_LOCK, (self.name,))
+                await self.lock(conn)
                 cursor = await conn.execute(_RETRY, (self.name,))
                 if cursor.rowcount != 1:
                     raise ProjectionNotFailed(f"projection {self.name} is not FAILED")
@@ -171,8 +181,8 @@ class ProjectionEngine:
         """Operator action: record the failed event as parked and move past it."""
         with translated_errors():
             async with self.pool.connection() as conn, conn.transaction():
-                await conn.execute(_LOCK, (self.name,))
-                start, status = await self._checkpoint(conn)
+                await self.lock(conn)
+                start, status = await self.checkpoint(conn)
                 cursor = await conn.execute(
                     "SELECT failed_event_id, last_error FROM projection_offsets WHERE projection_name = %s",
                     (self.name,),
@@ -189,7 +199,7 @@ class ProjectionEngine:
                     " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
                     (self.name, event.event_id, event.position, error),
                 )
-                await self._save(conn, event.stream_position, "RUNNING")
+                await self.move_checkpoint(conn, event.stream_position, "RUNNING")
                 log.warning(
                     "projection %s parked event %s (position %s)", self.name, event.event_id, event.position
                 )
@@ -199,18 +209,19 @@ class ProjectionEngine:
         """Empty the projection and move its checkpoint to 0 (a replay follows)."""
         with translated_errors():
             async with self.pool.connection() as conn, conn.transaction():
-                await conn.execute(_LOCK, (self.name,))
+                await self.lock(conn)
                 await self.projection.reset(conn)
-                await self._save(conn, StreamPosition(), "RUNNING")
+                await self.move_checkpoint(conn, StreamPosition(), "RUNNING")
 
-    async def _checkpoint(self, conn: AsyncConnection[Any]) -> tuple[StreamPosition, str]:
+    async def checkpoint(self, conn: AsyncConnection[Any]) -> tuple[StreamPosition, str]:
+        """The projection's checkpoint and status, as `conn` sees them."""
         cursor = await conn.execute(_READ_CHECKPOINT, (self.name,))
         row = await cursor.fetchone()
         if row is None:
             raise LookupError(f"projection {self.name} is not registered")
         return StreamPosition(row[0], row[1]), row[2]
 
-    async def _save(
+    async def move_checkpoint(
         self,
         conn: AsyncConnection[Any],
         position: StreamPosition,

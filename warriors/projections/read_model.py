@@ -27,6 +27,7 @@ from warriors.eventstore.records import StoredEvent
 from warriors.projections.base import PoisonEvent
 
 READ_MODEL = "warriors_read_model"
+SHADOW_SUFFIX = "__shadow"
 
 
 @dataclass(slots=True)  # not frozen: built per event in replays, frozen __init__ is slow
@@ -97,6 +98,21 @@ class WarriorsReadModel:
             born = sum(1 for a, row in after.items() if not row.deleted and a not in before)
             if delta := born - len(deletes):
                 await conn.execute("UPDATE warrior_count SET total = total + %s", (delta,))
+
+    def shadow(self) -> "WarriorsReadModel":
+        """The same projection into a shadow table (a blue/green rebuild builds it)."""
+        return WarriorsReadModel(
+            f"{self.name}{SHADOW_SUFFIX}", f"{self.table}{SHADOW_SUFFIX}", keeps_count=False
+        )
+
+    async def adopt(self, conn: AsyncConnection[Any]) -> None:
+        """Its table was just swapped in: the count follows the new rows."""
+        if self.keeps_count:
+            await conn.execute(
+                sql.SQL("UPDATE warrior_count SET total = (SELECT count(*) FROM {})").format(
+                    sql.Identifier(self.table)
+                )
+            )
 
     async def skip(self, conn: AsyncConnection[Any], event: StoredEvent) -> None:
         """Move the row's version past the parked event, keeping its data: the warrior's

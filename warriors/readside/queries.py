@@ -8,7 +8,6 @@ from typing import Any
 from uuid import UUID
 
 from psycopg import AsyncConnection
-from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from warriors.application.warrior_commands import rebuild
@@ -17,6 +16,7 @@ from warriors.eventstore.errors import translated_errors
 from warriors.eventstore.grouping import Grouped
 from warriors.eventstore.store import AggregateStream, EventStore
 from warriors.projections.read_model import READ_MODEL
+from warriors.projections.status import projection_statuses
 from warriors.readside.search_terms import parse
 
 MAX_RESULTS = 50
@@ -201,37 +201,39 @@ class WarriorQueries:
         ]  # fmt: skip
 
     async def statistics(self) -> dict[str, Any]:
+        """The live count, the materialized view's rows per day, and the daily statistics
+        the Dagster asset `daily_warrior_statistics` computed (one entry per computed day)."""
         with translated_errors():
-            async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-                await cur.execute(
+            async with self.pool.connection() as conn:
+                view = await conn.execute(
                     "SELECT day, warriors_created, avg_skills FROM warrior_statistics ORDER BY day"
                 )
-                daily = await cur.fetchall()
+                daily = await view.fetchall()
+                computed = await conn.execute(_DAILY_STATISTICS)
+                by_day = await computed.fetchall()
         return {
             "total": await self.count(),
             "daily": [
+                {"day": day.isoformat(), "warriors_created": created, "avg_skills": _rounded(avg)}
+                for day, created, avg in daily
+            ],
+            "by_day": [
                 {
-                    "day": d["day"].isoformat(),
-                    "warriors_created": d["warriors_created"],
-                    "avg_skills": round(d["avg_skills"], 3) if d["avg_skills"] is not None else None,
+                    "day": day.isoformat(),
+                    "warriors_created": created,
+                    "avg_skills": _rounded(avg),
+                    "skills": skills,
+                    "ages": ages,
                 }
-                for d in daily
+                for day, created, avg, skills, ages in by_day
             ],
         }
 
     async def projections(self) -> list[dict[str, Any]]:
         """Each projection's checkpoint, status and live lag (events and seconds behind)."""
         with translated_errors():
-            async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-                await cur.execute(_PROJECTIONS)
-                rows = await cur.fetchall()
-        return [
-            {"name": r["projection_name"], "position": r["last_position"], "status": r["status"],
-             "lag_events": max(r["lag_events"], 0), "lag_seconds": round(r["lag_seconds"], 3),
-             "last_processed_at": r["last_processed_at"].isoformat(), "last_error": r["last_error"],
-             "failed_event_id": str(r["failed_event_id"]) if r["failed_event_id"] else None}
-            for r in rows
-        ]  # fmt: skip
+            async with self.pool.connection() as conn:
+                return [status.as_json() for status in await projection_statuses(conn)]
 
     async def wait_for(self, position: int, seconds: float, projection: str = READ_MODEL) -> None:
         """Return once `projection` has applied the event at `position`; bounded."""
@@ -258,21 +260,21 @@ class WarriorQueries:
                 return [WarriorView(*row) for row in await cursor.fetchall()]
 
 
-_PROJECTIONS = """
-SELECT o.*,
-       (SELECT CASE WHEN behind < 10000 THEN behind
-                    ELSE greatest(behind, (SELECT max(position) FROM event_store) - o.last_position) END
-        FROM (SELECT count(*) AS behind FROM (
-            SELECT 1 FROM event_store e
-            WHERE (e.transaction_id, e.position) > (o.last_transaction_id, o.last_position)
-            LIMIT 10000) AS b) AS c) AS lag_events,
-       coalesce(extract(epoch FROM now() - (
-           SELECT created_at FROM event_store e
-           WHERE (e.transaction_id, e.position) > (o.last_transaction_id, o.last_position)
-           ORDER BY e.transaction_id, e.position LIMIT 1)), 0)::float8 AS lag_seconds
-FROM projection_offsets o
-ORDER BY o.projection_name
+_DAILY_STATISTICS = """
+SELECT c.day, c.warriors_created, c.avg_skills,
+       coalesce((SELECT jsonb_agg(jsonb_build_object('skill', s.skill, 'warriors', s.warriors)
+                                  ORDER BY s.warriors DESC, s.skill)
+                 FROM daily_skill_popularity s WHERE s.day = c.day), '[]'),
+       coalesce((SELECT jsonb_agg(jsonb_build_object('from', a.age_from, 'to', a.age_to,
+                                                     'warriors', a.warriors) ORDER BY a.age_from)
+                 FROM daily_age_distribution a WHERE a.day = c.day), '[]')
+FROM daily_warrior_creations c
+ORDER BY c.day
 """
+
+
+def _rounded(average: float | None) -> float | None:
+    return round(average, 3) if average is not None else None
 
 
 def _escape_like(text: str) -> str:

@@ -1,0 +1,29 @@
+"""The event store, as an observable source asset: Dagster does not produce it (the
+command API does); observing it records its head, counts and append rate, and its data
+version is the head position, so downstream assets show as stale when the store moves."""
+
+import dagster as dg
+
+from orchestration.resources import EventStoreResource
+
+EVENT_STORE = dg.AssetKey("event_store")
+
+
+@dg.observable_source_asset(
+    key=EVENT_STORE,
+    group_name="event_store",
+    description="The append-only PostgreSQL event store, the source of truth (observed, not produced).",
+)
+def event_store(store: EventStoreResource) -> dg.ObserveResult:
+    seen = store.observe()
+    by_type = "\n".join(f"| {kind} | {count:,} |" for kind, count in seen.events_by_type.items())
+    return dg.ObserveResult(
+        data_version=dg.DataVersion(str(seen.head_position)),
+        metadata={
+            "head_position": dg.MetadataValue.int(seen.head_position),
+            "events": dg.MetadataValue.int(seen.events),
+            "counts_exact": dg.MetadataValue.bool(seen.exact),
+            "appends_per_second": dg.MetadataValue.float(round(seen.appends_per_second, 2)),
+            "events_by_type": dg.MetadataValue.md(f"| event type | events |\n|---|---|\n{by_type}"),
+        },
+    )

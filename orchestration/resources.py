@@ -1,0 +1,163 @@
+"""Dagster resources: thin synchronous wrappers over the platform's own services.
+
+Assets, checks and sensors call these; none of them holds SQL. Each call opens a small
+pool, runs the service's coroutine and closes the pool (runs and sensor ticks are short
+and infrequent, so a pool kept between calls would only hold idle connections).
+"""
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import date
+from typing import Any, TypeVar
+from uuid import UUID
+
+import dagster as dg
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+from pydantic import Field
+
+from warriors.analytics.daily import DailyStatistics, compute_daily_statistics
+from warriors.analytics.storage import refresh_statistics_view, save_daily_statistics, warriors_created_on
+from warriors.application.snapshotting import due_after, due_by_id
+from warriors.application.warrior_commands import WarriorCommands
+from warriors.config import get_settings
+from warriors.eventstore.appender import GroupCommitAppender
+from warriors.eventstore.observation import StoreObservation, observe_store
+from warriors.eventstore.records import StreamPosition
+from warriors.eventstore.store import EventStore
+from warriors.projections.catalog import ProjectionName, build
+from warriors.projections.engine import ProjectionEngine
+from warriors.projections.rebuild import RebuildReport, rebuild_blue_green
+from warriors.projections.status import ProjectionStatus, projection_statuses
+from warriors.readside.consistency import ConsistencyReport, check_read_model
+
+T = TypeVar("T")
+Pool = AsyncConnectionPool[AsyncConnection]
+
+log = logging.getLogger("warriors.orchestration")
+
+
+class _Database(dg.ConfigurableResource):  # type: ignore[type-arg]
+    """The platform's PostgreSQL: `database_url`, else the DATABASE_URL setting."""
+
+    database_url: str = Field(default="", description="Empty: the DATABASE_URL environment variable.")
+
+    def _url(self) -> str:
+        url = self.database_url or get_settings().database_url
+        if not url:
+            raise dg.Failure("DATABASE_URL is not set: start the platform with `make run`, or set it.")
+        return url
+
+    def _run(self, work: Callable[[Pool], Awaitable[T]]) -> T:
+        async def go() -> T:
+            kwargs = {"autocommit": True, "application_name": "warriors-dagster"}
+            async with AsyncConnectionPool(self._url(), min_size=1, max_size=4, kwargs=kwargs) as pool:
+                return await work(pool)
+
+        return asyncio.run(go())
+
+    def _on_connection(self, work: Callable[[AsyncConnection[Any]], Awaitable[T]]) -> T:
+        async def go(pool: Pool) -> T:
+            async with pool.connection() as conn:
+                return await work(conn)
+
+        return self._run(go)
+
+
+class EventStoreResource(_Database):
+    """The event store: what it holds, and aggregate snapshots."""
+
+    def observe(self) -> StoreObservation:
+        return self._on_connection(observe_store)
+
+    def head_position(self) -> int:
+        return self.observe().head_position
+
+    def due_after(
+        self, after: StreamPosition, threshold: int, limit: int
+    ) -> tuple[list[UUID], int, StreamPosition]:
+        return self._on_connection(lambda conn: due_after(conn, after, threshold, limit))
+
+    def due_by_id(self, after_id: UUID | None, threshold: int, limit: int) -> tuple[list[UUID], UUID | None]:
+        return self._on_connection(lambda conn: due_by_id(conn, after_id, threshold, limit))
+
+    def snapshot(self, aggregate_ids: list[UUID]) -> int:
+        """Snapshot each aggregate at its current version; returns how many were taken."""
+
+        async def go(pool: Pool) -> int:
+            store = EventStore(pool, GroupCommitAppender(pool))
+            commands = WarriorCommands(store)
+            taken = 0
+            for aggregate_id in aggregate_ids:
+                taken += await commands.snapshot(aggregate_id) is not None
+            return taken
+
+        return self._run(go)
+
+
+class ProjectionsResource(_Database):
+    """The projections: status and lag, catch-up, blue/green rebuild, consistency."""
+
+    batch_size: int = Field(default=1000, description="Events per projection batch.")
+
+    def statuses(self) -> list[ProjectionStatus]:
+        return self._on_connection(projection_statuses)
+
+    def status(self, name: ProjectionName) -> ProjectionStatus:
+        registered = self._register(name)
+        [status] = self._on_connection(lambda conn: projection_statuses(conn, registered))
+        return status
+
+    def catch_up(self, name: ProjectionName) -> tuple[StreamPosition, StreamPosition, int]:
+        """Apply events until caught up (or FAILED): (from, to, events applied)."""
+
+        async def go(pool: Pool) -> tuple[StreamPosition, StreamPosition, int]:
+            engine = ProjectionEngine(pool, build(name), self.batch_size)
+            await engine.register()
+            async with pool.connection() as conn:
+                start, _ = await engine.checkpoint(conn)
+            applied = await engine.catch_up()
+            async with pool.connection() as conn:
+                end, _ = await engine.checkpoint(conn)
+            return start, end, applied
+
+        return self._run(go)
+
+    def rebuild(self, name: ProjectionName, progress: Callable[[str], None]) -> RebuildReport:
+        def go(pool: Pool) -> Awaitable[RebuildReport]:
+            return rebuild_blue_green(pool, build(name), batch_size=self.batch_size, progress=progress)
+
+        self._register(name)
+        return self._run(go)
+
+    def check_consistency(self, name: ProjectionName, sample_size: int) -> ConsistencyReport:
+        projection = build(name)
+        return self._on_connection(
+            lambda conn: check_read_model(conn, projection.name, projection.table, sample_size)
+        )
+
+    def _register(self, name: ProjectionName) -> str:
+        async def go(pool: Pool) -> str:
+            engine = ProjectionEngine(pool, build(name))
+            await engine.register()
+            return engine.name
+
+        return self._run(go)
+
+
+class StatisticsResource(_Database):
+    """Warrior statistics: the materialized view and the daily tables."""
+
+    def refresh_view(self) -> int:
+        return self._on_connection(refresh_statistics_view)
+
+    def compute_day(self, day: date) -> DailyStatistics:
+        """Compute one day's statistics from its events and store them (replacing any)."""
+
+        async def go(conn: AsyncConnection[Any]) -> DailyStatistics:
+            stats = compute_daily_statistics(day, await warriors_created_on(conn, day))
+            await save_daily_statistics(conn, stats)
+            return stats
+
+        return self._on_connection(go)

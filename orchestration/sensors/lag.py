@@ -1,0 +1,56 @@
+"""A projection over its lag threshold (or FAILED): run its catch-up with its lag check,
+which fails for as long as the lag stays over. When it recovers, one more run of the
+check alone marks it passing again. The cursor remembers which projections lag."""
+
+import json
+
+import dagster as dg
+
+from orchestration.assets.projections import lag_check_key, lag_problem, projection_key
+from orchestration.jobs import PROJECTION_ASSETS
+from orchestration.resources import ProjectionsResource
+from warriors.projections.catalog import ProjectionName
+
+
+@dg.sensor(
+    name="projection_lag",
+    asset_selection=PROJECTION_ASSETS,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="A projection lags over LAG_THRESHOLD_EVENTS/SECONDS: catch it up and fail its lag check"
+    " until it recovers.",
+)
+def projection_lag(context: dg.SensorEvaluationContext, projections: ProjectionsResource) -> dg.SensorResult:
+    lagging_before: set[str] = set(json.loads(context.cursor or "[]"))
+    statuses = {s.name: s for s in projections.statuses()}
+    requests = []
+    lagging_now = set()
+    for name in ProjectionName:
+        status = statuses.get(str(name))
+        if status is None:
+            continue
+        if (problem := lag_problem(status)) is not None:
+            lagging_now.add(str(name))
+            context.log.info(f"{name}: {problem}")
+            requests.append(
+                dg.RunRequest(
+                    run_key=f"lag:{name}:{status.position}",
+                    asset_selection=[] if status.status == "FAILED" else [projection_key(name)],
+                    asset_check_keys=[lag_check_key(name)],
+                    tags={"warriors/trigger": "projection_lag"},
+                )
+            )
+        elif str(name) in lagging_before:
+            requests.append(
+                dg.RunRequest(
+                    run_key=f"lag-recovered:{name}:{status.position}",
+                    asset_selection=[],
+                    asset_check_keys=[lag_check_key(name)],
+                    tags={"warriors/trigger": "projection_lag"},
+                )
+            )
+    return dg.SensorResult(
+        run_requests=requests,
+        cursor=json.dumps(sorted(lagging_now)),
+        skip_reason=None if requests else "every projection is within its lag thresholds",
+    )

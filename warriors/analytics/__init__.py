@@ -1,0 +1,1 @@
+"""Warrior statistics for analytics users: computed per day with pandas, kept in PostgreSQL."""

@@ -1,0 +1,66 @@
+"""Where the statistics come from and go: the day's WarriorCreated events in, the daily
+tables and the statistics materialized view out."""
+
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+from psycopg import AsyncConnection
+
+from warriors.analytics.daily import CreatedWarrior, DailyStatistics
+from warriors.domain.events import WarriorCreated, event_from_data
+from warriors.domain.upcasting import UPCASTERS
+
+_CREATED_ON = """
+SELECT schema_version, event_data FROM event_store
+WHERE event_type = %(type)s AND created_at >= %(start)s AND created_at < %(end)s
+ORDER BY position
+"""
+
+
+async def warriors_created_on(conn: AsyncConnection[Any], day: date) -> list[CreatedWarrior]:
+    """The warriors whose WarriorCreated event was stored on `day` (UTC), as created."""
+    start = datetime.combine(day, time(), UTC)
+    cursor = await conn.execute(
+        _CREATED_ON,
+        {"type": WarriorCreated.event_type, "start": start, "end": start + timedelta(days=1)},
+    )
+    created = []
+    for schema_version, data in await cursor.fetchall():
+        event = event_from_data(
+            WarriorCreated.event_type, UPCASTERS.upcast(WarriorCreated.event_type, schema_version, data)
+        )
+        assert isinstance(event, WarriorCreated)
+        created.append(CreatedWarrior(event.name, event.dob, event.fight_skills))
+    return created
+
+
+async def save_daily_statistics(conn: AsyncConnection[Any], stats: DailyStatistics) -> None:
+    """Replace the day's rows in the three daily tables, in one transaction."""
+    async with conn.transaction():
+        for table in ("daily_warrior_creations", "daily_skill_popularity", "daily_age_distribution"):
+            await conn.execute(f"DELETE FROM {table} WHERE day = %s", (stats.day,))
+        await conn.execute(
+            "INSERT INTO daily_warrior_creations (day, warriors_created, avg_skills) VALUES (%s, %s, %s)",
+            (stats.day, stats.warriors_created, stats.avg_skills),
+        )
+        skills = stats.skills.to_dict("records")
+        ages = stats.ages.to_dict("records")
+        async with conn.cursor() as cursor:
+            await cursor.executemany(
+                "INSERT INTO daily_skill_popularity (day, skill, warriors) VALUES (%s, %s, %s)",
+                [(stats.day, s["skill"], int(s["warriors"])) for s in skills],
+            )
+            await cursor.executemany(
+                "INSERT INTO daily_age_distribution (day, age_from, age_to, warriors)"
+                " VALUES (%s, %s, %s, %s)",
+                [(stats.day, int(a["age_from"]), int(a["age_to"]), int(a["warriors"])) for a in ages],
+            )
+
+
+async def refresh_statistics_view(conn: AsyncConnection[Any]) -> int:
+    """REFRESH MATERIALIZED VIEW CONCURRENTLY warrior_statistics (readers never wait);
+    returns the number of days it holds."""
+    await conn.execute("SELECT refresh_warrior_statistics()")
+    cursor = await conn.execute("SELECT count(*) FROM warrior_statistics")
+    row = await cursor.fetchone()
+    return int(row[0]) if row else 0

@@ -1,0 +1,65 @@
+"""Each projection's checkpoint, status and live lag, computed afresh (not as of its last
+batch): what `GET /projections`, the CLI and the Dagster lag check and sensor report."""
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from psycopg import AsyncConnection
+
+# Events behind are counted exactly up to 10,000 and estimated from positions beyond;
+# seconds behind is the age of the oldest event not applied yet (0 when caught up).
+_STATUSES = """
+SELECT o.projection_name, o.last_position, o.status, o.last_processed_at, o.last_error,
+       o.failed_event_id,
+       (SELECT CASE WHEN behind < 10000 THEN behind
+                    ELSE greatest(behind, (SELECT max(position) FROM event_store) - o.last_position) END
+        FROM (SELECT count(*) AS behind FROM (
+            SELECT 1 FROM event_store e
+            WHERE (e.transaction_id, e.position) > (o.last_transaction_id, o.last_position)
+            LIMIT 10000) AS b) AS c) AS lag_events,
+       coalesce(extract(epoch FROM now() - (
+           SELECT created_at FROM event_store e
+           WHERE (e.transaction_id, e.position) > (o.last_transaction_id, o.last_position)
+           ORDER BY e.transaction_id, e.position LIMIT 1)), 0)::float8 AS lag_seconds
+FROM projection_offsets o
+{where}
+ORDER BY o.projection_name
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectionStatus:
+    name: str
+    position: int
+    status: str
+    last_processed_at: datetime
+    last_error: str | None
+    failed_event_id: UUID | None
+    lag_events: int
+    lag_seconds: float
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "position": self.position,
+            "status": self.status,
+            "lag_events": self.lag_events,
+            "lag_seconds": round(self.lag_seconds, 3),
+            "last_processed_at": self.last_processed_at.isoformat(),
+            "last_error": self.last_error,
+            "failed_event_id": str(self.failed_event_id) if self.failed_event_id else None,
+        }
+
+
+async def projection_statuses(conn: AsyncConnection[Any], name: str | None = None) -> list[ProjectionStatus]:
+    """Every registered projection's status (or only `name`'s)."""
+    if name is None:
+        cursor = await conn.execute(_STATUSES.format(where=""))
+    else:
+        cursor = await conn.execute(_STATUSES.format(where="WHERE o.projection_name = %s"), (name,))
+    return [
+        ProjectionStatus(row[0], row[1], row[2], row[3], row[4], row[5], max(row[6], 0), row[7])
+        for row in await cursor.fetchall()
+    ]

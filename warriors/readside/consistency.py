@@ -1,0 +1,112 @@
+"""Is the read model what the event store says it should be?
+
+Checked in one REPEATABLE READ transaction, so the read model, its count and its
+checkpoint are seen at one instant (they move together), and every event up to the
+checkpoint is visible:
+
+- counts: rows in the read model == `warrior_count` == warriors created minus deleted
+  up to the checkpoint (minus parked events' effects: an operator decision, reported);
+- a sample: `sample_size` random rows, each compared with its warrior folded again from
+  its events up to the checkpoint.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+from psycopg import AsyncConnection, sql
+from psycopg.rows import tuple_row
+
+from warriors.application.warrior_commands import rebuild
+from warriors.eventstore.reader import EVENT_COLUMNS, stored_event
+from warriors.eventstore.records import StoredEvent
+from warriors.eventstore.store import AggregateStream
+
+_EXPECTED = """
+SELECT count(*) FILTER (WHERE event_type = 'WarriorCreated')
+     - count(*) FILTER (WHERE event_type = 'WarriorDeleted')
+FROM event_store
+WHERE (transaction_id, position) <= (%s::text::xid8, %s)
+"""
+
+_EVENTS_UP_TO = f"""
+SELECT {EVENT_COLUMNS} FROM event_store
+WHERE aggregate_id = ANY(%s) AND (transaction_id, position) <= (%s::text::xid8, %s)
+ORDER BY aggregate_id, event_version
+"""
+
+
+@dataclass(frozen=True)
+class ConsistencyReport:
+    checkpoint: int
+    rows: int
+    counted: int  # warrior_count.total
+    expected: int  # created - deleted up to the checkpoint
+    parked_events: int
+    sampled: int
+    mismatches: list[str] = field(default_factory=list)
+
+    @property
+    def counts_agree(self) -> bool:
+        return self.rows == self.counted == self.expected
+
+    @property
+    def consistent(self) -> bool:
+        return self.counts_agree and not self.mismatches
+
+
+async def check_read_model(
+    conn: AsyncConnection[Any], projection: str, table: str, sample_size: int
+) -> ConsistencyReport:
+    async with conn.transaction():
+        await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        cursor = await conn.execute(
+            "SELECT last_transaction_id::text::bigint, last_position FROM projection_offsets"
+            " WHERE projection_name = %s",
+            (projection,),
+        )
+        transaction_id, position = await cursor.fetchone() or (0, 0)
+        ident = sql.Identifier(table)
+        rows = await _scalar(conn, sql.SQL("SELECT count(*) FROM {}").format(ident))
+        counted = await _scalar(conn, sql.SQL("SELECT total FROM warrior_count"))
+        expected = await _scalar(conn, sql.SQL(_EXPECTED), (str(transaction_id), position))
+        parked = await _scalar(
+            conn,
+            sql.SQL("SELECT count(*) FROM projection_parked_events WHERE projection_name = %s"),
+            (projection,),
+        )
+        cursor = await conn.execute(
+            sql.SQL("SELECT id, name, dob, fight_skills, version FROM {} ORDER BY random() LIMIT %s").format(
+                ident
+            ),
+            (sample_size,),
+        )
+        sample = await cursor.fetchall()
+        async with conn.cursor(row_factory=tuple_row) as events_cursor:
+            await events_cursor.execute(
+                _EVENTS_UP_TO, ([row[0] for row in sample], str(transaction_id), position)
+            )
+            events = [stored_event(row) for row in await events_cursor.fetchall()]
+    by_aggregate: dict[UUID, list[StoredEvent]] = {}
+    for event in events:
+        by_aggregate.setdefault(event.aggregate_id, []).append(event)
+    mismatches = []
+    for warrior_id, name, dob, skills, version in sample:
+        folded = rebuild(warrior_id, AggregateStream.from_events(by_aggregate.get(warrior_id, [])))
+        row = (name, dob, tuple(skills), version)
+        truth = (
+            None
+            if folded is None or folded.deleted
+            else (folded.name, folded.dob, folded.fight_skills, folded.version)
+        )
+        if row != truth:
+            mismatches.append(f"warrior {warrior_id}: read model {row}, events {truth}")
+    return ConsistencyReport(position, rows, counted, expected, parked, len(sample), mismatches)
+
+
+async def _scalar(
+    conn: AsyncConnection[Any], query: sql.SQL | sql.Composed, params: tuple[Any, ...] = ()
+) -> int:
+    cursor = await conn.execute(query, params)
+    row = await cursor.fetchone()
+    return int(row[0]) if row else 0
