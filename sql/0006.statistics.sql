@@ -5,14 +5,15 @@
 --    A function body is resolved by name when it runs, so the view does not pin the
 --    read-model table: the blue/green rebuild can swap a new table in by renaming, and
 --    the next refresh reads it. (A view over the table itself would keep reading the
---    retired table, and block dropping it.)
+--    retired table, and block dropping it.) The name is schema-qualified: PostgreSQL 17+
+--    runs materialized-view maintenance with search_path = pg_catalog, pg_temp.
 DROP MATERIALIZED VIEW warrior_statistics;
 
 CREATE FUNCTION warrior_statistics_rows()
 RETURNS TABLE (day date, warriors_created bigint, avg_skills float8)
 LANGUAGE sql STABLE AS $$
     SELECT date_trunc('day', created_at, 'UTC')::date, count(*), avg(cardinality(fight_skills))::float8
-    FROM warriors_read_model
+    FROM public.warriors_read_model
     GROUP BY 1
 $$;
 

@@ -8,39 +8,20 @@ import uuid
 from typing import Any
 
 import httpx
-import orjson
 import psycopg
 import pytest
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
+from tests.history import ROWS, checkpoint, head, replay_into_shadow, write_history
 from tests.support import ROOT, ProjectorProcess, ServiceProcess, wait_for
 from warriors.adapters.embedded_postgres import free_port
 from warriors.projections.engine import ProjectionEngine
 from warriors.projections.read_model import WarriorsReadModel
 
-COPY_EVENTS = """COPY event_store
-    (event_id, aggregate_id, aggregate_type, event_type, event_version, event_data, metadata) FROM STDIN"""
 INSERT_EVENT = """INSERT INTO event_store
     (event_id, aggregate_id, aggregate_type, event_type, event_version, event_data, metadata)
     VALUES (%s, %s, 'Warrior', 'WarriorUpdated', %s, %s, '{}')"""
-ROWS = "SELECT id, name, dob, fight_skills, version, created_at, updated_at FROM {} ORDER BY id"
-
-
-def write_history(url: str, warriors: int) -> None:
-    """Warriors with updates and some deletions, written as real events in bulk."""
-    rows: list[tuple[Any, ...]] = []
-    for i in range(warriors):
-        wid = uuid.uuid4()
-        data = {"name": f"Bulk {i}", "dob": "1980-01-01", "fight_skills": ["Bo"]}
-        rows.append((wid, "WarriorCreated", 1, data))
-        rows.append((wid, "WarriorUpdated", 2, {"name": f"Bulk {i} renamed"}))
-        if i % 10 == 0:
-            rows.append((wid, "WarriorDeleted", 3, {}))
-    with psycopg.connect(url) as conn, conn.cursor() as cur, cur.copy(COPY_EVENTS) as copy:
-        for wid, event_type, version, data in rows:
-            event = (uuid.uuid4(), wid, "Warrior", event_type, version, orjson.dumps(data).decode(), "{}")
-            copy.write_row(event)
 
 
 def projector_writing(url: str) -> bool:
@@ -50,33 +31,6 @@ def projector_writing(url: str) -> bool:
             " WHERE application_name = 'warriors-projector' AND backend_xid IS NOT NULL"
         ).fetchone()
     return bool(row and row[0])
-
-
-def checkpoint(url: str) -> int:
-    with psycopg.connect(url) as conn:
-        row = conn.execute(
-            "SELECT last_position FROM projection_offsets WHERE projection_name = 'warriors_read_model'"
-        ).fetchone()
-    return int(row[0]) if row else 0
-
-
-def head(url: str) -> int:
-    with psycopg.connect(url) as conn:
-        row = conn.execute("SELECT max(position) FROM event_store").fetchone()
-    assert row is not None
-    return int(row[0])
-
-
-async def replay_into_shadow(url: str) -> list[tuple[Any, ...]]:
-    """Replay the whole stream into a fresh copy of the read model's table."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("CREATE TABLE replay_model (LIKE warriors_read_model INCLUDING ALL)")
-    async with AsyncConnectionPool(url, min_size=1, max_size=2, kwargs={"autocommit": True}) as pool:
-        engine = ProjectionEngine(pool, WarriorsReadModel("replay", "replay_model", keeps_count=False), 5000)
-        await engine.register()
-        await engine.catch_up()
-    with psycopg.connect(url) as conn:
-        return conn.execute(ROWS.format("replay_model")).fetchall()
 
 
 async def test_sigkill_mid_batch_loses_and_doubles_nothing(fresh_database: str) -> None:

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 import typer
 from honcho.manager import Manager
@@ -21,8 +22,9 @@ from honcho.printer import Printer
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
+from orchestration.instance import WORKSPACE, ensure_database, prepare_home, storage_url
 from warriors.adapters.embedded_postgres import EmbeddedPostgres
-from warriors.config import get_settings
+from warriors.config import PROJECT_ROOT, get_settings
 from warriors.eventstore.database import apply_migrations
 from warriors.projections.catalog import ProjectionName, all_projections, build
 from warriors.projections.engine import ProjectionEngine, ProjectionNotFailed
@@ -75,8 +77,8 @@ def _databases() -> Iterator[tuple[str, str]]:
 @app.command()
 def run() -> None:
     """Start the platform: PostgreSQL (embedded unless DATABASE_URL is set), migrations,
-    the HTTP entry point (command and query services) and the live projector, supervised
-    together (honcho). Ctrl-C stops everything."""
+    the HTTP entry point (command and query services), the live projector and Dagster
+    (webserver and daemon), supervised together (honcho). Ctrl-C stops everything."""
     metrics_dir = tempfile.mkdtemp(prefix="warriors-metrics-")
     try:
         with _databases() as (url, service_url):
@@ -93,9 +95,17 @@ def _serve(url: str, service_url: str, metrics_dir: str) -> None:
     _say(f"command API  {base}/api/v1/commands/warriors")
     _say(f"query API    {base}/api/v1/queries/warriors")
     _say(f"OpenAPI docs {base}/docs   health {base}/health/ready   metrics {base}/metrics")
-    _say(f"{settings.http_workers} HTTP worker(s) and the live projector; press Ctrl-C to stop")
+    dagster_storage = settings.dagster_postgres_url or storage_url(url)
+    ensure_database(dagster_storage)
+    dagster_home = prepare_home(settings.data_dir / "dagster")
+    _say(f"Dagster UI   http://{settings.dagster_host}:{settings.dagster_port} (storage: database"
+         f" {urlsplit(dagster_storage).path.lstrip('/')}, home {dagster_home})")  # fmt: skip
+    _say(f"{settings.http_workers} HTTP worker(s), the live projector, the Dagster webserver and daemon;"
+         " press Ctrl-C to stop")  # fmt: skip
     # Prometheus' multiprocess mode adds up the metrics of all HTTP workers.
     env = {**os.environ, "DATABASE_URL": service_url, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
+    dagster_env = {**env, "DAGSTER_HOME": str(dagster_home), "DAGSTER_POSTGRES_URL": dagster_storage}
+    bin_dir = Path(sys.executable).parent
     manager = Manager(Printer(sys.stdout))
     manager.add_process(
         "http",
@@ -105,6 +115,19 @@ def _serve(url: str, service_url: str, metrics_dir: str) -> None:
         env=env,
     )
     manager.add_process("projector", f"{sys.executable} -m warriors.cli project", env=env)
+    manager.add_process(
+        "dagster-web",
+        f"{bin_dir / 'dagster-webserver'} -w {WORKSPACE}"
+        f" -h {settings.dagster_host} -p {settings.dagster_port}",
+        env=dagster_env,
+        cwd=str(PROJECT_ROOT),
+    )
+    manager.add_process(
+        "dagster-daemon",
+        f"{bin_dir / 'dagster-daemon'} run -w {WORKSPACE}",
+        env=dagster_env,
+        cwd=str(PROJECT_ROOT),
+    )
     manager.loop()
 
 

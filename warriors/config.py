@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     consistency_sample_size: int = Field(
         default=200, ge=0, description="Dagster: read-model rows folded again from events per check."
     )
+    dagster_postgres_url: str | None = Field(
+        default=None,
+        description="Dagster's own storage. Unset: database `dagster` on the platform's server.",
+    )
     dagster_host: str = "127.0.0.1"
     dagster_port: int = Field(default=3000, description="Dagster UI (webserver) port under `make run`.")
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, description="Larger bodies: 413.")
