@@ -37,15 +37,18 @@ def resources() -> dict[str, dg.ConfigurableResource]:  # type: ignore[type-arg]
     }
 
 
+ASSETS = [
+    event_store,
+    *(build_projection_asset(name) for name in ProjectionName),
+    aggregate_snapshots,
+    warrior_statistics,
+    daily_warrior_statistics,
+]
+CHECKS = [check for name in ProjectionName for check in build_projection_checks(name)]
+
 defs = dg.Definitions(
-    assets=[
-        event_store,
-        *(build_projection_asset(name) for name in ProjectionName),
-        aggregate_snapshots,
-        warrior_statistics,
-        daily_warrior_statistics,
-    ],
-    asset_checks=[check for name in ProjectionName for check in build_projection_checks(name)],
+    assets=ASSETS,
+    asset_checks=CHECKS,
     jobs=[
         rebuild_projection,
         catch_up_all,

@@ -2,11 +2,16 @@
 command API does); observing it records its head, counts and append rate, and its data
 version is the head position, so downstream assets show as stale when the store moves."""
 
+import warnings
+
 import dagster as dg
 
 from orchestration.resources import EventStoreResource
 
 EVENT_STORE = dg.AssetKey("event_store")
+
+# observable_source_asset is marked beta; its warning would repeat in every process's log.
+warnings.filterwarnings("ignore", message=".*observable_source_asset.*", category=dg.BetaWarning)
 
 
 @dg.observable_source_asset(
