@@ -4,7 +4,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint format bench bench-tools bench-write bench-read clean-data
+.PHONY: install run test test-tools lint format bench bench-tools bench-write bench-read clean-data
+
+# Debian packages are installed with sudo unless running as root.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -25,8 +28,13 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-## make test: lint, then the whole test suite (it starts the servers it needs).
-test: lint
+## make test: lint, then the whole test suite (it starts the servers it needs). The
+## browser test drives Debian's chromium through Debian's chromium-driver (installed here).
+test-tools:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		{ $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium chromium-driver; }
+
+test: lint test-tools
 	$(BIN)/pytest
 
 format: $(STAMP)
@@ -38,7 +46,7 @@ format: $(STAMP)
 VEGETA := github.com/tsenart/vegeta/v12@v12.13.0
 
 bench-tools: $(STAMP)
-	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+	@command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk; }
 	@test -x $(BIN)/vegeta || GOBIN=$(CURDIR)/$(BIN) go install $(VEGETA)
 
 bench: bench-tools

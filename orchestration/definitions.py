@@ -37,7 +37,7 @@ def resources() -> dict[str, dg.ConfigurableResource]:  # type: ignore[type-arg]
     }
 
 
-ASSETS = [
+ASSETS: list[dg.AssetsDefinition | dg.SourceAsset] = [
     event_store,
     *(build_projection_asset(name) for name in ProjectionName),
     aggregate_snapshots,

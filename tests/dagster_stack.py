@@ -1,0 +1,110 @@
+"""The real Dagster webserver and daemon on `workspace.yaml`, with PostgreSQL storage, for
+the tests that drive Dagster through its GraphQL API and the browser."""
+
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from dagster_graphql import DagsterGraphQLClient
+
+from orchestration.instance import ensure_database, prepare_home, storage_url
+from tests.support import LoggedProcess, wait_for
+from warriors.adapters.embedded_postgres import free_port
+
+FINISHED = {"SUCCESS", "FAILURE", "CANCELED"}
+
+
+@dataclass
+class DagsterStack:
+    port: int
+    webserver: LoggedProcess
+    daemon: LoggedProcess
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def client(self) -> DagsterGraphQLClient:
+        return DagsterGraphQLClient("127.0.0.1", port_number=self.port)
+
+    def graphql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+        response = httpx.post(
+            f"{self.base_url}/graphql", json={"query": query, "variables": variables or {}}, timeout=30
+        )
+        response.raise_for_status()
+        body = response.json()
+        assert "errors" not in body, body["errors"]
+        data: dict[str, Any] = body["data"]
+        return data
+
+    def wait_for_run(self, run_id: str, timeout: float = 300) -> str:
+        """The run's final status; the daemon dequeues it, a run worker executes it."""
+        status = wait_for(
+            lambda: (s := self.client.get_run_status(run_id).value) in FINISHED and s,
+            timeout=timeout,
+            what=f"run {run_id} to finish (logs: {self.webserver.log_path}, {self.daemon.log_path})",
+        )
+        return str(status)
+
+    def stop(self) -> None:
+        self.daemon.stop()
+        self.webserver.stop()
+
+
+def start_dagster(database_url: str, home: Path) -> DagsterStack:
+    storage = storage_url(database_url, f"dagster_{uuid.uuid4().hex[:8]}")
+    ensure_database(storage)
+    env = {
+        "DATABASE_URL": database_url,
+        "DAGSTER_HOME": str(prepare_home(home)),
+        "DAGSTER_POSTGRES_URL": storage,
+    }
+    port = free_port()
+    webserver = LoggedProcess(
+        ["-m", "dagster_webserver", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+        env,
+        "dagster-web",
+    )
+    # dagster-daemon has no `python -m` form: its console script is run with this Python.
+    daemon_script = str(Path(sys.executable).parent / "dagster-daemon")
+    daemon = LoggedProcess([daemon_script, "run", "-w", "workspace.yaml"], env, "dagster-daemon")
+    stack = DagsterStack(port, webserver, daemon)
+    try:
+        wait_for(lambda: _location_loaded(stack), timeout=120, what=f"Dagster on {stack.base_url}")
+        wait_for(lambda: _daemon_alive(stack), timeout=120, what="the Dagster daemon's heartbeat")
+    except BaseException:
+        stack.stop()
+        raise
+    return stack
+
+
+def _location_loaded(stack: DagsterStack) -> bool:
+    if stack.webserver.process.poll() is not None:
+        raise RuntimeError(f"dagster-webserver exited; see {stack.webserver.log_path}")
+    data = stack.graphql(
+        "{ workspaceOrError { ... on Workspace { locationEntries {"
+        " name locationOrLoadError { __typename } } } } }"
+    )
+    entries = data["workspaceOrError"]["locationEntries"]
+    return any(e["name"] == "warriors" and e["locationOrLoadError"]["__typename"] == "RepositoryLocation"
+               for e in entries)  # fmt: skip
+
+
+def _daemon_alive(stack: DagsterStack) -> bool:
+    if stack.daemon.process.poll() is not None:
+        raise RuntimeError(f"dagster-daemon exited; see {stack.daemon.log_path}")
+    data = stack.graphql("{ instance { daemonHealth { allDaemonStatuses { daemonType healthy } } } }")
+    statuses = {d["daemonType"]: d["healthy"] for d in data["instance"]["daemonHealth"]["allDaemonStatuses"]}
+    return bool(statuses.get("QUEUED_RUN_COORDINATOR") and statuses.get("BACKFILL"))
+
+
+def launch(stack: DagsterStack, job: str, run_config: dict[str, Any] | None = None) -> str:
+    started = time.monotonic()
+    run_id = stack.client.submit_job_execution(job, run_config=run_config or {})
+    assert run_id, f"no run id after {time.monotonic() - started:.1f}s"
+    return run_id
