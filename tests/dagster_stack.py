@@ -86,13 +86,20 @@ def start_dagster(database_url: str, home: Path) -> DagsterStack:
 def _location_loaded(stack: DagsterStack) -> bool:
     if stack.webserver.process.poll() is not None:
         raise RuntimeError(f"dagster-webserver exited; see {stack.webserver.log_path}")
-    data = stack.graphql(
+    return code_location_loaded(stack.base_url)
+
+
+def code_location_loaded(base_url: str) -> bool:
+    """The webserver at `base_url` answers and has loaded the `warriors` code location."""
+    query = (
         "{ workspaceOrError { ... on Workspace { locationEntries {"
         " name locationOrLoadError { __typename } } } } }"
     )
-    entries = data["workspaceOrError"]["locationEntries"]
-    return any(e["name"] == "warriors" and e["locationOrLoadError"]["__typename"] == "RepositoryLocation"
-               for e in entries)  # fmt: skip
+    body = httpx.post(f"{base_url}/graphql", json={"query": query}, timeout=5).json()
+    entries = body["data"]["workspaceOrError"]["locationEntries"]
+    return [(e["name"], e["locationOrLoadError"]["__typename"]) for e in entries] == [
+        ("warriors", "RepositoryLocation")
+    ]
 
 
 def _daemon_alive(stack: DagsterStack) -> bool:

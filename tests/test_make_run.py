@@ -1,5 +1,6 @@
 """`make run`'s command, end to end: embedded PostgreSQL, migrations, the HTTP entry point,
-a clean stop on Ctrl-C, and data that survives a restart."""
+the Dagster webserver (with this project's code location) and daemon, a clean stop on
+Ctrl-C, and data that survives a restart."""
 
 import os
 import signal
@@ -10,6 +11,7 @@ from pathlib import Path
 import httpx
 import psycopg
 
+from tests.dagster_stack import code_location_loaded
 from tests.support import ROOT, wait_for
 from warriors.adapters.embedded_postgres import EmbeddedPostgres, free_port
 
@@ -30,10 +32,10 @@ def stop_with_ctrl_c(process: subprocess.Popen[bytes]) -> int:
 
 
 def test_run_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
-    pg_port, http_port = free_port(), free_port()
+    pg_port, http_port, dagster_port = free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "PROMETHEUS_MULTIPROC_DIR")}
     env |= {"DATA_DIR": str(tmp_path / "data"), "EMBEDDED_PG_PORT": str(pg_port),
-            "HTTP_PORT": str(http_port), "HTTP_WORKERS": "1"}  # fmt: skip
+            "HTTP_PORT": str(http_port), "HTTP_WORKERS": "1", "DAGSTER_PORT": str(dagster_port)}  # fmt: skip
     log = tmp_path / "run.log"
     base = f"http://127.0.0.1:{http_port}"
     embedded = EmbeddedPostgres(tmp_path / "data" / "postgres", pg_port)
@@ -54,11 +56,18 @@ def test_run_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
             assert read.json()["name"] == f"Run {round_}"
             wait_for(lambda: httpx.get(f"{base}/api/v1/queries/projections").json()[0]["lag_events"] == 0,
                      timeout=30, what="the live projector to catch up")  # fmt: skip
+            wait_for(
+                lambda: code_location_loaded(f"http://127.0.0.1:{dagster_port}"),
+                timeout=120,
+                what="the Dagster UI",
+            )
             assert stop_with_ctrl_c(process) == 0
             assert not embedded.running(), "Ctrl-C must stop the embedded PostgreSQL too"
         output = log.read_text()
         assert "command API  http://127.0.0.1" in output
         assert "live projector listening" in output
+        assert f"Dagster UI   http://127.0.0.1:{dagster_port}" in output
+        assert "dagster-daemon" in output
         assert "stopped" in output
         embedded.start()
         with psycopg.connect(embedded.url()) as conn:
