@@ -1,5 +1,5 @@
-# The platform's Python services (command service now; query service, projectors and
-# Dagster later). Dependencies are installed with the same constraints as `make`.
+# The platform's Python services: the APIs, the projector, and the Dagster webserver and
+# daemon. Dependencies are installed with the same constraints as `make`.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
@@ -10,8 +10,11 @@ COPY warriors ./warriors
 COPY api ./api
 COPY orchestration ./orchestration
 COPY sql ./sql
+COPY workspace.yaml ./
+COPY dagster.yaml ./dagster-home/dagster.yaml
 RUN pip install -c constraints.txt . \
-    && useradd --system --no-create-home warriors
+    && useradd --system --no-create-home warriors \
+    && chown -R warriors /app/dagster-home
 USER warriors
 
 EXPOSE 8000

@@ -95,8 +95,7 @@ def _serve(url: str, service_url: str, metrics_dir: str) -> None:
     _say(f"command API  {base}/api/v1/commands/warriors")
     _say(f"query API    {base}/api/v1/queries/warriors")
     _say(f"OpenAPI docs {base}/docs   health {base}/health/ready   metrics {base}/metrics")
-    dagster_storage = settings.dagster_postgres_url or storage_url(url)
-    ensure_database(dagster_storage)
+    dagster_storage = _dagster_storage(url)
     dagster_home = prepare_home(settings.data_dir / "dagster")
     _say(f"Dagster UI   http://{settings.dagster_host}:{settings.dagster_port} (storage: database"
          f" {urlsplit(dagster_storage).path.lstrip('/')}, home {dagster_home})")  # fmt: skip
@@ -233,6 +232,22 @@ def projections_replay(name: ProjectionName) -> None:
                 return f"{name}: replay finished, {total} events, status {result.status}"
 
     _operate(name, replay)
+
+
+def _dagster_storage(database_url: str) -> str:
+    """Dagster's storage URL (DAGSTER_POSTGRES_URL, or database `dagster` on the platform's
+    server), its database created if missing."""
+    url = get_settings().dagster_postgres_url or storage_url(database_url)
+    ensure_database(url)
+    return url
+
+
+@app.command("dagster-storage")
+def dagster_storage() -> None:
+    """Create Dagster's storage database if missing and print its URL (the full stack runs
+    this before the Dagster webserver and daemon)."""
+    with _database() as url:
+        typer.echo(_dagster_storage(url))
 
 
 @app.command()

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_compose_services_are_wired_together() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert {"postgres", "api", "projector"} <= set(services)
+    assert {"postgres", "api", "projector", "dagster-webserver", "dagster-daemon"} <= set(services)
     for name, service in services.items():
         assert "healthcheck" in service, f"{name} has no health check"
         for dependency in service.get("depends_on", {}):
@@ -25,6 +25,25 @@ def test_compose_services_are_wired_together() -> None:
                                 ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"))  # fmt: skip
     assert env["DATABASE_URL"] == f"postgresql://{user}:{password}@postgres:5432/{database}"
     assert services["api"]["build"] == services["projector"]["build"] == "."
+    dagster_env = services["dagster-daemon"]["environment"]
+    assert dagster_env == services["dagster-webserver"]["environment"]
+    assert set(dagster_env) - {"DAGSTER_HOME"} <= settings_fields
+    assert dagster_env["DAGSTER_POSTGRES_URL"].startswith(
+        f"postgresql+psycopg2://{user}:{password}@postgres:5432/"
+    )
+    assert dagster_env["DATABASE_URL"] == env["DATABASE_URL"]
+
+
+def test_dockerfile_places_dagster_files_where_compose_expects_them() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    home = compose["services"]["dagster-daemon"]["environment"]["DAGSTER_HOME"]
+    assert f"COPY dagster.yaml .{home.removeprefix('/app')}/dagster.yaml" in dockerfile
+    assert "COPY workspace.yaml ./" in dockerfile
+    for service in ("dagster-webserver", "dagster-daemon"):
+        command = " ".join(compose["services"][service]["command"])
+        assert "-w workspace.yaml" in command
+        assert "warriors dagster-storage" in command
 
 
 def test_dockerfile_starts_what_exists() -> None:
