@@ -2,6 +2,7 @@
 or the server named by TEST_DATABASE_URL. Nothing is skipped for a missing service."""
 
 import os
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -17,13 +18,16 @@ from warriors.eventstore.database import apply_migrations
 
 
 @pytest.fixture(scope="session")
-def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def postgres() -> Iterator[str]:
     """URL of a server database with every migration applied."""
     if url := os.environ.get("TEST_DATABASE_URL"):
         apply_migrations(url)
         yield url
         return
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg"), free_port())
+    # Not under pytest's temporary root: each pytest session resets that folder to mode
+    # 0700, which would lock out the server's own user (it runs as `warriors-pg` when the
+    # tests run as root) if another session starts meanwhile.
+    server = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="warriors-test-pg-")), free_port())
     url = server.start()
     apply_migrations(url)
     try:

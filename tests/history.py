@@ -83,4 +83,8 @@ async def replay_into_shadow(url: str) -> list[tuple[Any, ...]]:
         engine = ProjectionEngine(pool, WarriorsReadModel("replay", "replay_model", keeps_count=False), 5000)
         await engine.register()
         await engine.catch_up()
-    return read_model_rows(url, "replay_model")
+    rows = read_model_rows(url, "replay_model")
+    with psycopg.connect(url, autocommit=True) as conn:  # leave no trace in a shared database
+        conn.execute("DROP TABLE replay_model")
+        conn.execute("DELETE FROM projection_offsets WHERE projection_name = 'replay'")
+    return rows

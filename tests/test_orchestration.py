@@ -5,7 +5,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import dagster as dg
@@ -150,10 +150,19 @@ def test_store_advanced_sensor_requests_one_catch_up_per_head(
     fresh_database: str, instance: dg.DagsterInstance
 ) -> None:
     run(fresh_database, instance, dg.AssetSelection.assets(READ_MODEL))
-    write_history(fresh_database, 5)
+    write_history(fresh_database, 5)  # just written: the live projector would apply these
+    fresh = store_advanced(dg.build_sensor_context(resources=resources(fresh_database), instance=instance))
+    assert isinstance(fresh, dg.SensorResult)
+    assert not fresh.run_requests
+    assert fresh.cursor == str(head(fresh_database))
+
+    run(fresh_database, instance, dg.AssetSelection.assets(READ_MODEL))
+    write_history(fresh_database, 5, created_at=datetime.now(UTC) - timedelta(minutes=1))  # nobody projected
     top = head(fresh_database)
 
-    first = store_advanced(dg.build_sensor_context(resources=resources(fresh_database), instance=instance))
+    first = store_advanced(
+        dg.build_sensor_context(cursor=fresh.cursor, resources=resources(fresh_database), instance=instance)
+    )
     assert isinstance(first, dg.SensorResult)
     [request] = first.run_requests or []
     assert request.run_key == f"catch-up:{top}"

@@ -2,6 +2,9 @@
 and checkpoint moved with it, a poison event leaves the live table alone, and two
 rebuilds of one projection never overlap."""
 
+import os
+import subprocess
+import sys
 import uuid
 
 import psycopg
@@ -10,6 +13,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from tests.history import checkpoint, copy_events, head, read_model_rows, replay_into_shadow, write_history
+from tests.support import ROOT
 from warriors.projections.engine import ProjectionEngine
 from warriors.projections.read_model import WarriorsReadModel
 from warriors.projections.rebuild import RebuildFailed, RebuildInProgress, rebuild_blue_green
@@ -88,3 +92,25 @@ async def test_two_rebuilds_of_one_projection_never_overlap(fresh_database: str,
         other.execute("SELECT pg_advisory_unlock(hashtextextended('rebuild:warriors_read_model', 0))")
     report = await rebuild_blue_green(fresh_pool, WarriorsReadModel())  # released: it runs
     assert report.events == head(fresh_database)
+
+
+def test_the_cli_rebuilds_and_refuses_a_second_rebuild(fresh_database: str) -> None:
+    write_history(fresh_database, 100)
+    done = rebuild_command(fresh_database)
+    assert done.returncode == 0, done.stderr
+    assert "swapped in at position" in done.stderr
+    assert len(read_model_rows(fresh_database)) == 90
+
+    with psycopg.connect(fresh_database, autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(hashtextextended('rebuild:warriors_read_model', 0))")
+        refused = rebuild_command(fresh_database)
+        other.execute("SELECT pg_advisory_unlock(hashtextextended('rebuild:warriors_read_model', 0))")
+    assert refused.returncode == 1
+    assert "already running" in refused.stderr
+
+
+def rebuild_command(url: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "warriors.cli", "projections", "rebuild", "warriors_read_model"],
+        cwd=ROOT, env={**os.environ, "DATABASE_URL": url}, capture_output=True, text=True, check=False,
+    )  # fmt: skip

@@ -29,6 +29,7 @@ from warriors.eventstore.database import apply_migrations
 from warriors.projections.catalog import ProjectionName, all_projections, build
 from warriors.projections.engine import ProjectionEngine, ProjectionNotFailed
 from warriors.projections.live import run_live
+from warriors.projections.rebuild import RebuildFailed, RebuildInProgress, rebuild_blue_green
 
 app = typer.Typer(help="The warriors platform.", no_args_is_help=True, add_completion=False)
 
@@ -157,7 +158,9 @@ async def _pool(url: str, name: str = "warriors-cli") -> AsyncIterator[AsyncConn
         yield pool
 
 
-projections = typer.Typer(help="Operate projections: status, retry, park, replay.", no_args_is_help=True)
+projections = typer.Typer(
+    help="Operate projections: status, retry, park, replay, rebuild.", no_args_is_help=True
+)
 app.add_typer(projections, name="projections")
 
 
@@ -248,6 +251,27 @@ def dagster_storage() -> None:
     this before the Dagster webserver and daemon)."""
     with _database() as url:
         typer.echo(_dagster_storage(url))
+
+
+@projections.command("rebuild")
+def projections_rebuild(name: ProjectionName) -> None:
+    """Rebuild a projection blue/green, without downtime: a shadow table from position 0,
+    then an atomic swap (the live projector may keep running). The Dagster job
+    `rebuild_projection` does the same from the UI."""
+
+    async def go(url: str) -> None:
+        async with _pool(url) as pool:
+            await ProjectionEngine(pool, build(name)).register()
+            try:
+                await rebuild_blue_green(
+                    pool, build(name), batch_size=get_settings().projector_batch_size, progress=_say
+                )
+            except (RebuildInProgress, RebuildFailed) as exc:
+                _say(str(exc))
+                raise typer.Exit(1) from None
+
+    with _database() as url:
+        asyncio.run(go(url))
 
 
 @app.command()

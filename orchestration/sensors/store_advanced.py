@@ -1,8 +1,11 @@
 """When the store's head moves, catch up the projections that are behind it.
 
 The cursor is the last head seen; the run key is the head, so a tick evaluated twice
-never starts two runs for the same head. Usually the live projector is already there
-and the tick only moves the cursor."""
+never starts two runs for the same head. The live projector applies events within
+milliseconds, so a projection only counts as behind when its oldest unapplied event is
+older than CATCH_UP_AFTER_SECONDS (nobody is projecting it: the live projector is down,
+say). Otherwise the tick only moves the cursor, and no run is started for events the live
+projector is applying anyway."""
 
 import dagster as dg
 
@@ -10,6 +13,8 @@ from orchestration.assets.projections import projection_key
 from orchestration.jobs import PROJECTION_ASSETS
 from orchestration.resources import EventStoreResource, ProjectionsResource
 from warriors.projections.catalog import ProjectionName
+
+CATCH_UP_AFTER_SECONDS = 5.0
 
 
 @dg.sensor(
@@ -30,7 +35,7 @@ def store_advanced(
     behind = [
         s.name
         for s in projections.statuses()
-        if s.name in known and s.lag_events > 0 and s.status != "FAILED"
+        if s.name in known and s.status != "FAILED" and s.lag_seconds > CATCH_UP_AFTER_SECONDS
     ]
     if not behind:
         return dg.SensorResult(skip_reason=f"head {head}: every projection is there", cursor=str(head))
