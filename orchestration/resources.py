@@ -71,9 +71,6 @@ class EventStoreResource(_Database):
     def observe(self) -> StoreObservation:
         return self._on_connection(observe_store)
 
-    def head_position(self) -> int:
-        return self.observe().head_position
-
     def due_after(
         self, after: StreamPosition, threshold: int, limit: int
     ) -> tuple[list[UUID], int, StreamPosition]:

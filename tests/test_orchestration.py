@@ -166,6 +166,10 @@ def test_store_advanced_sensor_requests_one_catch_up_per_head(
     assert isinstance(first, dg.SensorResult)
     [request] = first.run_requests or []
     assert request.run_key == f"catch-up:{top}"
+    [observation] = first.asset_events
+    assert isinstance(observation, dg.AssetObservation)
+    assert observation.asset_key == EVENT_STORE
+    assert observation.metadata["head_position"].value == top
     assert request.asset_selection == [READ_MODEL]
     assert first.cursor == str(top)
 

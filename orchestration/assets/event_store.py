@@ -7,6 +7,7 @@ import warnings
 import dagster as dg
 
 from orchestration.resources import EventStoreResource
+from warriors.eventstore.observation import StoreObservation
 
 EVENT_STORE = dg.AssetKey("event_store")
 
@@ -21,14 +22,18 @@ warnings.filterwarnings("ignore", message=".*observable_source_asset.*", categor
 )
 def event_store(store: EventStoreResource) -> dg.ObserveResult:
     seen = store.observe()
-    by_type = "\n".join(f"| {kind} | {count:,} |" for kind, count in seen.events_by_type.items())
     return dg.ObserveResult(
-        data_version=dg.DataVersion(str(seen.head_position)),
-        metadata={
-            "head_position": dg.MetadataValue.int(seen.head_position),
-            "events": dg.MetadataValue.int(seen.events),
-            "counts_exact": dg.MetadataValue.bool(seen.exact),
-            "appends_per_second": dg.MetadataValue.float(round(seen.appends_per_second, 2)),
-            "events_by_type": dg.MetadataValue.md(f"| event type | events |\n|---|---|\n{by_type}"),
-        },
+        data_version=dg.DataVersion(str(seen.head_position)), metadata=observation_metadata(seen)
     )
+
+
+def observation_metadata(seen: StoreObservation) -> dict[str, dg.MetadataValue]:
+    """What an observation of the store records (the asset, and the store_advanced sensor)."""
+    by_type = "\n".join(f"| {kind} | {count:,} |" for kind, count in seen.events_by_type.items())
+    return {
+        "head_position": dg.MetadataValue.int(seen.head_position),
+        "events": dg.MetadataValue.int(seen.events),
+        "counts_exact": dg.MetadataValue.bool(seen.exact),
+        "appends_per_second": dg.MetadataValue.float(round(seen.appends_per_second, 2)),
+        "events_by_type": dg.MetadataValue.md(f"| event type | events |\n|---|---|\n{by_type}"),
+    }

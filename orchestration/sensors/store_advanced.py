@@ -9,6 +9,7 @@ projector is applying anyway."""
 
 import dagster as dg
 
+from orchestration.assets.event_store import EVENT_STORE, observation_metadata
 from orchestration.assets.projections import projection_key
 from orchestration.jobs import PROJECTION_ASSETS
 from orchestration.resources import EventStoreResource, ProjectionsResource
@@ -27,10 +28,13 @@ CATCH_UP_AFTER_SECONDS = 5.0
 def store_advanced(
     context: dg.SensorEvaluationContext, store: EventStoreResource, projections: ProjectionsResource
 ) -> dg.SensorResult | dg.SkipReason:
-    head = store.head_position()
+    seen = store.observe()
+    head = seen.head_position
     last_seen = int(context.cursor or 0)
     if head <= last_seen:
         return dg.SkipReason(f"the head is still at {head}")
+    # The store's state goes on the event_store asset's timeline at each move of the head.
+    observation = dg.AssetObservation(asset_key=EVENT_STORE, metadata=observation_metadata(seen))
     known = {str(name) for name in ProjectionName}
     behind = [
         s.name
@@ -38,7 +42,11 @@ def store_advanced(
         if s.name in known and s.status != "FAILED" and s.lag_seconds > CATCH_UP_AFTER_SECONDS
     ]
     if not behind:
-        return dg.SensorResult(skip_reason=f"head {head}: every projection is there", cursor=str(head))
+        return dg.SensorResult(
+            skip_reason=f"head {head}: every projection is there",
+            cursor=str(head),
+            asset_events=[observation],
+        )
     return dg.SensorResult(
         run_requests=[
             dg.RunRequest(
@@ -48,4 +56,5 @@ def store_advanced(
             )
         ],
         cursor=str(head),
+        asset_events=[observation],
     )
