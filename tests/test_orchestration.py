@@ -171,6 +171,7 @@ def test_store_advanced_sensor_requests_one_catch_up_per_head(
     assert observation.asset_key == EVENT_STORE
     assert observation.metadata["head_position"].value == top
     assert request.asset_selection == [READ_MODEL]
+    assert request.asset_check_keys == [lag_check_key(ProjectionName.WARRIORS_READ_MODEL)]
     assert first.cursor == str(top)
 
     again = store_advanced(

@@ -2,6 +2,7 @@
 and checkpoint moved with it, a poison event leaves the live table alone, and two
 rebuilds of one projection never overlap."""
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -114,3 +115,46 @@ def rebuild_command(url: str) -> subprocess.CompletedProcess[str]:
         [sys.executable, "-m", "warriors.cli", "projections", "rebuild", "warriors_read_model"],
         cwd=ROOT, env={**os.environ, "DATABASE_URL": url}, capture_output=True, text=True, check=False,
     )  # fmt: skip
+
+
+async def test_the_rebuild_passes_over_parked_events(fresh_database: str, fresh_pool: Pool) -> None:
+    write_history(fresh_database, 50)
+    with psycopg.connect(fresh_database) as conn:
+        [living] = conn.execute(
+            "SELECT aggregate_id FROM event_store GROUP BY 1 HAVING max(event_version) = 2 LIMIT 1"
+        ).fetchall()
+    copy_events(fresh_database, [(living[0], "WarriorUpdated", 3, {"dob": "soon"})])  # unreadable
+    copy_events(fresh_database, [(living[0], "WarriorUpdated", 4, {"name": "After the park"})])
+    engine = await live_engine(fresh_pool)
+    await engine.catch_up()
+    await engine.park()
+    await engine.catch_up()
+    before = read_model_rows(fresh_database)
+    assert any(row[1] == "After the park" for row in before)
+
+    await rebuild_blue_green(fresh_pool, WarriorsReadModel(), batch_size=40)
+
+    assert read_model_rows(fresh_database) == before
+
+
+async def test_the_swap_waits_for_readers_without_blocking_new_ones(
+    fresh_database: str, fresh_pool: Pool
+) -> None:
+    write_history(fresh_database, 100)
+    await (await live_engine(fresh_pool)).catch_up()
+    gave_way = asyncio.Event()
+
+    def progress(message: str) -> None:
+        if "undone" in message:
+            gave_way.set()
+
+    with psycopg.connect(fresh_database) as reader:  # a long read holds the live table
+        reader.execute("LOCK TABLE warriors_read_model IN ACCESS SHARE MODE")
+        rebuild = asyncio.create_task(rebuild_blue_green(fresh_pool, WarriorsReadModel(), progress=progress))
+        await asyncio.wait_for(gave_way.wait(), timeout=30)
+        with psycopg.connect(fresh_database) as other:  # meanwhile, other readers are served
+            assert other.execute("SELECT count(*) FROM warriors_read_model").fetchone() == (90,)
+        reader.rollback()
+    report = await asyncio.wait_for(rebuild, timeout=60)
+    assert report.events == head(fresh_database)
+    assert len(read_model_rows(fresh_database)) == 90

@@ -134,5 +134,6 @@ def _consistency_result(projections: ProjectionsResource, name: ProjectionName) 
             "warrior_count": dg.MetadataValue.int(report.counted),
             "sampled": dg.MetadataValue.int(report.sampled),
             "mismatches": dg.MetadataValue.int(len(report.mismatches)),
+            "parked_events": dg.MetadataValue.int(report.parked_events),
         },
     )

@@ -1,6 +1,7 @@
 """A projection over its lag threshold (or FAILED): run its catch-up with its lag check,
-which fails for as long as the lag stays over. When it recovers, one more run of the
-check alone marks it passing again. The cursor remembers which projections lag."""
+which fails for as long as the lag stays over (one such run at a time per projection).
+When it recovers, one more run of the check alone marks it passing again. The cursor
+remembers which projections lag."""
 
 import json
 
@@ -10,6 +11,21 @@ from orchestration.assets.projections import lag_check_key, lag_problem, project
 from orchestration.jobs import PROJECTION_ASSETS
 from orchestration.resources import ProjectionsResource
 from warriors.projections.catalog import ProjectionName
+
+LAG_RUN_TAG = "warriors/lagging-projection"
+_IN_PROGRESS = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+
+
+def _run_in_progress(instance: dg.DagsterInstance, name: ProjectionName) -> bool:
+    runs = instance.get_run_records(
+        filters=dg.RunsFilter(tags={LAG_RUN_TAG: str(name)}, statuses=_IN_PROGRESS), limit=1
+    )
+    return bool(runs)
 
 
 @dg.sensor(
@@ -32,12 +48,14 @@ def projection_lag(context: dg.SensorEvaluationContext, projections: Projections
         if (problem := lag_problem(status)) is not None:
             lagging_now.add(str(name))
             context.log.info(f"{name}: {problem}")
+            if _run_in_progress(context.instance, name):
+                continue  # one catch-up at a time: runs would only queue up behind it
             requests.append(
                 dg.RunRequest(
                     run_key=f"lag:{name}:{status.position}",
                     asset_selection=[] if status.status == "FAILED" else [projection_key(name)],
                     asset_check_keys=[lag_check_key(name)],
-                    tags={"warriors/trigger": "projection_lag"},
+                    tags={"warriors/trigger": "projection_lag", LAG_RUN_TAG: str(name)},
                 )
             )
         elif str(name) in lagging_before:
@@ -46,7 +64,7 @@ def projection_lag(context: dg.SensorEvaluationContext, projections: Projections
                     run_key=f"lag-recovered:{name}:{status.position}",
                     asset_selection=[],
                     asset_check_keys=[lag_check_key(name)],
-                    tags={"warriors/trigger": "projection_lag"},
+                    tags={"warriors/trigger": "projection_lag", LAG_RUN_TAG: str(name)},
                 )
             )
     return dg.SensorResult(

@@ -15,6 +15,7 @@ from warriors.eventstore.records import StreamPosition
 
 CHUNK_EVENTS = 5000
 TICK_BUDGET_SECONDS = 10.0
+RUN_SIZE = 1000  # aggregates per snapshot run: a failed run retakes little
 
 
 def parse_cursor(cursor: str | None) -> StreamPosition:
@@ -52,13 +53,17 @@ def snapshots_due(context: dg.SensorEvaluationContext, store: EventStoreResource
     cursor = format_cursor(position)
     if not due:
         return dg.SensorResult(cursor=cursor, skip_reason=f"{scanned} events read, no aggregate due")
+    ordered = sorted(due)
     return dg.SensorResult(
         run_requests=[
             dg.RunRequest(
-                run_key=f"snapshots:{format_cursor(start)}-{cursor}",
-                run_config=dg.RunConfig(ops={SNAPSHOTS.path[-1]: {"config": {"aggregate_ids": sorted(due)}}}),
+                run_key=f"snapshots:{format_cursor(start)}-{cursor}:{index}",
+                run_config=dg.RunConfig(
+                    ops={SNAPSHOTS.path[-1]: {"config": {"aggregate_ids": ordered[index : index + RUN_SIZE]}}}
+                ),
                 tags={"warriors/trigger": "snapshots_due"},
             )
+            for index in range(0, len(ordered), RUN_SIZE)
         ],
         cursor=cursor,
     )

@@ -10,7 +10,7 @@ projector is applying anyway."""
 import dagster as dg
 
 from orchestration.assets.event_store import EVENT_STORE, observation_metadata
-from orchestration.assets.projections import projection_key
+from orchestration.assets.projections import lag_check_key, projection_key
 from orchestration.jobs import PROJECTION_ASSETS
 from orchestration.resources import EventStoreResource, ProjectionsResource
 from warriors.projections.catalog import ProjectionName
@@ -34,7 +34,11 @@ def store_advanced(
     if head <= last_seen:
         return dg.SkipReason(f"the head is still at {head}")
     # The store's state goes on the event_store asset's timeline at each move of the head.
-    observation = dg.AssetObservation(asset_key=EVENT_STORE, metadata=observation_metadata(seen))
+    observation = dg.AssetObservation(
+        asset_key=EVENT_STORE,
+        metadata=observation_metadata(seen),
+        tags={"dagster/data_version": str(head)},  # as the asset's own observation sets it
+    )
     known = {str(name) for name in ProjectionName}
     behind = [
         s.name
@@ -52,6 +56,9 @@ def store_advanced(
             dg.RunRequest(
                 run_key=f"catch-up:{head}",
                 asset_selection=[projection_key(ProjectionName(name)) for name in sorted(behind)],
+                # The lag check only: the consistency check is a full read, kept for the
+                # nightly job and for runs an operator starts.
+                asset_check_keys=[lag_check_key(ProjectionName(name)) for name in sorted(behind)],
                 tags={"warriors/trigger": "store_advanced"},
             )
         ],

@@ -15,6 +15,16 @@ RATE_WINDOW_SECONDS = 60
 _EXACT_COUNT_LIMIT = 200_000
 
 
+# Per type: its share of a 1% sample times the planner's row estimate (-1 if never analyzed).
+_ESTIMATED_BY_TYPE = """
+SELECT event_type,
+       (count(*) * (SELECT greatest(reltuples, 0) FROM pg_class WHERE oid = 'event_store'::regclass)
+        / greatest(sum(count(*)) OVER (), 1))::bigint
+FROM (SELECT event_type FROM event_store TABLESAMPLE SYSTEM (1)) AS s
+GROUP BY 1 ORDER BY 1
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class StoreObservation:
     head_position: int  # highest position written (0: empty store)
@@ -37,11 +47,7 @@ async def observe_store(conn: AsyncConnection[Any]) -> StoreObservation:
     if exact:
         cursor = await conn.execute("SELECT event_type, count(*) FROM event_store GROUP BY 1 ORDER BY 1")
     else:
-        cursor = await conn.execute(
-            "SELECT event_type, (count(*) * (SELECT reltuples FROM pg_class WHERE relname = 'event_store')"
-            " / greatest(sum(count(*)) OVER (), 1))::bigint"
-            " FROM (SELECT event_type FROM event_store TABLESAMPLE SYSTEM (1)) AS s GROUP BY 1 ORDER BY 1"
-        )
+        cursor = await conn.execute(_ESTIMATED_BY_TYPE)
     by_type = {event_type: int(count) for event_type, count in await cursor.fetchall()}
     return StoreObservation(
         head_position=head,

@@ -51,7 +51,7 @@ class TableProjection(Projection, Protocol):
         """The same projection into a shadow table, under a checkpoint of its own."""
         ...
 
-    async def adopt(self, conn: AsyncConnection[Any]) -> None:
-        """Its table has just been swapped in (inside the swap's transaction): bring what
-        follows the table (a count, say) in line."""
+    async def adopt(self, conn: AsyncConnection[Any], table: str) -> None:
+        """`table`'s rows are about to be swapped in (inside the swap's transaction, before
+        the renames): bring what follows the table (a count, say) in line."""
         ...

@@ -16,6 +16,7 @@ import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 from psycopg import AsyncConnection, OperationalError
 from psycopg_pool import AsyncConnectionPool
@@ -84,6 +85,7 @@ class ProjectionEngine:
         self.projection = projection
         self.batch_size = batch_size
         self._prefetched: tuple[StreamPosition, asyncio.Task[list[StoredEvent]]] | None = None
+        self._parked: set[UUID] | None = None
 
     @property
     def name(self) -> str:
@@ -126,7 +128,7 @@ class ProjectionEngine:
             return BatchResult(0, start, start, status)
         if prefetch and len(events) == self.batch_size:
             self._start_prefetch(events[-1].stream_position)
-        applied, poison = await self._apply(conn, events)
+        applied, poison = await self._apply_unless_parked(conn, events)
         end = applied[-1].stream_position if applied else start
         if poison is None:
             await self.move_checkpoint(conn, end, "RUNNING")
@@ -235,6 +237,39 @@ class ProjectionEngine:
             {"transaction_id": str(position.transaction_id), "position": position.position, "status": status,
              "error": error, "failed_event_id": failed_event_id, "name": self.name},
         )  # fmt: skip
+
+    async def _apply_unless_parked(
+        self, conn: AsyncConnection[Any], events: list[StoredEvent]
+    ) -> tuple[list[StoredEvent], tuple[StoredEvent, str] | None]:
+        """`_apply`, passing over (`skip`) the events an operator parked for this
+        projection: a replay or a rebuild goes past them as the live projection did."""
+        parked = await self._parked_events(conn)
+        if not parked or parked.isdisjoint(e.event_id for e in events):
+            return await self._apply(conn, events)
+        passed: list[StoredEvent] = []
+        segment: list[StoredEvent] = []
+        for event in [*events, None]:
+            if event is not None and event.event_id not in parked:
+                segment.append(event)
+                continue
+            applied, poison = await self._apply(conn, segment) if segment else ([], None)
+            passed += applied
+            if poison is not None:
+                return passed, poison
+            segment = []
+            if event is not None:
+                await self.projection.skip(conn, event)
+                passed.append(event)
+        return passed, None
+
+    async def _parked_events(self, conn: AsyncConnection[Any]) -> set[UUID]:
+        """Loaded once per engine: a park made later moves the checkpoint past its event."""
+        if self._parked is None:
+            cursor = await conn.execute(
+                "SELECT event_id FROM projection_parked_events WHERE projection_name = %s", (self.name,)
+            )
+            self._parked = {row[0] for row in await cursor.fetchall()}
+        return self._parked
 
     async def _apply(
         self, conn: AsyncConnection[Any], events: list[StoredEvent]

@@ -105,12 +105,13 @@ class WarriorsReadModel:
             f"{self.name}{SHADOW_SUFFIX}", f"{self.table}{SHADOW_SUFFIX}", keeps_count=False
         )
 
-    async def adopt(self, conn: AsyncConnection[Any]) -> None:
-        """Its table was just swapped in: the count follows the new rows."""
+    async def adopt(self, conn: AsyncConnection[Any], table: str) -> None:
+        """`table`'s rows are about to become this projection's (a rebuild's swap): the
+        count follows them."""
         if self.keeps_count:
             await conn.execute(
                 sql.SQL("UPDATE warrior_count SET total = (SELECT count(*) FROM {})").format(
-                    sql.Identifier(self.table)
+                    sql.Identifier(table)
                 )
             )
 

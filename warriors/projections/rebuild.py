@@ -5,17 +5,24 @@
    table keeps serving and the live projector keeps it current.
 2. Once the shadow is nearly caught up, one short transaction takes the live
    projection's lock (the live projector pauses after its current batch), applies the
-   last events to the shadow, renames live -> retired and shadow -> live, moves the live
-   checkpoint to the shadow's, and lets the projection adopt the new table (the count).
-   Readers resolve the table by name, so the next query reads the new table; a query
-   that arrives during the renames waits for them (milliseconds), it never fails.
+   last events to the shadow, lets the projection adopt the shadow's rows (the count),
+   renames live -> retired and shadow -> live, and moves the live checkpoint to the
+   shadow's. Readers resolve the table by name, so the next query reads the new table; a
+   query that arrives during the renames waits for them (milliseconds), it never fails.
+   The renames wait at most SWAP_LOCK_TIMEOUT for readers already on the live table (a
+   statistics refresh, say), so that new readers never queue behind them for long; if
+   that is not enough, the swap is undone, the shadow keeps filling, and the swap is
+   tried again after a pause.
 3. The retired table is dropped.
+
+Events the operator parked for the live projection are passed over in the shadow too.
 
 Two rebuilds of one projection never overlap: each holds a session advisory lock for its
 whole run (`RebuildInProgress` otherwise). A poison event in the shadow stops the
 rebuild (`RebuildFailed`), drops the shadow and leaves the live projection untouched.
 """
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -33,7 +40,8 @@ from warriors.projections.status import projection_statuses
 log = logging.getLogger("warriors.projections.rebuild")
 
 RETIRED_SUFFIX = "__retired"
-_SWAP_ATTEMPTS = 5
+SWAP_LOCK_TIMEOUT = "200ms"
+_SWAP_ATTEMPTS = 30
 
 
 class RebuildInProgress(Exception):
@@ -59,7 +67,6 @@ async def rebuild_blue_green(
     live: TableProjection,
     *,
     batch_size: int = 1000,
-    lock_timeout_seconds: float = 5.0,
     progress: Callable[[str], None] = log.info,
 ) -> RebuildReport:
     started = time.monotonic()
@@ -71,12 +78,24 @@ async def rebuild_blue_green(
                 await _create_shadow(pool, live, shadow)
                 progress(f"{live.name}: building {shadow.table} from position 0")
                 shadow_engine = ProjectionEngine(pool, shadow, batch_size)
-                built = await _fill(shadow_engine, batch_size, progress)
-                swap_started = time.monotonic()
-                final, position = await _swap(
-                    pool, live, shadow, shadow_engine, lock_timeout_seconds, progress
-                )
+                built = 0
+                for attempt in range(1, _SWAP_ATTEMPTS + 1):
+                    built += await _fill(shadow_engine, batch_size, progress)
+                    swap_started = time.monotonic()
+                    swapped = await _try_swap(live, shadow, shadow_engine)
+                    if swapped is not None:
+                        break
+                    pause = min(0.1 * 2**attempt, 2.0)
+                    progress(
+                        f"{live.name}: readers held the table; swap {attempt} undone, again in {pause:.1f}s"
+                    )
+                    await asyncio.sleep(pause)  # the readers finish meanwhile; the shadow keeps filling
+                else:
+                    raise RebuildFailed(
+                        f"{live.name}: readers held the table through {_SWAP_ATTEMPTS} swap attempts"
+                    )
                 swap_seconds = time.monotonic() - swap_started
+                final, position = swapped
                 async with pool.connection() as conn:
                     await conn.execute(
                         sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(live.table + RETIRED_SUFFIX))
@@ -112,7 +131,8 @@ async def _hold_rebuild_lock(guard: AsyncConnection[Any], name: str) -> None:
 async def _create_shadow(
     pool: AsyncConnectionPool[AsyncConnection], live: TableProjection, shadow: TableProjection
 ) -> None:
-    """A fresh shadow table and checkpoint (a crashed rebuild's leftovers are dropped)."""
+    """A fresh shadow table and checkpoint (a crashed rebuild's leftovers are dropped),
+    with the live projection's parked events."""
     async with pool.connection() as conn, conn.transaction():
         for table in (shadow.table, live.table + RETIRED_SUFFIX):
             await conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
@@ -121,8 +141,18 @@ async def _create_shadow(
                 sql.Identifier(shadow.table), sql.Identifier(live.table)
             )
         )
-        await conn.execute("DELETE FROM projection_offsets WHERE projection_name = %s", (shadow.name,))
+        await _forget_checkpoint(conn, shadow.name)
         await conn.execute("INSERT INTO projection_offsets (projection_name) VALUES (%s)", (shadow.name,))
+        await conn.execute(
+            "INSERT INTO projection_parked_events (projection_name, event_id, position, error)"
+            " SELECT %s, event_id, position, error FROM projection_parked_events WHERE projection_name = %s",
+            (shadow.name, live.name),
+        )
+
+
+async def _forget_checkpoint(conn: AsyncConnection[Any], name: str) -> None:
+    await conn.execute("DELETE FROM projection_offsets WHERE projection_name = %s", (name,))
+    await conn.execute("DELETE FROM projection_parked_events WHERE projection_name = %s", (name,))
 
 
 async def _fill(engine: ProjectionEngine, batch_size: int, progress: Callable[[str], None]) -> int:
@@ -140,43 +170,31 @@ async def _fill(engine: ProjectionEngine, batch_size: int, progress: Callable[[s
             return total
 
 
-async def _swap(
-    pool: AsyncConnectionPool[AsyncConnection],
-    live: TableProjection,
-    shadow: TableProjection,
-    shadow_engine: ProjectionEngine,
-    lock_timeout_seconds: float,
-    progress: Callable[[str], None],
-) -> tuple[int, int]:
-    """(events applied under the lock, the checkpoint position at the swap)."""
-    live_engine = ProjectionEngine(pool, live)
-    for attempt in range(1, _SWAP_ATTEMPTS + 1):
-        try:
-            async with pool.connection() as conn, conn.transaction():
-                # A reader holding the live table longer than this makes the swap give up
-                # and try again, rather than queue every other reader behind it.
-                await conn.execute(
-                    sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{lock_timeout_seconds}s"))
-                )
-                await live_engine.lock(conn)
-                await shadow_engine.lock(conn)
-                final = 0
-                while (result := await shadow_engine.advance(conn)).applied:
-                    await _raise_if_failed(shadow_engine, result)
-                    final += result.applied
-                await _raise_if_failed(shadow_engine, result)
-                position, _ = await shadow_engine.checkpoint(conn)
-                await _rename(conn, live.table, live.table + RETIRED_SUFFIX)
-                await _rename(conn, shadow.table, live.table)
-                await live_engine.move_checkpoint(conn, position, "RUNNING")
-                await live.adopt(conn)
-                await conn.execute(
-                    "DELETE FROM projection_offsets WHERE projection_name = %s", (shadow_engine.name,)
-                )
-                return final, position.position
-        except errors.LockNotAvailable:
-            progress(f"{live.name}: swap attempt {attempt} timed out waiting for readers; trying again")
-    raise RebuildFailed(f"{live.name}: could not take the table for the swap in {_SWAP_ATTEMPTS} attempts")
+async def _try_swap(
+    live: TableProjection, shadow: TableProjection, shadow_engine: ProjectionEngine
+) -> tuple[int, int] | None:
+    """(events applied under the lock, the checkpoint position at the swap), or None when
+    readers held the live table past SWAP_LOCK_TIMEOUT (nothing was changed)."""
+    live_engine = ProjectionEngine(shadow_engine.pool, live)
+    try:
+        async with shadow_engine.pool.connection() as conn, conn.transaction():
+            await live_engine.lock(conn)
+            await shadow_engine.lock(conn)
+            final = 0
+            while (result := await shadow_engine.advance(conn)).applied:
+                await _raise_if_failed(shadow_engine, result, conn)
+                final += result.applied
+            await _raise_if_failed(shadow_engine, result, conn)
+            position, _ = await shadow_engine.checkpoint(conn)
+            await live.adopt(conn, shadow.table)
+            await conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(SWAP_LOCK_TIMEOUT)))
+            await _rename(conn, live.table, live.table + RETIRED_SUFFIX)
+            await _rename(conn, shadow.table, live.table)
+            await live_engine.move_checkpoint(conn, position, "RUNNING")
+            await _forget_checkpoint(conn, shadow.name)
+            return final, position.position
+    except errors.LockNotAvailable:
+        return None
 
 
 async def _rename(conn: AsyncConnection[Any], table: str, new_name: str) -> None:
@@ -185,10 +203,17 @@ async def _rename(conn: AsyncConnection[Any], table: str, new_name: str) -> None
     )
 
 
-async def _raise_if_failed(engine: ProjectionEngine, result: BatchResult) -> None:
+async def _raise_if_failed(
+    engine: ProjectionEngine, result: BatchResult, conn: AsyncConnection[Any] | None = None
+) -> None:
+    """RebuildFailed with the poison event's error (read on `conn` when the FAILED status
+    is not committed yet)."""
     if not result.failed:
         return
-    async with engine.pool.connection() as conn:
+    if conn is None:
+        async with engine.pool.connection() as own:
+            [status] = await projection_statuses(own, engine.name)
+    else:
         [status] = await projection_statuses(conn, engine.name)
     raise RebuildFailed(
         f"{engine.name} stopped at a poison event after position {result.end.position}: {status.last_error}."
@@ -199,4 +224,4 @@ async def _raise_if_failed(engine: ProjectionEngine, result: BatchResult) -> Non
 async def _drop_shadow(pool: AsyncConnectionPool[AsyncConnection], shadow: TableProjection) -> None:
     async with pool.connection() as conn, conn.transaction():
         await conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(shadow.table)))
-        await conn.execute("DELETE FROM projection_offsets WHERE projection_name = %s", (shadow.name,))
+        await _forget_checkpoint(conn, shadow.name)
