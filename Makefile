@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test test-tools lint format bench bench-tools bench-write bench-read clean-data
+.PHONY: install run services services-stop test test-tools lint format bench bench-tools bench-write bench-read clean-data
 
 # Debian packages are installed with sudo unless running as root.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -22,17 +22,28 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/warriors run
 
+## make services: Kafka and Redis for local use, their URLs in .env.services (make run
+## then uses them); make services-stop stops them.
+services: $(STAMP) test-tools
+	$(BIN)/warriors services start
+
+services-stop: $(STAMP)
+	$(BIN)/warriors services stop
+
 ## make lint: ruff (lint + format check) and mypy.
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-## make test: lint, then the whole test suite (it starts the servers it needs). The
-## browser test drives Debian's chromium through Debian's chromium-driver (installed here).
+## make test: lint, then the whole test suite (it starts the servers it needs). Debian
+## packages it installs: chromium and chromium-driver (the browser test of the Dagster UI)
+## and redis-server. Kafka comes from Maven Central (JDK 17 and Maven are on the machine).
+DEBIAN_TOOLS := chromium chromium-driver redis-server
+
 test-tools:
-	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
-		{ $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium chromium-driver; }
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null && command -v redis-server >/dev/null || \
+		{ $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $(DEBIAN_TOOLS); }
 
 test: lint test-tools
 	$(BIN)/pytest

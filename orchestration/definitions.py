@@ -25,7 +25,7 @@ from orchestration.sensors.lag import projection_lag
 from orchestration.sensors.snapshots import snapshots_due
 from orchestration.sensors.store_advanced import store_advanced
 from warriors.config import get_settings
-from warriors.projections.catalog import ProjectionName
+from warriors.projections.catalog import configured
 
 
 def resources() -> dict[str, dg.ConfigurableResource]:  # type: ignore[type-arg]
@@ -39,12 +39,12 @@ def resources() -> dict[str, dg.ConfigurableResource]:  # type: ignore[type-arg]
 
 ASSETS: list[dg.AssetsDefinition | dg.SourceAsset] = [
     event_store,
-    *(build_projection_asset(name) for name in ProjectionName),
+    *(build_projection_asset(name) for name in configured()),
     aggregate_snapshots,
     warrior_statistics,
     daily_warrior_statistics,
 ]
-CHECKS = [check for name in ProjectionName for check in build_projection_checks(name)]
+CHECKS = [check for name in configured() for check in build_projection_checks(name)]
 
 defs = dg.Definitions(
     assets=ASSETS,

@@ -8,14 +8,15 @@ from orchestration.assets.projections import CONSISTENCY_CHECK, LAG_CHECK, proje
 from orchestration.assets.snapshots import SNAPSHOTS
 from orchestration.assets.statistics import DAILY_STATISTICS, STATISTICS_VIEW
 from orchestration.resources import ProjectionsResource
-from warriors.projections.catalog import ProjectionName
+from warriors.projections.catalog import ProjectionName, configured
 
 # The run queue (dagster.yaml) runs at most one run carrying this tag at a time: two
 # rebuilds never overlap. The rebuild itself also refuses to start while another rebuild
 # of the same projection holds its lock (a rebuild started from the CLI, say).
 REBUILD_TAG = "warriors/rebuild"
 
-PROJECTION_ASSETS = dg.AssetSelection.assets(*(projection_key(name) for name in ProjectionName))
+# The projections this configuration runs (the cache only with REDIS_URL, say).
+PROJECTION_ASSETS = dg.AssetSelection.assets(*(projection_key(name) for name in configured()))
 
 
 class RebuildConfig(dg.Config):
@@ -84,7 +85,7 @@ consistency_check = dg.define_asset_job(
     selection=dg.AssetSelection.checks(
         *(
             dg.AssetCheckKey(projection_key(name), check)
-            for name in ProjectionName
+            for name in configured()
             for check in (LAG_CHECK, CONSISTENCY_CHECK)
         )
     ),

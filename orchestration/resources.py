@@ -26,11 +26,12 @@ from warriors.eventstore.appender import GroupCommitAppender
 from warriors.eventstore.observation import StoreObservation, observe_store
 from warriors.eventstore.records import StreamPosition
 from warriors.eventstore.store import EventStore
-from warriors.projections.catalog import ProjectionName, build
+from warriors.projections.cache import WarriorsCache
+from warriors.projections.catalog import ProjectionName, build, build_table, is_table_projection, rebuild
 from warriors.projections.engine import ProjectionEngine
-from warriors.projections.rebuild import RebuildReport, rebuild_blue_green
+from warriors.projections.rebuild import RebuildReport
 from warriors.projections.status import ProjectionStatus, projection_statuses
-from warriors.readside.consistency import ConsistencyReport, check_read_model
+from warriors.readside.consistency import ConsistencyReport, check_cache, check_read_model
 
 T = TypeVar("T")
 Pool = AsyncConnectionPool[AsyncConnection]
@@ -122,16 +123,25 @@ class ProjectionsResource(_Database):
         return self._run(go)
 
     def rebuild(self, name: ProjectionName, progress: Callable[[str], None]) -> RebuildReport:
+        """Blue/green for a PostgreSQL table projection; emptied and replayed otherwise."""
+
         def go(pool: Pool) -> Awaitable[RebuildReport]:
-            return rebuild_blue_green(pool, build(name), batch_size=self.batch_size, progress=progress)
+            return rebuild(pool, name, batch_size=self.batch_size, progress=progress)
 
         self._register(name)
         return self._run(go)
 
     def check_consistency(self, name: ProjectionName, sample_size: int) -> ConsistencyReport:
-        projection = build(name)
+        if is_table_projection(name):
+            projection = build_table(name)
+            return self._on_connection(
+                lambda conn: check_read_model(conn, projection.name, projection.table, sample_size)
+            )
+        cache = build(name)
+        assert isinstance(cache, WarriorsCache)
+        read_model = str(ProjectionName.WARRIORS_READ_MODEL)
         return self._on_connection(
-            lambda conn: check_read_model(conn, projection.name, projection.table, sample_size)
+            lambda conn: check_cache(conn, cache.models, read_model, cache.name, sample_size)
         )
 
     def _register(self, name: ProjectionName) -> str:

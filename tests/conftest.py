@@ -2,6 +2,7 @@
 or the server named by TEST_DATABASE_URL. Nothing is skipped for a missing service."""
 
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -9,12 +10,19 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import redis
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from tests.support import ProjectorProcess, ServiceProcess
 from warriors.adapters.embedded_postgres import EmbeddedPostgres, free_port
+from warriors.adapters.redis_server import RedisServer
 from warriors.eventstore.database import apply_migrations
+
+# The services a developer started with `make services` (.env.services) are not the
+# tests': each test that uses one passes its URL explicitly.
+for _variable in ("REDIS_URL", "SEARCH_URL", "KAFKA_BOOTSTRAP_SERVERS"):
+    os.environ[_variable] = ""
 
 
 @pytest.fixture(scope="session")
@@ -78,3 +86,22 @@ def projector(postgres: str) -> Iterator[ProjectorProcess]:
 @pytest.fixture(scope="session")
 def root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A real Redis (Debian's redis-server, which make test installs) on a free port."""
+    server = RedisServer(Path(tempfile.mkdtemp(prefix="warriors-test-redis-")), free_port())
+    server.start()
+    yield server
+    server.stop()
+    shutil.rmtree(server.data_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session's Redis, emptied for this test."""
+    redis_server.start()  # a test may have stopped it
+    with redis.Redis.from_url(redis_server.url()) as client:
+        client.flushall()
+    return redis_server.url()

@@ -26,10 +26,11 @@ from orchestration.instance import WORKSPACE, ensure_database, prepare_home, sto
 from warriors.adapters.embedded_postgres import EmbeddedPostgres
 from warriors.config import PROJECT_ROOT, get_settings
 from warriors.eventstore.database import apply_migrations
-from warriors.projections.catalog import ProjectionName, all_projections, build
+from warriors.projections.catalog import ProjectionName, all_projections, build, rebuild
 from warriors.projections.engine import ProjectionEngine, ProjectionNotFailed
 from warriors.projections.live import run_live
-from warriors.projections.rebuild import RebuildFailed, RebuildInProgress, rebuild_blue_green
+from warriors.projections.rebuild import RebuildFailed, RebuildInProgress
+from warriors.services import start_all, stop_all
 
 app = typer.Typer(help="The warriors platform.", no_args_is_help=True, add_completion=False)
 
@@ -262,16 +263,33 @@ def projections_rebuild(name: ProjectionName) -> None:
     async def go(url: str) -> None:
         async with _pool(url) as pool:
             await ProjectionEngine(pool, build(name)).register()
+            batch_size = get_settings().projector_batch_size
             try:
-                await rebuild_blue_green(
-                    pool, build(name), batch_size=get_settings().projector_batch_size, progress=_say
-                )
+                await rebuild(pool, name, batch_size=batch_size, progress=_say)
             except (RebuildInProgress, RebuildFailed) as exc:
                 _say(str(exc))
                 raise typer.Exit(1) from None
 
     with _database() as url:
         asyncio.run(go(url))
+
+
+services_app = typer.Typer(
+    help="The project's real servers for local use (make services).", no_args_is_help=True
+)
+app.add_typer(services_app, name="services")
+
+
+@services_app.command("start")
+def services_start() -> None:
+    """Start Kafka and Redis (idempotent) and write their URLs to .env.services."""
+    start_all(_say)
+
+
+@services_app.command("stop")
+def services_stop() -> None:
+    """Stop them and remove .env.services."""
+    stop_all(_say)
 
 
 @app.command()

@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     read_wait_timeout_seconds: float = Field(
         default=2.0, gt=0, description="Longest wait for `?position=` before answering 503."
     )
+    redis_url: str | None = Field(
+        default=None, description="Redis for the get-by-id cache and the count. Unset: PostgreSQL only."
+    )
+    cache_ttl_seconds: int = Field(default=3600, ge=1, description="How long a Redis cache entry lives.")
     lag_threshold_events: int = Field(
         default=1000, ge=0, description="Dagster: a projection further behind than this is lagging."
     )
@@ -63,6 +67,8 @@ class Settings(BaseSettings):
     consistency_sample_size: int = Field(
         default=200, ge=0, description="Dagster: read-model rows folded again from events per check."
     )
+    services_kafka_port: int = Field(default=9092, description="`make services`: the Kafka broker's port.")
+    services_redis_port: int = Field(default=6380, description="`make services`: Redis' port.")
     dagster_postgres_url: str | None = Field(
         default=None,
         description="Dagster's own storage. Unset: database `dagster` on the platform's server.",

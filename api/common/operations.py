@@ -10,8 +10,13 @@ from starlette.responses import JSONResponse, Response
 ReadyCheck = Callable[[], Awaitable[dict[str, str]]]
 
 
+DEGRADED = "degraded:"
+
+
 def operations_router(ready_check: ReadyCheck) -> APIRouter:
-    """`ready_check` returns {dependency: "ok" | error text}; any error makes ready 503."""
+    """`ready_check` returns {dependency: "ok" | "degraded: ..." | error text}. Any error
+    makes ready 503; a degraded dependency (Redis: the service answers from PostgreSQL)
+    keeps it 200, with status "degraded"."""
     router = APIRouter(tags=["operations"])
 
     @router.get("/health/live", summary="The process is up")
@@ -25,9 +30,10 @@ def operations_router(ready_check: ReadyCheck) -> APIRouter:
     )
     async def ready() -> Response:
         checks = await ready_check()
-        healthy = all(state == "ok" for state in checks.values())
-        body = {"status": "ok" if healthy else "unavailable", "checks": checks}
-        return JSONResponse(body, status_code=200 if healthy else 503)
+        down = [name for name, state in checks.items() if state != "ok" and not state.startswith(DEGRADED)]
+        degraded = any(state.startswith(DEGRADED) for state in checks.values())
+        status = "unavailable" if down else "degraded" if degraded else "ok"
+        return JSONResponse({"status": status, "checks": checks}, status_code=503 if down else 200)
 
     @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
     async def metrics() -> Response:

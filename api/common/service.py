@@ -10,9 +10,10 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 
 from api.common.middleware import EdgeMiddleware
-from api.common.operations import operations_router
+from api.common.operations import DEGRADED, operations_router
 from api.common.problems import install_problem_handlers
 from api.common.runtime import tune_garbage_collector
+from warriors.adapters.redis_cache import CacheUnavailable, RedisReadModels
 from warriors.application.warrior_commands import WarriorCommands
 from warriors.config import Settings, get_settings
 from warriors.eventstore.appender import GroupCommitAppender
@@ -44,9 +45,13 @@ def build_service(
             pool, max_batch=settings.append_max_batch, max_flushes=settings.append_max_flushes
         )
         store = EventStore(pool, appender)
+        cache = (
+            RedisReadModels(settings.redis_url, settings.cache_ttl_seconds) if settings.redis_url else None
+        )
         app.state.store = store
+        app.state.cache = cache
         app.state.commands = WarriorCommands(store)
-        app.state.queries = WarriorQueries(pool, store)
+        app.state.queries = WarriorQueries(pool, store, cache)
         app.state.settings = settings
         tune_garbage_collector()
         try:
@@ -54,13 +59,23 @@ def build_service(
         finally:
             await appender.drain()
             await pool.close()
+            if cache is not None:
+                await cache.close()
 
     async def ready() -> dict[str, str]:
+        checks: dict[str, str] = {}
         try:
             await app.state.store.ping()
+            checks["database"] = "ok"
         except StoreUnavailable as exc:
-            return {"database": str(exc)}
-        return {"database": "ok"}
+            checks["database"] = str(exc)
+        if app.state.cache is not None:
+            try:
+                await app.state.cache.ping()
+                checks["redis"] = "ok"
+            except CacheUnavailable as exc:  # reads go on from PostgreSQL: degraded, not down
+                checks["redis"] = f"{DEGRADED} {exc}; answering from PostgreSQL"
+        return checks
 
     app = FastAPI(
         title=title,

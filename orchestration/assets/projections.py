@@ -126,7 +126,7 @@ def _consistency_result(projections: ProjectionsResource, name: ProjectionName) 
         check_name=CONSISTENCY_CHECK,
         passed=report.consistent,
         severity=dg.AssetCheckSeverity.ERROR,
-        description="; ".join(problems) or "consistent",
+        description="; ".join(problems + report.notes) or "consistent",
         metadata={
             "checkpoint": dg.MetadataValue.int(report.checkpoint),
             "rows": dg.MetadataValue.int(report.rows),

@@ -10,7 +10,7 @@ import dagster as dg
 from orchestration.assets.projections import lag_check_key, lag_problem, projection_key
 from orchestration.jobs import PROJECTION_ASSETS
 from orchestration.resources import ProjectionsResource
-from warriors.projections.catalog import ProjectionName
+from warriors.projections.catalog import ProjectionName, configured
 
 LAG_RUN_TAG = "warriors/lagging-projection"
 _IN_PROGRESS = [
@@ -41,7 +41,7 @@ def projection_lag(context: dg.SensorEvaluationContext, projections: Projections
     statuses = {s.name: s for s in projections.statuses()}
     requests = []
     lagging_now = set()
-    for name in ProjectionName:
+    for name in configured():
         status = statuses.get(str(name))
         if status is None:
             continue

@@ -13,7 +13,7 @@ from orchestration.assets.event_store import EVENT_STORE, observation_metadata
 from orchestration.assets.projections import lag_check_key, projection_key
 from orchestration.jobs import PROJECTION_ASSETS
 from orchestration.resources import EventStoreResource, ProjectionsResource
-from warriors.projections.catalog import ProjectionName
+from warriors.projections.catalog import ProjectionName, configured
 
 CATCH_UP_AFTER_SECONDS = 5.0
 
@@ -39,7 +39,7 @@ def store_advanced(
         metadata=observation_metadata(seen),
         tags={"dagster/data_version": str(head)},  # as the asset's own observation sets it
     )
-    known = {str(name) for name in ProjectionName}
+    known = {str(name) for name in configured()}
     behind = [
         s.name
         for s in projections.statuses()

@@ -25,7 +25,6 @@ import secrets
 import shlex
 import shutil
 import socket
-import stat
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -33,6 +32,8 @@ from importlib.util import find_spec
 from pathlib import Path
 
 import psycopg
+
+from warriors.adapters.service_user import make_traversable, service_user
 
 log = logging.getLogger("warriors.postgres")
 
@@ -118,7 +119,7 @@ class EmbeddedPostgres:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         user = self._service_user()
         if user is not None:
-            _make_traversable(self.data_dir)
+            make_traversable(self.data_dir)
             shutil.chown(self.data_dir, user.pw_uid, user.pw_gid)
         if not (self.pgdata / "PG_VERSION").exists():
             log.info("initialising PostgreSQL data in %s", self.pgdata)
@@ -173,14 +174,7 @@ class EmbeddedPostgres:
                 conn.execute(f"CREATE DATABASE {DATABASE}")
 
     def _service_user(self) -> pwd.struct_passwd | None:
-        if os.geteuid() != 0:
-            return None
-        try:
-            return pwd.getpwnam(SERVICE_USER)
-        except KeyError:
-            log.info("creating system user %s to run PostgreSQL (it refuses root)", SERVICE_USER)
-            subprocess.run(["useradd", "--system", "--no-create-home", SERVICE_USER], check=True)
-            return pwd.getpwnam(SERVICE_USER)
+        return service_user(SERVICE_USER)
 
     def _run(self, program: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         user = self._service_user()
@@ -196,12 +190,3 @@ class EmbeddedPostgres:
             tail = self.log_file.read_text()[-2000:] if self.log_file.exists() else ""
             raise RuntimeError(f"{program} failed ({result.returncode}): {result.stderr.strip()}\n{tail}")
         return result
-
-
-def _make_traversable(path: Path) -> None:
-    """Let the service user reach `path`: add o+x to each folder above it that lacks it."""
-    for folder in reversed(path.resolve().parents):
-        mode = folder.stat().st_mode
-        if not mode & stat.S_IXOTH:
-            log.info("making %s traversable (o+x) for the PostgreSQL user", folder)
-            folder.chmod(mode | stat.S_IXOTH)

@@ -4,7 +4,7 @@ from typing import Any, Protocol
 
 from psycopg import AsyncConnection
 
-from warriors.eventstore.records import StoredEvent
+from warriors.eventstore.records import StoredEvent, StreamPosition
 
 
 class PoisonEvent(Exception):
@@ -17,6 +17,11 @@ class PoisonEvent(Exception):
         )
         self.event = event
         self.reason = reason
+
+
+class ProjectionTargetUnavailable(Exception):
+    """The projection's target (a search engine, a cache) cannot be reached: the batch is
+    retried later, nothing is marked FAILED."""
 
 
 class Projection(Protocol):
@@ -39,6 +44,16 @@ class Projection(Protocol):
 
     async def reset(self, conn: AsyncConnection[Any]) -> None:
         """Remove every row (a replay from position 0 follows), inside the caller's transaction."""
+        ...
+
+    async def intact(self, checkpoint: StreamPosition) -> bool:
+        """False when the projection's target lost its data behind the engine's back (a
+        flushed cache) while the checkpoint is past the start: the engine then resets it
+        and moves the checkpoint to 0, and the next batch (from 0) finds it intact."""
+        ...
+
+    async def caught_up(self) -> None:
+        """Called after a batch that reached the head of the store."""
         ...
 
 

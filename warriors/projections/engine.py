@@ -24,7 +24,7 @@ from psycopg_pool import AsyncConnectionPool
 from warriors.eventstore.errors import translated_errors
 from warriors.eventstore.reader import read_after
 from warriors.eventstore.records import StoredEvent, StreamPosition
-from warriors.projections.base import PoisonEvent, Projection
+from warriors.projections.base import PoisonEvent, Projection, ProjectionTargetUnavailable
 
 log = logging.getLogger("warriors.projections")
 
@@ -123,8 +123,16 @@ class ProjectionEngine:
         start, status = await self.checkpoint(conn)
         if status == "FAILED":
             return BatchResult(0, start, start, status)
+        if not await self.projection.intact(start):
+            log.warning(
+                "projection %s lost its data (at position %s): replaying from 0", self.name, start.position
+            )
+            await self.projection.reset(conn)
+            await self.move_checkpoint(conn, StreamPosition(), "RUNNING")
+            return BatchResult(0, start, StreamPosition(), "RUNNING")
         events = await self._next_events(conn, start)
         if not events:
+            await self.projection.caught_up()
             return BatchResult(0, start, start, status)
         if prefetch and len(events) == self.batch_size:
             self._start_prefetch(events[-1].stream_position)
@@ -132,6 +140,8 @@ class ProjectionEngine:
         end = applied[-1].stream_position if applied else start
         if poison is None:
             await self.move_checkpoint(conn, end, "RUNNING")
+            if len(events) < self.batch_size:
+                await self.projection.caught_up()
             return BatchResult(len(applied), start, end, "RUNNING")
         event, error = poison
         log.error("projection %s FAILED at event %s (position %s): %s",
@@ -147,7 +157,7 @@ class ProjectionEngine:
             result = await self.run_batch(prefetch=True)
             total += result.applied
             batches += 1
-            if result.failed or result.applied == 0:
+            if result.failed or (result.applied == 0 and result.end == result.start):  # not a reset
                 break
         return total
 
@@ -303,4 +313,4 @@ class ProjectionEngine:
 
 
 def _is_transient(exc: BaseException) -> bool:
-    return isinstance(exc, OperationalError | OSError)
+    return isinstance(exc, OperationalError | OSError | ProjectionTargetUnavailable)

@@ -25,7 +25,8 @@ rebuild (`RebuildFailed`), drops the shadow and leaves the live projection untou
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +34,7 @@ from psycopg import AsyncConnection, errors, sql
 from psycopg_pool import AsyncConnectionPool
 
 from warriors.eventstore.errors import translated_errors
-from warriors.projections.base import TableProjection
+from warriors.projections.base import Projection, TableProjection
 from warriors.projections.engine import BatchResult, ProjectionEngine
 from warriors.projections.status import projection_statuses
 
@@ -72,8 +73,7 @@ async def rebuild_blue_green(
     started = time.monotonic()
     shadow = live.shadow()
     with translated_errors():
-        async with pool.connection() as guard:
-            await _hold_rebuild_lock(guard, live.name)
+        async with _exclusive_rebuild(pool, live.name):
             try:
                 await _create_shadow(pool, live, shadow)
                 progress(f"{live.name}: building {shadow.table} from position 0")
@@ -103,10 +103,6 @@ async def rebuild_blue_green(
             except BaseException:
                 await _drop_shadow(pool, shadow)
                 raise
-            finally:
-                await guard.execute(
-                    "SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (_lock_key(live.name),)
-                )
     report = RebuildReport(
         live.name, built + final, final, position, time.monotonic() - started, swap_seconds
     )
@@ -121,11 +117,20 @@ def _lock_key(name: str) -> str:
     return f"rebuild:{name}"
 
 
-async def _hold_rebuild_lock(guard: AsyncConnection[Any], name: str) -> None:
-    cursor = await guard.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (_lock_key(name),))
-    row = await cursor.fetchone()
-    if not (row and row[0]):
-        raise RebuildInProgress(f"a rebuild of {name} is already running")
+@asynccontextmanager
+async def _exclusive_rebuild(pool: AsyncConnectionPool[AsyncConnection], name: str) -> AsyncIterator[None]:
+    """Hold the projection's rebuild lock (a session lock, on a connection of its own)."""
+    async with pool.connection() as guard:
+        cursor = await guard.execute(
+            "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (_lock_key(name),)
+        )
+        row = await cursor.fetchone()
+        if not (row and row[0]):
+            raise RebuildInProgress(f"a rebuild of {name} is already running")
+        try:
+            yield
+        finally:
+            await guard.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (_lock_key(name),))
 
 
 async def _create_shadow(
@@ -225,3 +230,31 @@ async def _drop_shadow(pool: AsyncConnectionPool[AsyncConnection], shadow: Table
     async with pool.connection() as conn, conn.transaction():
         await conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(shadow.table)))
         await _forget_checkpoint(conn, shadow.name)
+
+
+async def rebuild_in_place(
+    pool: AsyncConnectionPool[AsyncConnection],
+    projection: Projection,
+    *,
+    batch_size: int = 1000,
+    progress: Callable[[str], None] = log.info,
+) -> RebuildReport:
+    """Rebuild a projection outside PostgreSQL (a cache): empty it and replay from
+    position 0. Its readers fall back to PostgreSQL until it has caught up again."""
+    started = time.monotonic()
+    engine = ProjectionEngine(pool, projection, batch_size)
+    with translated_errors():
+        async with _exclusive_rebuild(pool, projection.name):
+            await engine.register()
+            await engine.reset()
+            progress(f"{projection.name}: emptied; replaying from position 0")
+            total = await _fill(engine, batch_size, progress)
+            while (more := await engine.catch_up()) > 0:
+                total += more
+            async with pool.connection() as conn:
+                position, _ = await engine.checkpoint(conn)
+    report = RebuildReport(projection.name, total, 0, position.position, time.monotonic() - started, 0.0)
+    progress(
+        f"{projection.name}: replayed {total} events to position {position.position} in {report.seconds:.1f}s"
+    )
+    return report

@@ -18,10 +18,12 @@ from uuid import UUID
 from psycopg import AsyncConnection, sql
 from psycopg.rows import tuple_row
 
+from warriors.adapters.redis_cache import RedisReadModels
 from warriors.application.warrior_commands import rebuild
 from warriors.eventstore.reader import EVENT_COLUMNS, stored_event
 from warriors.eventstore.records import StoredEvent
 from warriors.eventstore.store import AggregateStream
+from warriors.projections.read_model import READ_MODEL as READ_MODEL_TABLE
 
 _EXPECTED = """
 SELECT count(*) FILTER (WHERE event_type = 'WarriorCreated')
@@ -47,6 +49,7 @@ class ConsistencyReport:
     parked_events: int
     sampled: int
     mismatches: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def counts_agree(self) -> bool:
@@ -115,3 +118,63 @@ async def _scalar(
     cursor = await conn.execute(query, params)
     row = await cursor.fetchone()
     return int(row[0]) if row else 0
+
+
+_BOTH_CHECKPOINTS = """
+SELECT (SELECT last_position FROM projection_offsets WHERE projection_name = %s),
+       (SELECT last_position FROM projection_offsets WHERE projection_name = %s),
+       (SELECT total FROM warrior_count)
+"""
+
+_COUNT_ATTEMPTS = 5
+
+
+async def check_cache(
+    conn: AsyncConnection[Any],
+    cache: RedisReadModels,
+    read_model: str,
+    cache_projection: str,
+    sample_size: int,
+) -> ConsistencyReport:
+    """The Redis read models against the PostgreSQL read model: the count, when both
+    projections stand at the same checkpoint (retried while they move), and a sample of
+    cache entries, each compared with its row where both hold the same version."""
+    notes: list[str] = []
+    expected = counted = -1
+    position = 0
+    for _ in range(_COUNT_ATTEMPTS):
+        before = await (await conn.execute(_BOTH_CHECKPOINTS, (read_model, cache_projection))).fetchone()
+        redis_count = await cache.count()
+        after = await (await conn.execute(_BOTH_CHECKPOINTS, (read_model, cache_projection))).fetchone()
+        if before is not None and before == after and before[0] == before[1]:
+            position, expected = int(before[0]), int(before[2])
+            counted = redis_count if redis_count is not None else -1
+            break
+    else:
+        notes.append("count not compared: the projections kept moving")
+    if counted == -1 and expected != -1:
+        notes.append("the Redis count is not ready (replaying); readers use PostgreSQL's")
+        counted = expected
+    cursor = await conn.execute(
+        sql.SQL("SELECT id, name, dob, fight_skills, version FROM {} ORDER BY random() LIMIT %s").format(
+            sql.Identifier(READ_MODEL_TABLE)
+        ),
+        (sample_size,),
+    )
+    sample = await cursor.fetchall()
+    mismatches = []
+    for warrior_id, name, dob, skills, version in sample:
+        entry = await cache.entry(warrior_id)
+        if entry is None or entry.version != version:
+            continue  # not cached, or one of the two is ahead: nothing to compare
+        if entry.gone:
+            mismatches.append(
+                f"warrior {warrior_id}: deleted in the cache at version {version}, alive in PostgreSQL"
+            )
+        elif entry.document is not None:
+            cached = (entry.document["name"], entry.document["dob"], entry.document["fight_skills"])
+            if cached != (name, dob.isoformat(), list(skills)):
+                mismatches.append(
+                    f"warrior {warrior_id} at version {version}: cache {cached}, database {name, dob, skills}"
+                )
+    return ConsistencyReport(position, counted, counted, expected, 0, len(sample), mismatches, notes)

@@ -1,6 +1,7 @@
 """The query side's reads, over the read models and (for consistency) the event store."""
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -10,6 +11,7 @@ from uuid import UUID
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
+from warriors.adapters.redis_cache import CacheUnavailable, RedisReadModels
 from warriors.application.warrior_commands import rebuild
 from warriors.domain.upcasting import UPCASTERS
 from warriors.eventstore.errors import translated_errors
@@ -32,6 +34,15 @@ class WarriorView:
     version: int
     created_at: datetime | None
     updated_at: datetime | None
+
+    @classmethod
+    def from_document(cls, document: dict[str, Any]) -> "WarriorView":
+        """From its JSON (`to_json`'s, as the cache keeps it)."""
+        return cls(
+            UUID(document["id"]), document["name"], date.fromisoformat(document["dob"]),
+            document["fight_skills"], document["version"],
+            datetime.fromisoformat(document["created_at"]), datetime.fromisoformat(document["updated_at"]),
+        )  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
         """For orjson, which writes UUIDs, dates and times itself (ISO 8601)."""
@@ -127,12 +138,36 @@ WHERE e.position = %(position)s
 
 
 class WarriorQueries:
-    def __init__(self, pool: AsyncConnectionPool[AsyncConnection], store: EventStore) -> None:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[AsyncConnection],
+        store: EventStore,
+        cache: RedisReadModels | None = None,
+    ) -> None:
         self.pool = pool
         self.store = store
+        self.cache = cache
         self._lookup = GroupedLookup(pool)
 
     async def warrior(self, warrior_id: UUID, min_version: int | None = None) -> WarriorView | None:
+        """From the Redis cache when it has the warrior (at `min_version` or later);
+        otherwise from PostgreSQL, and the cache is filled (a compare-and-set on the
+        version: never over a newer entry). Redis down or flushed: PostgreSQL answers."""
+        if self.cache is not None:
+            with contextlib.suppress(CacheUnavailable):
+                entry = await self.cache.entry(warrior_id)
+                if entry is not None and (min_version is None or entry.version >= min_version):
+                    if entry.gone:
+                        return None
+                    if entry.document is not None:
+                        return WarriorView.from_document(entry.document)
+        warrior = await self._from_database(warrior_id, min_version)
+        if warrior is not None and self.cache is not None:
+            with contextlib.suppress(CacheUnavailable):
+                await self.cache.fill(warrior_id, warrior.version, warrior.to_json())
+        return warrior
+
+    async def _from_database(self, warrior_id: UUID, min_version: int | None) -> WarriorView | None:
         """The read model's row, one primary-key lookup. When there is no row yet (a
         creation not projected yet) or it is older than `min_version`, the warrior is
         folded from its events instead, so following a command's Location always shows
@@ -185,6 +220,12 @@ class WarriorQueries:
         return str(row[0]) if row and row[0] is not None else ""
 
     async def count(self) -> int:
+        """Redis' count when it is there and caught up; PostgreSQL's otherwise."""
+        if self.cache is not None:
+            with contextlib.suppress(CacheUnavailable):
+                cached = await self.cache.count()
+                if cached is not None:
+                    return cached
         with translated_errors():
             async with self.pool.connection() as conn:
                 cursor = await conn.execute("SELECT total FROM warrior_count")
