@@ -27,11 +27,13 @@ from warriors.eventstore.observation import StoreObservation, observe_store
 from warriors.eventstore.records import StreamPosition
 from warriors.eventstore.store import EventStore
 from warriors.projections.cache import WarriorsCache
-from warriors.projections.catalog import ProjectionName, build, build_table, is_table_projection, rebuild
+from warriors.projections.catalog import ProjectionName, build, rebuild
 from warriors.projections.engine import ProjectionEngine
+from warriors.projections.read_model import WarriorsReadModel
 from warriors.projections.rebuild import RebuildReport
+from warriors.projections.search import WarriorsSearch
 from warriors.projections.status import ProjectionStatus, projection_statuses
-from warriors.readside.consistency import ConsistencyReport, check_cache, check_read_model
+from warriors.readside.consistency import ConsistencyReport, check_cache, check_read_model, check_search
 
 T = TypeVar("T")
 Pool = AsyncConnectionPool[AsyncConnection]
@@ -132,17 +134,19 @@ class ProjectionsResource(_Database):
         return self._run(go)
 
     def check_consistency(self, name: ProjectionName, sample_size: int) -> ConsistencyReport:
-        if is_table_projection(name):
-            projection = build_table(name)
-            return self._on_connection(
-                lambda conn: check_read_model(conn, projection.name, projection.table, sample_size)
-            )
-        cache = build(name)
-        assert isinstance(cache, WarriorsCache)
-        read_model = str(ProjectionName.WARRIORS_READ_MODEL)
-        return self._on_connection(
-            lambda conn: check_cache(conn, cache.models, read_model, cache.name, sample_size)
-        )
+        """The projection against what it should hold: the read model against the events;
+        the search index and the cache against the read model."""
+        projection = build(name)
+
+        def check(conn: AsyncConnection[Any]) -> Awaitable[ConsistencyReport]:
+            if isinstance(projection, WarriorsReadModel):
+                return check_read_model(conn, projection.name, projection.table, sample_size)
+            if isinstance(projection, WarriorsSearch):
+                return check_search(conn, projection.engine, projection.name, sample_size)
+            assert isinstance(projection, WarriorsCache)
+            return check_cache(conn, projection.models, projection.name, sample_size)
+
+        return self._on_connection(check)
 
     def _register(self, name: ProjectionName) -> str:
         async def go(pool: Pool) -> str:

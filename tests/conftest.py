@@ -14,9 +14,11 @@ import redis
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from tests.support import ProjectorProcess, ServiceProcess
+from tests.support import ProjectorProcess, ServiceProcess, fresh_search_engine
 from warriors.adapters.embedded_postgres import EmbeddedPostgres, free_port
+from warriors.adapters.opensearch_server import OpenSearchServer
 from warriors.adapters.redis_server import RedisServer
+from warriors.adapters.search_engine import SearchEngine
 from warriors.eventstore.database import apply_migrations
 
 # The services a developer started with `make services` (.env.services) are not the
@@ -105,3 +107,19 @@ def redis_url(redis_server: RedisServer) -> str:
     with redis.Redis.from_url(redis_server.url()) as client:
         client.flushall()
     return redis_server.url()
+
+
+@pytest.fixture(scope="session")
+def opensearch() -> Iterator[OpenSearchServer]:
+    """A real OpenSearch 2.19 node (one JVM, from Maven Central) on a free port."""
+    server = OpenSearchServer(Path(tempfile.mkdtemp(prefix="warriors-test-os-")), free_port())
+    server.start()
+    yield server
+    server.stop()
+    shutil.rmtree(server.data_dir, ignore_errors=True)
+
+
+@pytest.fixture
+async def search_engine(opensearch: OpenSearchServer) -> AsyncIterator[SearchEngine]:
+    async with fresh_search_engine(opensearch) as engine:
+        yield engine

@@ -4,11 +4,15 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TypeVar
 
 import httpx
+
+from warriors.adapters.opensearch_server import OpenSearchServer
+from warriors.adapters.search_engine import EngineKind, SearchEngine
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,3 +85,16 @@ class ProjectorProcess(LoggedProcess):
         super().__init__(
             ["-m", "warriors.cli", "project"], {"DATABASE_URL": database_url, **(env or {})}, name
         )
+
+
+@asynccontextmanager
+async def fresh_search_engine(server: OpenSearchServer) -> AsyncIterator[SearchEngine]:
+    """A client of `server`, with no warriors index left from other tests."""
+    server.start()  # a test may have stopped it
+    engine = SearchEngine(server.url(), EngineKind.OPENSEARCH)
+    try:
+        for index in await engine.generations():
+            await engine.delete_index(index)
+        yield engine
+    finally:
+        await engine.close()

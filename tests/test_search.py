@@ -1,4 +1,5 @@
-"""The search contract on the PostgreSQL read model (real server, own database)."""
+"""The search contract, on the PostgreSQL read model and on a real OpenSearch node (each
+with a database of its own)."""
 
 import uuid
 from collections.abc import AsyncIterator
@@ -9,10 +10,13 @@ import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
+from tests.support import fresh_search_engine
+from warriors.adapters.opensearch_server import OpenSearchServer
 from warriors.eventstore.appender import GroupCommitAppender
 from warriors.eventstore.store import EventStore
 from warriors.projections.engine import ProjectionEngine
 from warriors.projections.read_model import WarriorsReadModel
+from warriors.projections.search import WarriorsSearch
 from warriors.readside.queries import WarriorQueries
 from warriors.readside.search_terms import parse
 
@@ -42,8 +46,11 @@ def insert_events(url: str) -> None:
             )
 
 
-@pytest.fixture
-async def queries(fresh_database: str) -> AsyncIterator[WarriorQueries]:
+@pytest.fixture(params=["postgresql", "opensearch"])
+async def queries(
+    request: pytest.FixtureRequest, fresh_database: str, opensearch: OpenSearchServer
+) -> AsyncIterator[WarriorQueries]:
+    """The same contract on both: PostgreSQL's search, and the search engine's."""
     insert_events(fresh_database)
     async with AsyncConnectionPool(
         fresh_database, min_size=1, max_size=4, kwargs={"autocommit": True}
@@ -51,7 +58,15 @@ async def queries(fresh_database: str) -> AsyncIterator[WarriorQueries]:
         engine = ProjectionEngine(pool, WarriorsReadModel())
         await engine.register()
         assert await engine.catch_up() == len(WARRIORS)
-        yield WarriorQueries(pool, EventStore(pool, GroupCommitAppender(pool)))
+        store = EventStore(pool, GroupCommitAppender(pool))
+        if request.param == "postgresql":
+            yield WarriorQueries(pool, store)
+            return
+        async with fresh_search_engine(opensearch) as search:
+            indexing = ProjectionEngine(pool, WarriorsSearch(search))
+            await indexing.register()
+            assert await indexing.catch_up() == len(WARRIORS)
+            yield WarriorQueries(pool, store, search_engine=search)
 
 
 async def names(queries: WarriorQueries, term: str | None) -> list[str]:

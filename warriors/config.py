@@ -10,6 +10,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from warriors.adapters.search_engine import EngineKind
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -53,6 +55,17 @@ class Settings(BaseSettings):
     )
     redis_url: str | None = Field(
         default=None, description="Redis for the get-by-id cache and the count. Unset: PostgreSQL only."
+    )
+    search_url: str | None = Field(
+        default=None, description="Search engine for ?term= and suggest. Unset: PostgreSQL search."
+    )
+    search_engine: EngineKind = Field(
+        default=EngineKind.OPENSEARCH, description="opensearch or elasticsearch."
+    )
+    search_shards: int = Field(default=1, ge=1)
+    search_replicas: int = Field(default=0, ge=0)
+    search_refresh_interval: str = Field(
+        default="200ms", description="How soon the engine makes writes searchable (and ?position= waits)."
     )
     cache_ttl_seconds: int = Field(default=3600, ge=1, description="How long a Redis cache entry lives.")
     lag_threshold_events: int = Field(

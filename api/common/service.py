@@ -14,12 +14,14 @@ from api.common.operations import DEGRADED, operations_router
 from api.common.problems import install_problem_handlers
 from api.common.runtime import tune_garbage_collector
 from warriors.adapters.redis_cache import CacheUnavailable, RedisReadModels
+from warriors.adapters.search_engine import SearchUnavailable
 from warriors.application.warrior_commands import WarriorCommands
 from warriors.config import Settings, get_settings
 from warriors.eventstore.appender import GroupCommitAppender
 from warriors.eventstore.database import create_pool
 from warriors.eventstore.errors import StoreUnavailable
 from warriors.eventstore.store import EventStore
+from warriors.projections.catalog import search_engine
 from warriors.readside.queries import WarriorQueries
 
 
@@ -48,10 +50,12 @@ def build_service(
         cache = (
             RedisReadModels(settings.redis_url, settings.cache_ttl_seconds) if settings.redis_url else None
         )
+        engine = search_engine() if settings.search_url else None
         app.state.store = store
         app.state.cache = cache
+        app.state.search_engine = engine
         app.state.commands = WarriorCommands(store)
-        app.state.queries = WarriorQueries(pool, store, cache)
+        app.state.queries = WarriorQueries(pool, store, cache, engine)
         app.state.settings = settings
         tune_garbage_collector()
         try:
@@ -61,6 +65,8 @@ def build_service(
             await pool.close()
             if cache is not None:
                 await cache.close()
+            if engine is not None:
+                await engine.close()
 
     async def ready() -> dict[str, str]:
         checks: dict[str, str] = {}
@@ -75,6 +81,12 @@ def build_service(
                 checks["redis"] = "ok"
             except CacheUnavailable as exc:  # reads go on from PostgreSQL: degraded, not down
                 checks["redis"] = f"{DEGRADED} {exc}; answering from PostgreSQL"
+        if app.state.search_engine is not None:
+            try:
+                await app.state.search_engine.ping()
+                checks["search"] = "ok"
+            except SearchUnavailable as exc:  # search goes on on PostgreSQL
+                checks["search"] = f"{DEGRADED} {exc}; searching PostgreSQL"
         return checks
 
     app = FastAPI(

@@ -10,6 +10,8 @@ from starlette.responses import Response
 
 from api.common.problems import PROBLEM_RESPONSES, BadRequest
 from warriors.domain.errors import WarriorNotFound
+from warriors.projections.read_model import READ_MODEL
+from warriors.projections.search import SEARCH
 from warriors.readside.queries import MAX_RESULTS, MAX_SUGGESTIONS, WarriorQueries
 
 router = APIRouter(prefix="/api/v1/queries", tags=["queries"])
@@ -34,15 +36,19 @@ def _queries(request: Request) -> WarriorQueries:
     return queries
 
 
-async def _consistent(request: Request, position: int | None) -> WarriorQueries:
-    """The queries, after waiting for `position` (query parameter or X-Min-Position)."""
-    queries = _queries(request)
+def _wanted_position(request: Request, position: int | None) -> int | None:
+    """`position` (query parameter) or the X-Min-Position header."""
     header = request.headers.get("x-min-position")
     if header is not None and not _POSITION.fullmatch(header):
         raise BadRequest("X-Min-Position must be a position: 1 to 18 digits.")
-    wanted = position or (int(header) if header else None)
+    return position or (int(header) if header else None)
+
+
+async def _consistent(request: Request, wanted: int | None, projection: str = READ_MODEL) -> WarriorQueries:
+    """The queries, after waiting until `projection` has applied the event at `wanted`."""
+    queries = _queries(request)
     if wanted:
-        await queries.wait_for(wanted, request.app.state.settings.read_wait_timeout_seconds)
+        await queries.wait_for(wanted, request.app.state.settings.read_wait_timeout_seconds, projection)
     return queries
 
 
@@ -61,14 +67,18 @@ async def list_warriors(
 ) -> Response:
     """No term: the newest warriors first. A term: full-text and fuzzy search over names
     (weighted x3) and skills (x2), case- and accent-insensitive, with synonyms; at most 50."""
-    queries = await _consistent(request, position)
+    wanted = _wanted_position(request, position)
+    searching = term is not None and term.strip() and _queries(request).search_engine is not None
+    queries = await _consistent(request, wanted, SEARCH if searching else READ_MODEL)
     return _json([w.to_json() for w in await queries.search(term, limit)])
 
 
 @router.get("/warriors/count", summary="How many warriors exist", responses=_ERRORS)
 async def count_warriors(request: Request, position: Position = None) -> Response:
-    queries = await _consistent(request, position)
-    return _json({"count": await queries.count()})
+    wanted = _wanted_position(request, position)
+    queries = await _consistent(request, wanted)
+    # With a position, the read model's own count (the one waited for); else Redis' if any.
+    return _json({"count": await queries.count(cached=wanted is None)})
 
 
 @router.get("/warriors/suggest", summary="Names starting with a prefix", responses=_ERRORS)

@@ -57,16 +57,28 @@ class Projection(Protocol):
         ...
 
 
-class TableProjection(Projection, Protocol):
-    """A projection into one PostgreSQL table, which a blue/green rebuild can replace."""
+class BlueGreenProjection(Projection, Protocol):
+    """A projection whose storage (a table, a search index) a rebuild can build anew
+    beside the live one and swap in (warriors/projections/rebuild.py)."""
 
-    table: str
-
-    def shadow(self) -> "TableProjection":
-        """The same projection into a shadow table, under a checkpoint of its own."""
+    def shadow(self) -> "BlueGreenProjection":
+        """The same projection into new storage, under a checkpoint of its own."""
         ...
 
-    async def adopt(self, conn: AsyncConnection[Any], table: str) -> None:
-        """`table`'s rows are about to be swapped in (inside the swap's transaction, before
-        the renames): bring what follows the table (a count, say) in line."""
+    async def create_shadow(self, conn: AsyncConnection[Any], shadow: "BlueGreenProjection") -> None:
+        """Create the shadow's (empty) storage, dropping a crashed rebuild's leftovers."""
+        ...
+
+    async def swap_in(self, conn: AsyncConnection[Any], shadow: "BlueGreenProjection") -> None:
+        """Make the shadow's storage the live one, inside the swap's transaction (which
+        holds both projections' locks). May raise psycopg's LockNotAvailable: the swap is
+        then undone and tried again later."""
+        ...
+
+    async def retire(self, conn: AsyncConnection[Any]) -> None:
+        """Drop the storage the last swap replaced (after the swap's commit)."""
+        ...
+
+    async def drop_shadow(self, conn: AsyncConnection[Any], shadow: "BlueGreenProjection") -> None:
+        """Drop the shadow's storage (a failed rebuild)."""
         ...

@@ -1,5 +1,6 @@
 """The projections this platform runs, by name. Which run depends on the configuration:
-the PostgreSQL read model always; the Redis cache when REDIS_URL is set."""
+the PostgreSQL read model always; the search index when SEARCH_URL is set; the Redis cache
+when REDIS_URL is set."""
 
 from collections.abc import Callable
 from enum import StrEnum
@@ -8,15 +9,18 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from warriors.adapters.redis_cache import RedisReadModels
+from warriors.adapters.search_engine import SearchEngine
 from warriors.config import get_settings
-from warriors.projections.base import Projection, TableProjection
+from warriors.projections.base import BlueGreenProjection, Projection
 from warriors.projections.cache import CACHE, WarriorsCache
 from warriors.projections.read_model import READ_MODEL, WarriorsReadModel
 from warriors.projections.rebuild import RebuildReport, rebuild_blue_green, rebuild_in_place
+from warriors.projections.search import SEARCH, WarriorsSearch
 
 
 class ProjectionName(StrEnum):
     WARRIORS_READ_MODEL = READ_MODEL
+    WARRIORS_SEARCH = SEARCH
     WARRIORS_CACHE = CACHE
 
 
@@ -28,6 +32,8 @@ def build(name: ProjectionName) -> Projection:
     settings = get_settings()
     if name is ProjectionName.WARRIORS_READ_MODEL:
         return WarriorsReadModel()
+    if name is ProjectionName.WARRIORS_SEARCH:
+        return WarriorsSearch(search_engine())
     if name is ProjectionName.WARRIORS_CACHE:
         if not settings.redis_url:
             raise NotConfigured("the warriors_cache projection needs REDIS_URL")
@@ -35,15 +41,27 @@ def build(name: ProjectionName) -> Projection:
     raise ValueError(f"unknown projection {name}")
 
 
-def is_table_projection(name: ProjectionName) -> bool:
-    return name is ProjectionName.WARRIORS_READ_MODEL
+def search_engine() -> SearchEngine:
+    settings = get_settings()
+    if not settings.search_url:
+        raise NotConfigured("the warriors_search projection needs SEARCH_URL")
+    return SearchEngine(
+        settings.search_url,
+        settings.search_engine,
+        shards=settings.search_shards,
+        replicas=settings.search_replicas,
+        refresh_interval=settings.search_refresh_interval,
+    )
 
 
-def build_table(name: ProjectionName) -> TableProjection:
-    """A projection into a PostgreSQL table (the blue/green rebuild replaces tables)."""
+def build_blue_green(name: ProjectionName) -> BlueGreenProjection | None:
+    """The projection when a rebuild can build it anew beside the live one (a table, a
+    search index); None when it is rebuilt in place (the Redis cache)."""
     if name is ProjectionName.WARRIORS_READ_MODEL:
         return WarriorsReadModel()
-    raise NotConfigured(f"{name} is not a PostgreSQL table projection")
+    if name is ProjectionName.WARRIORS_SEARCH:
+        return WarriorsSearch(search_engine())
+    return None
 
 
 async def rebuild(
@@ -53,9 +71,9 @@ async def rebuild(
     batch_size: int,
     progress: Callable[[str], None],
 ) -> RebuildReport:
-    """Blue/green for a PostgreSQL table projection; emptied and replayed otherwise."""
-    if is_table_projection(name):
-        return await rebuild_blue_green(pool, build_table(name), batch_size=batch_size, progress=progress)
+    """Blue/green where the projection allows it; emptied and replayed otherwise."""
+    if (blue_green := build_blue_green(name)) is not None:
+        return await rebuild_blue_green(pool, blue_green, batch_size=batch_size, progress=progress)
     return await rebuild_in_place(pool, build(name), batch_size=batch_size, progress=progress)
 
 
@@ -63,6 +81,8 @@ def configured() -> list[ProjectionName]:
     """The projections this configuration runs."""
     settings = get_settings()
     names = [ProjectionName.WARRIORS_READ_MODEL]
+    if settings.search_url:
+        names.append(ProjectionName.WARRIORS_SEARCH)
     if settings.redis_url:
         names.append(ProjectionName.WARRIORS_CACHE)
     return names

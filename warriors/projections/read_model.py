@@ -24,10 +24,12 @@ from warriors.domain.events import (
 )
 from warriors.domain.upcasting import UPCASTERS
 from warriors.eventstore.records import StoredEvent, StreamPosition
-from warriors.projections.base import PoisonEvent
+from warriors.projections.base import BlueGreenProjection, PoisonEvent
 
 READ_MODEL = "warriors_read_model"
 SHADOW_SUFFIX = "__shadow"
+RETIRED_SUFFIX = "__retired"
+SWAP_LOCK_TIMEOUT = "200ms"
 
 
 @dataclass(slots=True)  # not frozen: built per event in replays, frozen __init__ is slow
@@ -105,15 +107,44 @@ class WarriorsReadModel:
             f"{self.name}{SHADOW_SUFFIX}", f"{self.table}{SHADOW_SUFFIX}", keeps_count=False
         )
 
-    async def adopt(self, conn: AsyncConnection[Any], table: str) -> None:
-        """`table`'s rows are about to become this projection's (a rebuild's swap): the
-        count follows them."""
+    async def create_shadow(self, conn: AsyncConnection[Any], shadow: BlueGreenProjection) -> None:
+        """`CREATE TABLE shadow (LIKE live INCLUDING ALL)`: the same columns, defaults,
+        generated columns, indexes and constraints (index names differ; grants are not
+        copied)."""
+        assert isinstance(shadow, WarriorsReadModel)
+        for table in (shadow.table, self.table + RETIRED_SUFFIX):
+            await _drop_table(conn, table)
+        await conn.execute(
+            sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(
+                sql.Identifier(shadow.table), sql.Identifier(self.table)
+            )
+        )
+
+    async def swap_in(self, conn: AsyncConnection[Any], shadow: BlueGreenProjection) -> None:
+        """The count follows the shadow's rows, then two renames: live -> retired, shadow
+        -> live. The renames wait at most SWAP_LOCK_TIMEOUT for readers already on the
+        live table, so that new readers never queue behind a long one for longer."""
+        assert isinstance(shadow, WarriorsReadModel)
         if self.keeps_count:
             await conn.execute(
                 sql.SQL("UPDATE warrior_count SET total = (SELECT count(*) FROM {})").format(
-                    sql.Identifier(table)
+                    sql.Identifier(shadow.table)
                 )
             )
+        await conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(SWAP_LOCK_TIMEOUT)))
+        for old, new in ((self.table, self.table + RETIRED_SUFFIX), (shadow.table, self.table)):
+            await conn.execute(
+                sql.SQL("ALTER TABLE {} RENAME TO {}").format(sql.Identifier(old), sql.Identifier(new))
+            )
+
+    async def retire(self, conn: AsyncConnection[Any]) -> None:
+        await conn.execute(
+            sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(self.table + RETIRED_SUFFIX))
+        )
+
+    async def drop_shadow(self, conn: AsyncConnection[Any], shadow: BlueGreenProjection) -> None:
+        assert isinstance(shadow, WarriorsReadModel)
+        await _drop_table(conn, shadow.table)
 
     async def skip(self, conn: AsyncConnection[Any], event: StoredEvent) -> None:
         """Move the row's version past the parked event, keeping its data: the warrior's
@@ -131,6 +162,10 @@ class WarriorsReadModel:
         await conn.execute(self._reset)
         if self.keeps_count:
             await conn.execute("UPDATE warrior_count SET total = 0")
+
+
+async def _drop_table(conn: AsyncConnection[Any], table: str) -> None:
+    await conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
 
 
 def _evolve(row: _Row | None, event: StoredEvent) -> _Row:

@@ -1,19 +1,17 @@
-"""Blue/green rebuild of a table projection, without downtime.
+"""Blue/green rebuild of a projection, without downtime (a PostgreSQL table, a search
+index: any `BlueGreenProjection`).
 
-1. A shadow table is created like the live one (same columns, indexes, constraints) and
-   filled from position 0 under a checkpoint of its own, batch by batch, while the live
-   table keeps serving and the live projector keeps it current.
+1. Shadow storage is created beside the live one (a table like the live one; a new index
+   generation) and filled from position 0 under a checkpoint of its own, batch by batch,
+   while the live storage keeps serving and the live projector keeps it current.
 2. Once the shadow is nearly caught up, one short transaction takes the live
    projection's lock (the live projector pauses after its current batch), applies the
-   last events to the shadow, lets the projection adopt the shadow's rows (the count),
-   renames live -> retired and shadow -> live, and moves the live checkpoint to the
-   shadow's. Readers resolve the table by name, so the next query reads the new table; a
-   query that arrives during the renames waits for them (milliseconds), it never fails.
-   The renames wait at most SWAP_LOCK_TIMEOUT for readers already on the live table (a
-   statistics refresh, say), so that new readers never queue behind them for long; if
-   that is not enough, the swap is undone, the shadow keeps filling, and the swap is
-   tried again after a pause.
-3. The retired table is dropped.
+   last events to the shadow, swaps the shadow in (the table: renames; the index: one
+   atomic alias move) and moves the live checkpoint to the shadow's. Readers find the
+   storage by name, so the next query reads the new one. A table's renames wait at most
+   a moment for readers already on it; if that is not enough, the swap is undone, the
+   shadow keeps filling, and the swap is tried again after a pause.
+3. The storage the swap replaced is dropped.
 
 Events the operator parked for the live projection are passed over in the shadow too.
 
@@ -30,18 +28,16 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from psycopg import AsyncConnection, errors, sql
+from psycopg import AsyncConnection, errors
 from psycopg_pool import AsyncConnectionPool
 
 from warriors.eventstore.errors import translated_errors
-from warriors.projections.base import Projection, TableProjection
+from warriors.projections.base import BlueGreenProjection, Projection
 from warriors.projections.engine import BatchResult, ProjectionEngine
 from warriors.projections.status import projection_statuses
 
 log = logging.getLogger("warriors.projections.rebuild")
 
-RETIRED_SUFFIX = "__retired"
-SWAP_LOCK_TIMEOUT = "200ms"
 _SWAP_ATTEMPTS = 30
 
 
@@ -65,7 +61,7 @@ class RebuildReport:
 
 async def rebuild_blue_green(
     pool: AsyncConnectionPool[AsyncConnection],
-    live: TableProjection,
+    live: BlueGreenProjection,
     *,
     batch_size: int = 1000,
     progress: Callable[[str], None] = log.info,
@@ -76,7 +72,7 @@ async def rebuild_blue_green(
         async with _exclusive_rebuild(pool, live.name):
             try:
                 await _create_shadow(pool, live, shadow)
-                progress(f"{live.name}: building {shadow.table} from position 0")
+                progress(f"{live.name}: building {shadow.name} from position 0")
                 shadow_engine = ProjectionEngine(pool, shadow, batch_size)
                 built = 0
                 for attempt in range(1, _SWAP_ATTEMPTS + 1):
@@ -97,11 +93,9 @@ async def rebuild_blue_green(
                 swap_seconds = time.monotonic() - swap_started
                 final, position = swapped
                 async with pool.connection() as conn:
-                    await conn.execute(
-                        sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(live.table + RETIRED_SUFFIX))
-                    )
+                    await live.retire(conn)
             except BaseException:
-                await _drop_shadow(pool, shadow)
+                await _drop_shadow(pool, live, shadow)
                 raise
     report = RebuildReport(
         live.name, built + final, final, position, time.monotonic() - started, swap_seconds
@@ -134,18 +128,12 @@ async def _exclusive_rebuild(pool: AsyncConnectionPool[AsyncConnection], name: s
 
 
 async def _create_shadow(
-    pool: AsyncConnectionPool[AsyncConnection], live: TableProjection, shadow: TableProjection
+    pool: AsyncConnectionPool[AsyncConnection], live: BlueGreenProjection, shadow: BlueGreenProjection
 ) -> None:
-    """A fresh shadow table and checkpoint (a crashed rebuild's leftovers are dropped),
+    """Fresh shadow storage and checkpoint (a crashed rebuild's leftovers are dropped),
     with the live projection's parked events."""
     async with pool.connection() as conn, conn.transaction():
-        for table in (shadow.table, live.table + RETIRED_SUFFIX):
-            await conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
-        await conn.execute(
-            sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(
-                sql.Identifier(shadow.table), sql.Identifier(live.table)
-            )
-        )
+        await live.create_shadow(conn, shadow)
         await _forget_checkpoint(conn, shadow.name)
         await conn.execute("INSERT INTO projection_offsets (projection_name) VALUES (%s)", (shadow.name,))
         await conn.execute(
@@ -176,10 +164,10 @@ async def _fill(engine: ProjectionEngine, batch_size: int, progress: Callable[[s
 
 
 async def _try_swap(
-    live: TableProjection, shadow: TableProjection, shadow_engine: ProjectionEngine
+    live: BlueGreenProjection, shadow: BlueGreenProjection, shadow_engine: ProjectionEngine
 ) -> tuple[int, int] | None:
     """(events applied under the lock, the checkpoint position at the swap), or None when
-    readers held the live table past SWAP_LOCK_TIMEOUT (nothing was changed)."""
+    readers held the live storage too long (nothing was changed)."""
     live_engine = ProjectionEngine(shadow_engine.pool, live)
     try:
         async with shadow_engine.pool.connection() as conn, conn.transaction():
@@ -191,21 +179,12 @@ async def _try_swap(
                 final += result.applied
             await _raise_if_failed(shadow_engine, result, conn)
             position, _ = await shadow_engine.checkpoint(conn)
-            await live.adopt(conn, shadow.table)
-            await conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(SWAP_LOCK_TIMEOUT)))
-            await _rename(conn, live.table, live.table + RETIRED_SUFFIX)
-            await _rename(conn, shadow.table, live.table)
+            await live.swap_in(conn, shadow)
             await live_engine.move_checkpoint(conn, position, "RUNNING")
             await _forget_checkpoint(conn, shadow.name)
             return final, position.position
     except errors.LockNotAvailable:
         return None
-
-
-async def _rename(conn: AsyncConnection[Any], table: str, new_name: str) -> None:
-    await conn.execute(
-        sql.SQL("ALTER TABLE {} RENAME TO {}").format(sql.Identifier(table), sql.Identifier(new_name))
-    )
 
 
 async def _raise_if_failed(
@@ -226,9 +205,11 @@ async def _raise_if_failed(
     )
 
 
-async def _drop_shadow(pool: AsyncConnectionPool[AsyncConnection], shadow: TableProjection) -> None:
+async def _drop_shadow(
+    pool: AsyncConnectionPool[AsyncConnection], live: BlueGreenProjection, shadow: BlueGreenProjection
+) -> None:
     async with pool.connection() as conn, conn.transaction():
-        await conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(shadow.table)))
+        await live.drop_shadow(conn, shadow)
         await _forget_checkpoint(conn, shadow.name)
 
 

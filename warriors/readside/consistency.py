@@ -11,6 +11,7 @@ checkpoint is visible:
   its events up to the checkpoint.
 """
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -19,6 +20,7 @@ from psycopg import AsyncConnection, sql
 from psycopg.rows import tuple_row
 
 from warriors.adapters.redis_cache import RedisReadModels
+from warriors.adapters.search_engine import SearchEngine
 from warriors.application.warrior_commands import rebuild
 from warriors.eventstore.reader import EVENT_COLUMNS, stored_event
 from warriors.eventstore.records import StoredEvent
@@ -129,39 +131,43 @@ SELECT (SELECT last_position FROM projection_offsets WHERE projection_name = %s)
 _COUNT_ATTEMPTS = 5
 
 
-async def check_cache(
-    conn: AsyncConnection[Any],
-    cache: RedisReadModels,
-    read_model: str,
-    cache_projection: str,
-    sample_size: int,
-) -> ConsistencyReport:
-    """The Redis read models against the PostgreSQL read model: the count, when both
-    projections stand at the same checkpoint (retried while they move), and a sample of
-    cache entries, each compared with its row where both hold the same version."""
-    notes: list[str] = []
-    expected = counted = -1
-    position = 0
+async def _count_when_aligned(
+    conn: AsyncConnection[Any], other: str, count: Callable[[], Awaitable[int | None]]
+) -> tuple[int, int, int, list[str]]:
+    """(checkpoint, PostgreSQL's count, the other's count, notes), read while the read
+    model and the `other` projection stand at the same checkpoint (retried while they move)."""
     for _ in range(_COUNT_ATTEMPTS):
-        before = await (await conn.execute(_BOTH_CHECKPOINTS, (read_model, cache_projection))).fetchone()
-        redis_count = await cache.count()
-        after = await (await conn.execute(_BOTH_CHECKPOINTS, (read_model, cache_projection))).fetchone()
+        before = await (await conn.execute(_BOTH_CHECKPOINTS, (READ_MODEL_TABLE, other))).fetchone()
+        theirs = await count()
+        after = await (await conn.execute(_BOTH_CHECKPOINTS, (READ_MODEL_TABLE, other))).fetchone()
         if before is not None and before == after and before[0] == before[1]:
             position, expected = int(before[0]), int(before[2])
-            counted = redis_count if redis_count is not None else -1
-            break
-    else:
-        notes.append("count not compared: the projections kept moving")
-    if counted == -1 and expected != -1:
-        notes.append("the Redis count is not ready (replaying); readers use PostgreSQL's")
-        counted = expected
+            if theirs is None:
+                return position, expected, expected, [f"{other}'s count is not ready (replaying)"]
+            return position, expected, theirs, []
+    return 0, 0, 0, ["count not compared: the projections kept moving"]
+
+
+async def _sample(conn: AsyncConnection[Any], sample_size: int) -> list[tuple[Any, ...]]:
     cursor = await conn.execute(
         sql.SQL("SELECT id, name, dob, fight_skills, version FROM {} ORDER BY random() LIMIT %s").format(
             sql.Identifier(READ_MODEL_TABLE)
         ),
         (sample_size,),
     )
-    sample = await cursor.fetchall()
+    return await cursor.fetchall()
+
+
+async def check_cache(
+    conn: AsyncConnection[Any],
+    cache: RedisReadModels,
+    projection: str,
+    sample_size: int,
+) -> ConsistencyReport:
+    """The Redis read models against the PostgreSQL read model: the count, and a sample of
+    cache entries, each compared with its row where both hold the same version."""
+    position, expected, counted, notes = await _count_when_aligned(conn, projection, cache.count)
+    sample = await _sample(conn, sample_size)
     mismatches = []
     for warrior_id, name, dob, skills, version in sample:
         entry = await cache.entry(warrior_id)
@@ -172,9 +178,32 @@ async def check_cache(
                 f"warrior {warrior_id}: deleted in the cache at version {version}, alive in PostgreSQL"
             )
         elif entry.document is not None:
-            cached = (entry.document["name"], entry.document["dob"], entry.document["fight_skills"])
-            if cached != (name, dob.isoformat(), list(skills)):
-                mismatches.append(
-                    f"warrior {warrior_id} at version {version}: cache {cached}, database {name, dob, skills}"
-                )
+            mismatches += _differences(warrior_id, version, entry.document, (name, dob, skills))
     return ConsistencyReport(position, counted, counted, expected, 0, len(sample), mismatches, notes)
+
+
+async def check_search(
+    conn: AsyncConnection[Any],
+    engine: SearchEngine,
+    projection: str,
+    sample_size: int,
+) -> ConsistencyReport:
+    """The search index against the PostgreSQL read model: the document count, and a
+    sample of documents, each compared with its row where both hold the same version."""
+    position, expected, counted, notes = await _count_when_aligned(conn, projection, engine.count)
+    sample = await _sample(conn, sample_size)
+    documents = await engine.documents([str(row[0]) for row in sample])
+    mismatches = []
+    for warrior_id, name, dob, skills, version in sample:
+        document = documents.get(str(warrior_id))  # missing ones show in the count
+        if document is not None and document["version"] == version:
+            mismatches += _differences(warrior_id, version, document, (name, dob, skills))
+    return ConsistencyReport(position, counted, counted, expected, 0, len(sample), mismatches, notes)
+
+
+def _differences(warrior_id: Any, version: int, document: dict[str, Any], row: tuple[Any, ...]) -> list[str]:
+    name, dob, skills = row
+    stored = (document["name"], document["dob"], list(document["fight_skills"]))
+    if stored == (name, dob.isoformat(), list(skills)):
+        return []
+    return [f"warrior {warrior_id} at version {version}: stored {stored}, database {name, dob, skills}"]

@@ -12,6 +12,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from warriors.adapters.redis_cache import CacheUnavailable, RedisReadModels
+from warriors.adapters.search_engine import SearchEngine, SearchUnavailable
 from warriors.application.warrior_commands import rebuild
 from warriors.domain.upcasting import UPCASTERS
 from warriors.eventstore.errors import translated_errors
@@ -19,6 +20,7 @@ from warriors.eventstore.grouping import Grouped
 from warriors.eventstore.store import AggregateStream, EventStore
 from warriors.projections.read_model import READ_MODEL
 from warriors.projections.status import projection_statuses
+from warriors.readside import search_index
 from warriors.readside.search_terms import parse
 
 MAX_RESULTS = 50
@@ -143,10 +145,12 @@ class WarriorQueries:
         pool: AsyncConnectionPool[AsyncConnection],
         store: EventStore,
         cache: RedisReadModels | None = None,
+        search_engine: SearchEngine | None = None,
     ) -> None:
         self.pool = pool
         self.store = store
         self.cache = cache
+        self.search_engine = search_engine
         self._lookup = GroupedLookup(pool)
 
     async def warrior(self, warrior_id: UUID, min_version: int | None = None) -> WarriorView | None:
@@ -185,9 +189,17 @@ class WarriorQueries:
                            events[0].created_at, events[-1].created_at)  # fmt: skip
 
     async def search(self, term: str | None, limit: int = MAX_RESULTS) -> list[WarriorView]:
+        """No term: the newest, from PostgreSQL. A term: from the search engine when one is
+        configured (PostgreSQL while it is unreachable), from PostgreSQL otherwise."""
         limit = min(limit, MAX_RESULTS)
         if term is None or not term.strip():
             return await self._rows(_NEWEST, {"limit": limit})
+        if self.search_engine is not None:
+            with contextlib.suppress(SearchUnavailable):
+                if not _has_word(term):
+                    return []
+                documents = await self.search_engine.search(search_index.search_body(term, limit))
+                return [WarriorView.from_document(d) for d in documents]
         # Control characters never match a name, and PostgreSQL cannot take NUL at all.
         terms = parse(await self._fold("".join(ch for ch in term if ch.isprintable())))
         if terms.empty:
@@ -201,6 +213,11 @@ class WarriorQueries:
         return await self._rows(_SEARCH, params)
 
     async def suggest(self, prefix: str, limit: int = MAX_SUGGESTIONS) -> list[str]:
+        if self.search_engine is not None:
+            with contextlib.suppress(SearchUnavailable):
+                if not _has_word(prefix):
+                    return []
+                return await self.search_engine.suggest(search_index.suggest_body(prefix.strip(), limit))
         pattern = _escape_like(await self._fold(prefix.strip())) + "%"
         with translated_errors():
             async with self.pool.connection() as conn:
@@ -219,13 +236,13 @@ class WarriorQueries:
                 row = await cursor.fetchone()
         return str(row[0]) if row and row[0] is not None else ""
 
-    async def count(self) -> int:
-        """Redis' count when it is there and caught up; PostgreSQL's otherwise."""
-        if self.cache is not None:
+    async def count(self, *, cached: bool = True) -> int:
+        """Redis' count when it is there and caught up (and `cached`); PostgreSQL's otherwise."""
+        if cached and self.cache is not None:
             with contextlib.suppress(CacheUnavailable):
-                cached = await self.cache.count()
-                if cached is not None:
-                    return cached
+                counted = await self.cache.count()
+                if counted is not None:
+                    return counted
         with translated_errors():
             async with self.pool.connection() as conn:
                 cursor = await conn.execute("SELECT total FROM warrior_count")
@@ -312,6 +329,11 @@ SELECT c.day, c.warriors_created, c.avg_skills,
 FROM daily_warrior_creations c
 ORDER BY c.day
 """
+
+
+def _has_word(text: str) -> bool:
+    """A letter or a digit somewhere: a term without any finds nothing."""
+    return any(ch.isalnum() for ch in text)
 
 
 def _rounded(average: float | None) -> float | None:

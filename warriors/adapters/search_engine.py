@@ -1,0 +1,212 @@
+"""One small interface over Elasticsearch 8/9 (the `elasticsearch` client) and OpenSearch
+2.x (the `opensearch-py` client), chosen by SEARCH_ENGINE. Both clients take the same
+calls with the same bodies (`search_index.py` builds them); they differ in their
+exception classes, which this module translates into its own.
+
+The index sits behind the alias `warriors`; each generation is an index of its own
+(`warriors-000001`, ...). A rebuild fills a new generation and moves the alias in one
+atomic `_aliases` call.
+"""
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from warriors.readside import search_index
+from warriors.readside.search_index import ALIAS
+
+
+class EngineKind(StrEnum):
+    OPENSEARCH = "opensearch"
+    ELASTICSEARCH = "elasticsearch"
+
+
+class SearchUnavailable(Exception):
+    """The engine cannot be reached (or answers 5xx/429): try again later."""
+
+
+class SearchRejected(Exception):
+    """The engine refused a request for a reason retrying will not fix."""
+
+
+@dataclass(frozen=True, slots=True)
+class IndexAction:
+    """A versioned write: the aggregate's version is the document's external version, so
+    an older or repeated write is refused by the engine (never a regression)."""
+
+    warrior_id: str
+    version: int
+    document: dict[str, Any] | None  # None: delete
+
+
+class SearchEngine:
+    def __init__(
+        self,
+        url: str,
+        kind: EngineKind = EngineKind.OPENSEARCH,
+        *,
+        shards: int = 1,
+        replicas: int = 0,
+        refresh_interval: str = "200ms",
+    ) -> None:
+        self.kind = kind
+        self.settings = search_index.index_settings(shards, replicas, refresh_interval)
+        if kind is EngineKind.OPENSEARCH:
+            import opensearchpy
+            from opensearchpy import AsyncOpenSearch
+
+            self.client: Any = AsyncOpenSearch(hosts=[url], timeout=10)
+            self._unavailable: tuple[type[BaseException], ...] = (
+                opensearchpy.ConnectionError, opensearchpy.ConnectionTimeout, OSError)  # fmt: skip
+            self._api_error: type[Exception] = opensearchpy.TransportError
+            self._not_found: type[Exception] = opensearchpy.NotFoundError
+        else:
+            import elasticsearch
+            from elasticsearch import AsyncElasticsearch
+
+            self.client = AsyncElasticsearch(url, request_timeout=10)
+            self._unavailable = (elasticsearch.ConnectionError, elasticsearch.ConnectionTimeout, OSError)
+            self._api_error = elasticsearch.ApiError
+            self._not_found = elasticsearch.NotFoundError
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    @asynccontextmanager
+    async def _translated(self) -> AsyncIterator[None]:
+        try:
+            yield
+        except self._unavailable as exc:
+            raise SearchUnavailable(f"{self.kind}: {exc}") from exc
+        except self._api_error as exc:
+            status = _status(exc)
+            if status is None or status >= 500 or status == 429:
+                raise SearchUnavailable(f"{self.kind}: {exc}") from exc
+            raise SearchRejected(f"{self.kind}: {exc}") from exc
+
+    async def ping(self) -> None:
+        async with self._translated():
+            await self.client.info()
+
+    async def alias_target(self) -> str | None:
+        """The index the alias points at; None before the first one exists."""
+        async with self._translated():
+            try:
+                response = await self.client.indices.get_alias(name=ALIAS)
+            except self._not_found:
+                return None
+        [index] = list(response.keys())
+        return str(index)
+
+    async def create_index(self, name: str) -> None:
+        async with self._translated():
+            await self.client.indices.create(
+                index=name, body={"settings": self.settings, "mappings": search_index.MAPPINGS}
+            )
+
+    async def generations(self) -> list[str]:
+        """Every index generation, behind the alias or not."""
+        async with self._translated():
+            existing = await self.client.indices.get(index=f"{search_index.INDEX_PREFIX}*")
+        return sorted(existing)
+
+    async def next_generation(self) -> str:
+        """A name for a new index: one generation past every existing one."""
+        generations = [search_index.generation_of(name) for name in await self.generations()]
+        return search_index.index_name(max(generations, default=0) + 1)
+
+    async def ensure_alias(self) -> str:
+        """The alias' index, creating the first generation if there is none."""
+        if (current := await self.alias_target()) is not None:
+            return current
+        first = await self.next_generation()
+        await self.create_index(first)
+        async with self._translated():
+            await self.client.indices.update_aliases(
+                body={"actions": [{"add": {"index": first, "alias": ALIAS}}]}
+            )
+        return first
+
+    async def move_alias(self, to_index: str) -> str | None:
+        """Point the alias at `to_index` in one atomic call; returns the index it left."""
+        current = await self.alias_target()
+        actions: list[dict[str, Any]] = [{"add": {"index": to_index, "alias": ALIAS}}]
+        if current is not None and current != to_index:
+            actions.insert(0, {"remove": {"index": current, "alias": ALIAS}})
+        async with self._translated():
+            await self.client.indices.update_aliases(body={"actions": actions})
+        return current if current != to_index else None
+
+    async def delete_index(self, name: str) -> None:
+        async with self._translated():
+            try:
+                await self.client.indices.delete(index=name)
+            except self._not_found:
+                return
+
+    async def refresh(self, index: str = ALIAS) -> None:
+        async with self._translated():
+            await self.client.indices.refresh(index=index)
+
+    async def write(self, index: str, actions: Sequence[IndexAction], *, refresh: bool) -> None:
+        """Index or delete, each with its external version. A refusal for an older or the
+        same version is the point of versioning (already there): not an error. With
+        `refresh`, return once the writes are visible to searches."""
+        if not actions:
+            return
+        operations: list[dict[str, Any]] = []
+        for action in actions:
+            meta = {"_index": index, "_id": action.warrior_id, "version": action.version,
+                    "version_type": "external"}  # fmt: skip
+            if action.document is None:
+                operations.append({"delete": meta})
+            else:
+                operations += [{"index": meta}, action.document]
+        async with self._translated():
+            response = await self.client.bulk(body=operations, refresh="wait_for" if refresh else "false")
+        if not response["errors"]:
+            return
+        failures = []
+        for item in response["items"]:
+            [(_, result)] = item.items()
+            status = result.get("status", 0)
+            if status < 300 or status in (404, 409):  # 409: not newer; 404: deleting what is not there
+                continue
+            failures.append((status, result.get("error")))
+        if any(status >= 500 or status == 429 for status, _ in failures):
+            raise SearchUnavailable(f"{self.kind}: bulk write failed: {failures[:3]}")
+        if failures:
+            raise SearchRejected(f"{self.kind}: bulk write refused: {failures[:3]}")
+
+    async def search(self, body: dict[str, Any], index: str = ALIAS) -> list[dict[str, Any]]:
+        async with self._translated():
+            response = await self.client.search(index=index, body=body)
+        return [hit["_source"] for hit in response["hits"]["hits"]]
+
+    async def suggest(self, body: dict[str, Any]) -> list[str]:
+        async with self._translated():
+            response = await self.client.search(index=ALIAS, body=body)
+        return search_index.suggestions(dict(response))
+
+    async def count(self, index: str = ALIAS) -> int:
+        async with self._translated():
+            response = await self.client.count(index=index)
+        return int(response["count"])
+
+    async def documents(self, ids: Sequence[str], index: str = ALIAS) -> dict[str, dict[str, Any]]:
+        """The documents with these ids, with their versions (as `version`)."""
+        if not ids:
+            return {}
+        async with self._translated():
+            response = await self.client.mget(index=index, body={"ids": list(ids)})
+        return {doc["_id"]: doc["_source"] for doc in response["docs"] if doc.get("found")}
+
+
+def _status(exc: Exception) -> int | None:
+    status = getattr(exc, "status_code", None)
+    if status is None:
+        meta = getattr(exc, "meta", None)
+        status = getattr(meta, "status", None)
+    return status if isinstance(status, int) else None
