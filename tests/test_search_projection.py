@@ -127,7 +127,7 @@ async def test_the_engine_down_loses_nothing(
         await asyncio.to_thread(wait_for, lambda: searchable(fresh_database), timeout=60, what="the index")
         opensearch.stop()
         write_history(fresh_database, 30)  # while the engine is down
-        await asyncio.to_thread(wait_for, lambda: projected(fresh_database), what="the read model (it goes on)")
+        await asyncio.to_thread(wait_for, lambda: projected(fresh_database), what="the read model")
         assert not searchable(fresh_database)  # the search projection waits for the engine
         await asyncio.to_thread(opensearch.start)
         await asyncio.to_thread(wait_for, lambda: searchable(fresh_database), timeout=60, what="the catch-up")
