@@ -27,8 +27,8 @@ from warriors.eventstore.observation import StoreObservation, observe_store
 from warriors.eventstore.records import StreamPosition
 from warriors.eventstore.store import EventStore
 from warriors.projections.cache import WarriorsCache
-from warriors.projections.catalog import ProjectionName, build, rebuild
-from warriors.projections.engine import ProjectionEngine
+from warriors.projections.catalog import ProjectionName, opened, rebuild
+from warriors.projections.engine import ProjectionEngine, register
 from warriors.projections.read_model import WarriorsReadModel
 from warriors.projections.rebuild import RebuildReport
 from warriors.projections.search import WarriorsSearch
@@ -113,13 +113,14 @@ class ProjectionsResource(_Database):
         """Apply events until caught up (or FAILED): (from, to, events applied)."""
 
         async def go(pool: Pool) -> tuple[StreamPosition, StreamPosition, int]:
-            engine = ProjectionEngine(pool, build(name), self.batch_size)
-            await engine.register()
-            async with pool.connection() as conn:
-                start, _ = await engine.checkpoint(conn)
-            applied = await engine.catch_up()
-            async with pool.connection() as conn:
-                end, _ = await engine.checkpoint(conn)
+            async with opened(name) as projection:
+                engine = ProjectionEngine(pool, projection, self.batch_size)
+                await engine.register()
+                async with pool.connection() as conn:
+                    start, _ = await engine.checkpoint(conn)
+                applied = await engine.catch_up()
+                async with pool.connection() as conn:
+                    end, _ = await engine.checkpoint(conn)
             return start, end, applied
 
         return self._run(go)
@@ -136,23 +137,22 @@ class ProjectionsResource(_Database):
     def check_consistency(self, name: ProjectionName, sample_size: int) -> ConsistencyReport:
         """The projection against what it should hold: the read model against the events;
         the search index and the cache against the read model."""
-        projection = build(name)
 
-        def check(conn: AsyncConnection[Any]) -> Awaitable[ConsistencyReport]:
-            if isinstance(projection, WarriorsReadModel):
-                return check_read_model(conn, projection.name, projection.table, sample_size)
-            if isinstance(projection, WarriorsSearch):
-                return check_search(conn, projection.engine, projection.name, sample_size)
-            assert isinstance(projection, WarriorsCache)
-            return check_cache(conn, projection.models, projection.name, sample_size)
+        async def check(conn: AsyncConnection[Any]) -> ConsistencyReport:
+            async with opened(name) as projection:
+                if isinstance(projection, WarriorsReadModel):
+                    return await check_read_model(conn, projection.name, projection.table, sample_size)
+                if isinstance(projection, WarriorsSearch):
+                    return await check_search(conn, projection.engine, projection.name, sample_size)
+                assert isinstance(projection, WarriorsCache)
+                return await check_cache(conn, projection.models, projection.name, sample_size)
 
         return self._on_connection(check)
 
     def _register(self, name: ProjectionName) -> str:
         async def go(pool: Pool) -> str:
-            engine = ProjectionEngine(pool, build(name))
-            await engine.register()
-            return engine.name
+            await register(pool, str(name))
+            return str(name)
 
         return self._run(go)
 

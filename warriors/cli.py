@@ -26,8 +26,8 @@ from orchestration.instance import WORKSPACE, ensure_database, prepare_home, sto
 from warriors.adapters.embedded_postgres import EmbeddedPostgres
 from warriors.config import PROJECT_ROOT, get_settings
 from warriors.eventstore.database import apply_migrations
-from warriors.projections.catalog import ProjectionName, all_projections, build, rebuild
-from warriors.projections.engine import ProjectionEngine, ProjectionNotFailed
+from warriors.projections.catalog import ProjectionName, all_projections, opened, rebuild
+from warriors.projections.engine import ProjectionEngine, ProjectionNotFailed, register
 from warriors.projections.live import run_live
 from warriors.projections.rebuild import RebuildFailed, RebuildInProgress
 from warriors.services import start_all, stop_all
@@ -136,6 +136,8 @@ def _serve(url: str, service_url: str, metrics_dir: str) -> None:
 def project() -> None:
     """Run the live projector: keep every projection caught up with the store."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for chatty in ("opensearch", "elastic_transport"):  # one INFO line per HTTP request otherwise
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     with _database() as url:
         asyncio.run(_project(url))
 
@@ -146,9 +148,14 @@ async def _project(url: str) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    async with _pool(url, "warriors-projector") as pool:
-        engines = [ProjectionEngine(pool, p, settings.projector_batch_size) for p in all_projections()]
-        await run_live(engines, url, stop, idle_seconds=settings.projector_idle_seconds)
+    projections = all_projections()
+    try:
+        async with _pool(url, "warriors-projector") as pool:
+            engines = [ProjectionEngine(pool, p, settings.projector_batch_size) for p in projections]
+            await run_live(engines, url, stop, idle_seconds=settings.projector_idle_seconds)
+    finally:
+        for projection in projections:
+            await projection.close()
 
 
 @asynccontextmanager
@@ -184,8 +191,8 @@ def projections_status() -> None:
 
 def _operate(name: ProjectionName, action: Callable[[ProjectionEngine], Awaitable[str]]) -> None:
     async def go(url: str) -> None:
-        async with _pool(url) as pool:
-            engine = ProjectionEngine(pool, build(name))
+        async with _pool(url) as pool, opened(name) as projection:
+            engine = ProjectionEngine(pool, projection)
             await engine.register()
             try:
                 _say(await action(engine))
@@ -262,7 +269,7 @@ def projections_rebuild(name: ProjectionName) -> None:
 
     async def go(url: str) -> None:
         async with _pool(url) as pool:
-            await ProjectionEngine(pool, build(name)).register()
+            await register(pool, str(name))
             batch_size = get_settings().projector_batch_size
             try:
                 await rebuild(pool, name, batch_size=batch_size, progress=_say)

@@ -81,6 +81,7 @@ class Settings(BaseSettings):
         default=200, ge=0, description="Dagster: read-model rows folded again from events per check."
     )
     services_kafka_port: int = Field(default=9092, description="`make services`: the Kafka broker's port.")
+    services_search_port: int = Field(default=9200, description="`make services`: OpenSearch's HTTP port.")
     services_redis_port: int = Field(default=6380, description="`make services`: Redis' port.")
     dagster_postgres_url: str | None = Field(
         default=None,

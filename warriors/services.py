@@ -2,6 +2,7 @@
 their URLs written to `.env.services` (which the settings read), and stopped again.
 
 - Kafka 4 (KRaft, one node) from Maven Central: KAFKA_BOOTSTRAP_SERVERS
+- OpenSearch 2.19 (one node, one JVM) from Maven Central: SEARCH_URL (SEARCH_ENGINE=opensearch)
 - Redis (Debian's redis-server): REDIS_URL
 
 Each keeps its data under DATA_DIR/services/. `make run` and the CLI then use them.
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from warriors.adapters.kafka_broker import KafkaBroker
+from warriors.adapters.opensearch_server import OpenSearchServer
 from warriors.adapters.redis_server import RedisServer
 from warriors.config import PROJECT_ROOT, get_settings
 
@@ -31,9 +33,11 @@ def services() -> list[Service]:
     settings = get_settings()
     root = settings.data_dir / "services"
     kafka = KafkaBroker(root / "kafka-broker", settings.services_kafka_port)
+    search = OpenSearchServer(root / "opensearch", settings.services_search_port)
     redis = RedisServer(root / "redis", settings.services_redis_port)
     return [
         Service("Kafka", "KAFKA_BOOTSTRAP_SERVERS", kafka.start, kafka.stop, kafka.running),
+        Service("OpenSearch", "SEARCH_URL", search.start, search.stop, search.running),
         Service("Redis", "REDIS_URL", redis.start, redis.stop, redis.running),
     ]
 
@@ -45,7 +49,7 @@ def start_all(say: Callable[[str], None]) -> dict[str, str]:
         say(f"{service.name}: {'already running' if service.running() else 'starting'} ...")
         urls[service.variable] = service.start()
         say(f"{service.name}: {service.variable}={urls[service.variable]}")
-    write_env_file(ENV_FILE, urls)
+    write_env_file(ENV_FILE, {**urls, "SEARCH_ENGINE": "opensearch"})
     say(f"wrote {ENV_FILE} (make run and the CLI read it)")
     return urls
 

@@ -56,6 +56,10 @@ class Projection(Protocol):
         """Called after a batch that reached the head of the store."""
         ...
 
+    async def close(self) -> None:
+        """Release the projection's clients (a search engine, Redis)."""
+        ...
+
 
 class BlueGreenProjection(Projection, Protocol):
     """A projection whose storage (a table, a search index) a rebuild can build anew

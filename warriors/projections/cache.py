@@ -55,6 +55,9 @@ class WarriorsCache:
             await self._redis(self.models.mark_count_ready())
             self._count_ready = True
 
+    async def close(self) -> None:
+        await self.models.close()
+
     async def _redis(self, work: Any) -> Any:
         try:
             return await work

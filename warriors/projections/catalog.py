@@ -2,7 +2,8 @@
 the PostgreSQL read model always; the search index when SEARCH_URL is set; the Redis cache
 when REDIS_URL is set."""
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from enum import StrEnum
 
 from psycopg import AsyncConnection
@@ -73,8 +74,22 @@ async def rebuild(
 ) -> RebuildReport:
     """Blue/green where the projection allows it; emptied and replayed otherwise."""
     if (blue_green := build_blue_green(name)) is not None:
-        return await rebuild_blue_green(pool, blue_green, batch_size=batch_size, progress=progress)
-    return await rebuild_in_place(pool, build(name), batch_size=batch_size, progress=progress)
+        try:
+            return await rebuild_blue_green(pool, blue_green, batch_size=batch_size, progress=progress)
+        finally:
+            await blue_green.close()
+    async with opened(name) as projection:
+        return await rebuild_in_place(pool, projection, batch_size=batch_size, progress=progress)
+
+
+@asynccontextmanager
+async def opened(name: ProjectionName) -> AsyncIterator[Projection]:
+    """The projection, its clients closed on the way out."""
+    projection = build(name)
+    try:
+        yield projection
+    finally:
+        await projection.close()
 
 
 def configured() -> list[ProjectionName]:

@@ -77,6 +77,15 @@ WHERE projection_name = %(name)s
 """
 
 
+async def register(pool: AsyncConnectionPool[AsyncConnection], name: str) -> None:
+    """Create projection `name`'s checkpoint row (at position 0) if it has none."""
+    with translated_errors():
+        async with pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO projection_offsets (projection_name) VALUES (%s) ON CONFLICT DO NOTHING", (name,)
+            )
+
+
 class ProjectionEngine:
     def __init__(
         self, pool: AsyncConnectionPool[AsyncConnection], projection: Projection, batch_size: int = 1000
@@ -93,12 +102,7 @@ class ProjectionEngine:
 
     async def register(self) -> None:
         """Create the projection's checkpoint row (at position 0) if it has none."""
-        with translated_errors():
-            async with self.pool.connection() as conn:
-                await conn.execute(
-                    "INSERT INTO projection_offsets (projection_name) VALUES (%s) ON CONFLICT DO NOTHING",
-                    (self.name,),
-                )
+        await register(self.pool, self.name)
 
     async def run_batch(self, *, prefetch: bool = False) -> BatchResult:
         """Apply the next batch of events in a transaction of its own, under the

@@ -158,6 +158,9 @@ class WarriorsReadModel:
     async def caught_up(self) -> None:
         pass
 
+    async def close(self) -> None:
+        pass
+
     async def reset(self, conn: AsyncConnection[Any]) -> None:
         await conn.execute(self._reset)
         if self.keeps_count:

@@ -12,6 +12,7 @@ without waiting for refreshes, refreshes once, then moves the alias atomically: 
 never see an empty or partial index.
 """
 
+import time
 from typing import Any
 from uuid import UUID
 
@@ -29,6 +30,7 @@ from warriors.readside.search_index import ALIAS
 
 SEARCH = "warriors_search"
 SHADOW_SUFFIX = "__shadow"
+INTACT_CHECK_SECONDS = 5.0
 
 _HISTORIES = f"""
 SELECT {EVENT_COLUMNS} FROM event_store
@@ -43,6 +45,7 @@ class WarriorsSearch:
         self.index = index  # the alias (live), or a new generation (a rebuild's shadow)
         self.refresh = refresh
         self._retired: str | None = None
+        self._intact_at = float("-inf")
 
     async def apply(self, conn: AsyncConnection[Any], events: list[StoredEvent]) -> None:
         upto: dict[UUID, int] = {}
@@ -81,10 +84,12 @@ class WarriorsSearch:
             await self._unless_unavailable(self.engine.delete_index(old))
 
     async def intact(self, checkpoint: StreamPosition) -> bool:
-        """The alias must exist; from position 0 it is created if missing."""
-        if self.index != ALIAS:
+        """The alias must exist; from position 0 it is created if missing. Asked at most
+        every INTACT_CHECK_SECONDS (the live projector polls ten times a second)."""
+        if self.index != ALIAS or time.monotonic() - self._intact_at < INTACT_CHECK_SECONDS:
             return True  # a shadow writes into the index made for it
         if await self._unless_unavailable(self.engine.alias_target()) is not None:
+            self._intact_at = time.monotonic()
             return True
         if checkpoint == START:
             await self._unless_unavailable(self.engine.ensure_alias())
@@ -93,6 +98,9 @@ class WarriorsSearch:
 
     async def caught_up(self) -> None:
         pass
+
+    async def close(self) -> None:
+        await self.engine.close()
 
     def shadow(self) -> "WarriorsSearch":
         return WarriorsSearch(self.engine, f"{self.name}{SHADOW_SUFFIX}", index="", refresh=False)
