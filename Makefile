@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run services services-stop test test-tools lint format bench bench-tools bench-write bench-read clean-data
+.PHONY: install run services services-stop test test-tools lint format bench bench-tools bench-write bench-read bench-search clean-data
 
 # Debian packages are installed with sudo unless running as root.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -60,15 +60,19 @@ bench-tools: $(STAMP)
 	@command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk; }
 	@test -x $(BIN)/vegeta || GOBIN=$(CURDIR)/$(BIN) go install $(VEGETA)
 
-bench: bench-tools
+bench: bench-tools test-tools
 	$(BIN)/python -m bench.write_path
 	$(BIN)/python -m bench.read_path
+	$(BIN)/python -m bench.search_cache
 
 bench-write: bench-tools
 	$(BIN)/python -m bench.write_path
 
 bench-read: bench-tools
 	$(BIN)/python -m bench.read_path
+
+bench-search: bench-tools test-tools
+	$(BIN)/python -m bench.search_cache
 
 clean-data:
 	rm -rf .data

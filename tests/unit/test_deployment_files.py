@@ -5,6 +5,7 @@ from pathlib import Path
 
 import yaml
 
+from warriors.adapters.search_engine import EngineKind
 from warriors.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,6 +26,11 @@ def test_compose_services_are_wired_together() -> None:
                                 ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"))  # fmt: skip
     assert env["DATABASE_URL"] == f"postgresql://{user}:{password}@postgres:5432/{database}"
     assert services["api"]["build"] == services["projector"]["build"] == "."
+    assert env["SEARCH_URL"] == "http://elasticsearch:9200"
+    assert env["SEARCH_ENGINE"] in {kind.value for kind in EngineKind}
+    assert env["REDIS_URL"].startswith("redis://redis:")
+    assert services["projector"]["environment"] == env
+    assert {"elasticsearch", "redis"} <= set(services["api"]["depends_on"])
     dagster_env = services["dagster-daemon"]["environment"]
     assert dagster_env == services["dagster-webserver"]["environment"]
     assert set(dagster_env) - {"DAGSTER_HOME"} <= settings_fields
