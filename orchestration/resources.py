@@ -102,11 +102,13 @@ class ProjectionsResource(_Database):
     batch_size: int = Field(default=1000, description="Events per projection batch.")
 
     def statuses(self) -> list[ProjectionStatus]:
-        return self._on_connection(projection_statuses)
+        kafka = bool(get_settings().kafka_bootstrap_servers)
+        return self._on_connection(lambda conn: projection_statuses(conn, kafka=kafka))
 
     def status(self, name: ProjectionName) -> ProjectionStatus:
         registered = self._register(name)
-        [status] = self._on_connection(lambda conn: projection_statuses(conn, registered))
+        kafka = bool(get_settings().kafka_bootstrap_servers)
+        [status] = self._on_connection(lambda conn: projection_statuses(conn, registered, kafka=kafka))
         return status
 
     def catch_up(self, name: ProjectionName) -> tuple[StreamPosition, StreamPosition, int]:

@@ -6,6 +6,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 import httpx
+import orjson
 import psycopg
 import pytest
 import redis
@@ -84,19 +85,19 @@ async def test_stale_and_duplicate_writes_never_regress(models: RedisReadModels)
     entry = await models.entry(warrior)
     assert entry is not None
     assert entry.version == 3
-    await models.fill(warrior, 1, document)  # a slow read of version 1 comes back late
+    await models.fill(warrior, 1, orjson.dumps(document))  # a slow read of version 1 comes back late
     entry = await models.entry(warrior)
     assert entry is not None
     assert (entry.version, entry.document) == (3, None)
-    await models.fill(warrior, 3, newer)
-    await models.fill(warrior, 2, document)
+    await models.fill(warrior, 3, orjson.dumps(newer))
+    await models.fill(warrior, 2, orjson.dumps(document))
     entry = await models.entry(warrior)
     assert entry is not None
     assert entry.document == newer
 
     await models.apply([CacheWrite(warrior, 4, "deleted", None)])
     await models.apply([CacheWrite(warrior, 1, "created", document), CacheWrite(warrior, 4, "deleted", None)])
-    await models.fill(warrior, 3, newer)
+    await models.fill(warrior, 3, orjson.dumps(newer))
     entry = await models.entry(warrior)
     assert entry is not None
     assert entry.gone

@@ -9,12 +9,20 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import dagster as dg
+import httpx
 import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from orchestration.assets.event_store import EVENT_STORE
-from orchestration.assets.projections import CONSISTENCY_CHECK, LAG_CHECK, lag_check_key, projection_key
+from orchestration.assets.projections import (
+    CONSISTENCY_CHECK,
+    LAG_CHECK,
+    build_projection_asset,
+    build_projection_checks,
+    lag_check_key,
+    projection_key,
+)
 from orchestration.assets.snapshots import SNAPSHOTS
 from orchestration.assets.statistics import DAILY_STATISTICS, STATISTICS_VIEW
 from orchestration.definitions import ASSETS, CHECKS, defs
@@ -23,6 +31,8 @@ from orchestration.sensors.lag import projection_lag
 from orchestration.sensors.snapshots import snapshots_due
 from orchestration.sensors.store_advanced import store_advanced
 from tests.history import Event, copy_events, head, read_model_rows, write_history
+from tests.support import fresh_search_engine
+from warriors.adapters.opensearch_server import OpenSearchServer
 from warriors.config import get_settings
 from warriors.eventstore.appender import GroupCommitAppender
 from warriors.eventstore.store import EventStore
@@ -261,3 +271,52 @@ def test_daily_statistics_partition_and_view_are_served_by_the_query_api(
     ]
     assert [d["day"] for d in statistics["daily"]] == ["2026-03-01", "2026-03-02"]
     assert statistics["total"] == 4  # two, and three of which one was deleted
+
+
+def test_search_and_cache_projections_are_assets_with_checks_and_rebuilds(
+    fresh_database: str,
+    instance: dg.DagsterInstance,
+    opensearch: OpenSearchServer,
+    redis_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SEARCH_URL", opensearch.url())
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    get_settings.cache_clear()
+    try:
+        asyncio.run(_no_search_indexes(opensearch))
+        write_history(fresh_database, 100)
+        names = [
+            ProjectionName.WARRIORS_READ_MODEL,
+            ProjectionName.WARRIORS_SEARCH,
+            ProjectionName.WARRIORS_CACHE,
+        ]
+        assets = [build_projection_asset(name) for name in names]
+        checks = [check for name in names for check in build_projection_checks(name)]
+        result = dg.materialize(
+            [*assets, *checks], resources=resources(fresh_database), instance=instance, raise_on_error=True
+        )
+        evaluations = result.get_asset_check_evaluations()
+        assert len(evaluations) == 6
+        assert all(e.passed for e in evaluations), [
+            (e.asset_key, e.check_name, e.description) for e in evaluations
+        ]
+
+        projections = ProjectionsResource(database_url=fresh_database, batch_size=50)
+        before = httpx.get(f"{opensearch.url()}/_alias/warriors").json()
+        messages: list[str] = []
+        report = projections.rebuild(ProjectionName.WARRIORS_SEARCH, progress=messages.append)
+        after = httpx.get(f"{opensearch.url()}/_alias/warriors").json()
+        assert list(after) != list(before)  # a new generation behind the alias
+        assert report.events == head(fresh_database)
+        projections.rebuild(ProjectionName.WARRIORS_CACHE, progress=messages.append)
+        again = dg.materialize([*assets, *checks], resources=resources(fresh_database), instance=instance)
+        assert all(e.passed for e in again.get_asset_check_evaluations())
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+
+
+async def _no_search_indexes(server: OpenSearchServer) -> None:
+    async with fresh_search_engine(server):
+        pass

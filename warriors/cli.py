@@ -24,6 +24,9 @@ from psycopg_pool import AsyncConnectionPool
 
 from orchestration.instance import WORKSPACE, ensure_database, prepare_home, storage_url
 from warriors.adapters.embedded_postgres import EmbeddedPostgres
+from warriors.adapters.kafka_bus import BusProducer, ensure_topics
+from warriors.bus.consumer import ProjectionConsumer
+from warriors.bus.relay import KafkaRelay
 from warriors.config import PROJECT_ROOT, get_settings
 from warriors.eventstore.database import apply_migrations
 from warriors.projections.catalog import ProjectionName, all_projections, opened, rebuild
@@ -116,6 +119,8 @@ def _serve(url: str, service_url: str, metrics_dir: str) -> None:
         env=env,
     )
     manager.add_process("projector", f"{sys.executable} -m warriors.cli project", env=env)
+    if settings.kafka_bootstrap_servers:
+        manager.add_process("relay", f"{sys.executable} -m warriors.cli relay", env=env)
     manager.add_process(
         "dagster-web",
         f"{bin_dir / 'dagster-webserver'} -w {WORKSPACE}"
@@ -134,7 +139,8 @@ def _serve(url: str, service_url: str, metrics_dir: str) -> None:
 
 @app.command()
 def project() -> None:
-    """Run the live projector: keep every projection caught up with the store."""
+    """Run the live projector: keep every projection caught up with the store (or, with
+    KAFKA_BOOTSTRAP_SERVERS, with the topic the relay fills: one consumer group each)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for chatty in ("opensearch", "elastic_transport"):  # one INFO line per HTTP request otherwise
         logging.getLogger(chatty).setLevel(logging.WARNING)
@@ -148,14 +154,55 @@ async def _project(url: str) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    projections = all_projections()
+    bootstrap = settings.kafka_bootstrap_servers
+    projections = all_projections(at_least_once=bool(bootstrap))
     try:
         async with _pool(url, "warriors-projector") as pool:
-            engines = [ProjectionEngine(pool, p, settings.projector_batch_size) for p in projections]
-            await run_live(engines, url, stop, idle_seconds=settings.projector_idle_seconds)
+            if bootstrap:  # each projection a consumer group of the topic the relay fills
+                await asyncio.to_thread(
+                    ensure_topics, bootstrap, settings.kafka_partitions, settings.kafka_replication
+                )
+                for projection in projections:
+                    await register(pool, projection.name)  # its parked events and status
+                dead_letters = BusProducer(bootstrap)
+                consumers = [ProjectionConsumer(pool, p, bootstrap, dead_letters) for p in projections]
+                await asyncio.gather(*(consumer.run(stop) for consumer in consumers))
+                dead_letters.close()
+            else:  # tailing the store
+                engines = [ProjectionEngine(pool, p, settings.projector_batch_size) for p in projections]
+                await run_live(engines, url, stop, idle_seconds=settings.projector_idle_seconds)
     finally:
         for projection in projections:
             await projection.close()
+
+
+@app.command()
+def relay() -> None:
+    """Run the relay: publish every stored event to Kafka (KAFKA_BOOTSTRAP_SERVERS), its
+    checkpoint moved only once the broker confirmed the batch."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    if not settings.kafka_bootstrap_servers:
+        _say("KAFKA_BOOTSTRAP_SERVERS is not set (make services writes it to .env.services)")
+        raise typer.Exit(2)
+    with _database() as url:
+        asyncio.run(_relay(url, settings.kafka_bootstrap_servers))
+
+
+async def _relay(url: str, bootstrap: str) -> None:
+    settings = get_settings()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await asyncio.to_thread(ensure_topics, bootstrap, settings.kafka_partitions, settings.kafka_replication)
+    relay = KafkaRelay(BusProducer(bootstrap))
+    try:
+        async with _pool(url, "warriors-relay") as pool:
+            engine = ProjectionEngine(pool, relay, settings.projector_batch_size)
+            await run_live([engine], url, stop, idle_seconds=settings.projector_idle_seconds)
+    finally:
+        await relay.close()
 
 
 @asynccontextmanager

@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         default=None, description="Redis for the get-by-id cache and the count. Unset: PostgreSQL only."
     )
+    kafka_bootstrap_servers: str | None = Field(
+        default=None, description="Kafka: the relay publishes the store's events; projectors consume them."
+    )
+    kafka_partitions: int = Field(default=3, ge=1, description="Partitions of warrior-events (at creation).")
+    kafka_replication: int = Field(default=1, ge=1, description="Replication of the topics (at creation).")
     search_url: str | None = Field(
         default=None, description="Search engine for ?term= and suggest. Unset: PostgreSQL search."
     )

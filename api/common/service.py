@@ -55,7 +55,9 @@ def build_service(
         app.state.cache = cache
         app.state.search_engine = engine
         app.state.commands = WarriorCommands(store)
-        app.state.queries = WarriorQueries(pool, store, cache, engine)
+        app.state.queries = WarriorQueries(
+            pool, store, cache, engine, fed_by_kafka=bool(settings.kafka_bootstrap_servers)
+        )
         app.state.settings = settings
         tune_garbage_collector()
         try:

@@ -104,12 +104,11 @@ async def get_warrior(
 ) -> Response:
     """The read model's row. A warrior just created, or older than `min_version`, is
     answered from its events: following any command's Location shows what it wrote."""
-    warrior = await _queries(request).warrior(warrior_id, min_version)
-    if warrior is None:
+    found = await _queries(request).warrior_json(warrior_id, min_version)
+    if found is None:
         raise WarriorNotFound(warrior_id)
-    response = _json(warrior.to_json())
-    response.headers["ETag"] = f'"{warrior.version}"'
-    return response
+    document, version = found
+    return Response(document, media_type="application/json", headers={"ETag": f'"{version}"'})
 
 
 @router.get("/warriors/{warrior_id}/history", summary="A warrior's events, oldest first", responses=_ERRORS)

@@ -1,10 +1,9 @@
 """The Redis read models: a get-by-id cache and the warrior count.
 
 Keys (all under `warriors:`):
-- `warriors:w:<id>`: a cache entry, JSON `{"v": version, "doc": {...}}` (the warrior at
-  that version), `{"v": version, "gone": true}` (deleted at that version) or
-  `{"v": version}` (changed at that version, document not known yet). Expires after the
-  cache TTL.
+- `warriors:w:<id>`: a cache entry, a hash: `v` (the version), `doc` (the warrior at that
+  version, the Read API's JSON, served as it is; empty when changed at that version and
+  not known yet) and `gone` (1: deleted at that version). Expires after the cache TTL.
 - `warriors:versions`: hash id -> last version the projection applied (negative once
   deleted): what makes the projection's applies idempotent.
 - `warriors:count`, `warriors:count:ready`: the count of living warriors; only served
@@ -46,26 +45,22 @@ local alive = ARGV[3] ~= 'deleted'
 redis.call('HSET', KEYS[1], ARGV[1], alive and v or -v)
 if alive and last <= 0 then redis.call('INCR', KEYS[2])
 elseif (not alive) and last > 0 then redis.call('DECR', KEYS[2]) end
-local current = redis.call('GET', KEYS[3])
-if current and cjson.decode(current)['v'] >= v then return 1 end
-local entry
-if not alive then entry = '{"v":' .. v .. ',"gone":true}'
-elseif ARGV[4] ~= '' then entry = '{"v":' .. v .. ',"doc":' .. ARGV[4] .. '}'
-else entry = '{"v":' .. v .. '}' end
-redis.call('SET', KEYS[3], entry, 'EX', tonumber(ARGV[5]))
+local current = tonumber(redis.call('HGET', KEYS[3], 'v') or '0')
+if current >= v then return 1 end
+redis.call('HSET', KEYS[3], 'v', v, 'doc', alive and ARGV[4] or '', 'gone', alive and 0 or 1)
+redis.call('EXPIRE', KEYS[3], tonumber(ARGV[5]))
 return 1
 """
 
 # KEYS: entry. ARGV: version, doc JSON, ttl. A read fills the entry unless it holds a
 # newer version, or the same version already known (a document or a deletion).
 _FILL = """
-local current = redis.call('GET', KEYS[1])
 local v = tonumber(ARGV[1])
-if current then
-  local c = cjson.decode(current)
-  if c['v'] > v or (c['v'] == v and (c['doc'] ~= nil or c['gone'] ~= nil)) then return 0 end
-end
-redis.call('SET', KEYS[1], '{"v":' .. v .. ',"doc":' .. ARGV[2] .. '}', 'EX', tonumber(ARGV[3]))
+local current = redis.call('HMGET', KEYS[1], 'v', 'doc', 'gone')
+local cv = tonumber(current[1] or '0')
+if cv > v or (cv == v and ((current[2] or '') ~= '' or current[3] == '1')) then return 0 end
+redis.call('HSET', KEYS[1], 'v', v, 'doc', ARGV[2], 'gone', 0)
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
 return 1
 """
 
@@ -77,8 +72,12 @@ class CacheUnavailable(Exception):
 @dataclass(frozen=True, slots=True)
 class CacheEntry:
     version: int
-    document: dict[str, Any] | None  # None: deleted, or changed and not known yet
+    raw_document: bytes | None  # the Read API's JSON; None: deleted, or changed and not known yet
     gone: bool
+
+    @property
+    def document(self) -> dict[str, Any] | None:
+        return orjson.loads(self.raw_document) if self.raw_document else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,18 +121,23 @@ class RedisReadModels:
             await self.client.ping()
 
     async def entry(self, warrior_id: UUID) -> CacheEntry | None:
-        async with self._translated():
-            raw = await self.client.get(entry_key(warrior_id))
-        if raw is None:
-            return None
-        value = orjson.loads(raw)
-        return CacheEntry(int(value["v"]), value.get("doc"), bool(value.get("gone")))
+        [entry] = await self.entries([warrior_id])
+        return entry
 
-    async def fill(self, warrior_id: UUID, version: int, document: dict[str, Any]) -> None:
+    async def entries(self, warrior_ids: Sequence[UUID]) -> list[CacheEntry | None]:
+        """Several entries in one round trip."""
+        async with self._translated(), self.client.pipeline(transaction=False) as pipe:
+            for warrior_id in warrior_ids:
+                pipe.hmget(entry_key(warrior_id), "v", "doc", "gone")
+            rows = await pipe.execute()
+        return [
+            CacheEntry(int(v), doc or None, gone == b"1") if v is not None else None for v, doc, gone in rows
+        ]
+
+    async def fill(self, warrior_id: UUID, version: int, document: bytes) -> None:
+        """`document`: the warrior's JSON at `version`, as the Read API answers it."""
         async with self._translated():
-            await self._fill(
-                keys=[entry_key(warrior_id)], args=[version, orjson.dumps(document), self.ttl_seconds]
-            )
+            await self._fill(keys=[entry_key(warrior_id)], args=[version, document, self.ttl_seconds])
 
     async def apply(self, writes: Sequence[CacheWrite]) -> None:
         """The projection's writes, in stream order, in one round trip."""

@@ -29,10 +29,11 @@ class NotConfigured(Exception):
     """The projection's target is not configured (REDIS_URL, SEARCH_URL unset)."""
 
 
-def build(name: ProjectionName) -> Projection:
+def build(name: ProjectionName, *, at_least_once: bool = False) -> Projection:
+    """`at_least_once`: fed from Kafka, where a message may come again."""
     settings = get_settings()
     if name is ProjectionName.WARRIORS_READ_MODEL:
-        return WarriorsReadModel()
+        return WarriorsReadModel(redelivery=at_least_once)
     if name is ProjectionName.WARRIORS_SEARCH:
         return WarriorsSearch(search_engine())
     if name is ProjectionName.WARRIORS_CACHE:
@@ -103,5 +104,5 @@ def configured() -> list[ProjectionName]:
     return names
 
 
-def all_projections() -> list[Projection]:
-    return [build(name) for name in configured()]
+def all_projections(*, at_least_once: bool = False) -> list[Projection]:
+    return [build(name, at_least_once=at_least_once) for name in configured()]

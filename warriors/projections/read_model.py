@@ -32,6 +32,12 @@ RETIRED_SUFFIX = "__retired"
 SWAP_LOCK_TIMEOUT = "200ms"
 
 
+_DELETED_AT = """
+SELECT aggregate_id, max(event_version) FROM event_store
+WHERE aggregate_id = ANY(%s) AND event_type = 'WarriorDeleted' GROUP BY aggregate_id
+"""
+
+
 @dataclass(slots=True)  # not frozen: built per event in replays, frozen __init__ is slow
 class _Row:
     name: str
@@ -47,10 +53,20 @@ class WarriorsReadModel:
     """`table` is the live read model, or a shadow copy being rebuilt; `keeps_count`
     says whether `warrior_count` follows it (only the live one)."""
 
-    def __init__(self, name: str = READ_MODEL, table: str = READ_MODEL, *, keeps_count: bool = True) -> None:
+    def __init__(
+        self,
+        name: str = READ_MODEL,
+        table: str = READ_MODEL,
+        *,
+        keeps_count: bool = True,
+        redelivery: bool = False,
+    ) -> None:
         self.name = name
         self.table = table
         self.keeps_count = keeps_count
+        # Fed at least once (from Kafka): an event may come again after its warrior was
+        # deleted, when the row (the only record of its version) is gone.
+        self.redelivery = redelivery
         ident = sql.Identifier(table)
         self._load = sql.SQL(
             "SELECT id, name, dob, fight_skills, created_at, updated_at, version FROM {} WHERE id = ANY(%s)"
@@ -79,6 +95,8 @@ class WarriorsReadModel:
             row[0]: _Row(row[1], row[2], tuple(row[3]), row[4], row[5], row[6])
             for row in await cursor.fetchall()
         }
+        if self.redelivery:
+            events = await self._without_deleted(conn, events, before)
         after = dict(before)
         for event in events:
             after[event.aggregate_id] = _evolve(after.get(event.aggregate_id), event)
@@ -151,6 +169,18 @@ class WarriorsReadModel:
         later events then apply. (A parked WarriorCreated leaves no row; each later event
         of that warrior fails in turn and is parked too.)"""
         await conn.execute(self._skip, (event.event_version, event.aggregate_id, event.event_version - 1))
+
+    async def _without_deleted(
+        self, conn: AsyncConnection[Any], events: list[StoredEvent], rows: dict[UUID, "_Row"]
+    ) -> list[StoredEvent]:
+        """Drop the events of warriors without a row that the store says were deleted at
+        or after that event's version: already applied, then deleted (a redelivery)."""
+        missing = list({e.aggregate_id for e in events if e.aggregate_id not in rows})
+        if not missing:
+            return events
+        cursor = await conn.execute(_DELETED_AT, (missing,))
+        deleted_at = {aggregate_id: version for aggregate_id, version in await cursor.fetchall()}
+        return [e for e in events if e.event_version > deleted_at.get(e.aggregate_id, 0)]
 
     async def intact(self, checkpoint: StreamPosition) -> bool:
         return True  # its rows move in the engine's own transaction

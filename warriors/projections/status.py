@@ -1,12 +1,14 @@
 """Each projection's checkpoint, status and live lag, computed afresh (not as of its last
 batch): what `GET /projections`, the CLI and the Dagster lag check and sensor report."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from psycopg import AsyncConnection
+
+RELAY = "warriors_kafka_relay"  # the relay's projection name (warriors/bus/relay.py)
 
 # Events behind are counted exactly up to 10,000 and estimated from positions beyond;
 # seconds behind is the age of the oldest event not applied yet (0 when caught up).
@@ -39,6 +41,8 @@ class ProjectionStatus:
     failed_event_id: UUID | None
     lag_events: int
     lag_seconds: float
+    consumer_group: str | None = None  # fed from Kafka: its group
+    consumer_lag: int | None = None  # messages its group has not committed yet
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -50,16 +54,53 @@ class ProjectionStatus:
             "last_processed_at": self.last_processed_at.isoformat(),
             "last_error": self.last_error,
             "failed_event_id": str(self.failed_event_id) if self.failed_event_id else None,
+            "consumer_group": self.consumer_group,
+            "consumer_lag": self.consumer_lag,
         }
 
 
-async def projection_statuses(conn: AsyncConnection[Any], name: str | None = None) -> list[ProjectionStatus]:
-    """Every registered projection's status (or only `name`'s)."""
+_CONSUMER_LAG = """
+SELECT group_id, sum(greatest(end_offset - committed, 0))::bigint FROM bus_consumer_lag GROUP BY group_id
+"""
+
+
+async def projection_statuses(
+    conn: AsyncConnection[Any], name: str | None = None, *, kafka: bool = False
+) -> list[ProjectionStatus]:
+    """Every registered projection's status (or only `name`'s).
+
+    With `kafka`, the projections are fed from the topic, not from the store: each one's
+    lag is the relay's (events not published yet) plus its consumer group's (messages not
+    applied yet), and its position is the relay's."""
     if name is None:
         cursor = await conn.execute(_STATUSES.format(where=""))
     else:
-        cursor = await conn.execute(_STATUSES.format(where="WHERE o.projection_name = %s"), (name,))
-    return [
+        where = "WHERE o.projection_name IN (%s, %s)"  # the relay too: a Kafka-fed lag needs it
+        cursor = await conn.execute(_STATUSES.format(where=where), (name, RELAY))
+    statuses = [
         ProjectionStatus(row[0], row[1], row[2], row[3], row[4], row[5], max(row[6], 0), row[7])
         for row in await cursor.fetchall()
     ]
+    if kafka:
+        cursor = await conn.execute(_CONSUMER_LAG)
+        lags = {group: int(lag) for group, lag in await cursor.fetchall()}
+        relay = next((s for s in statuses if s.name == RELAY), None)
+        statuses = [_through_kafka(s, relay, lags) for s in statuses]
+    return [s for s in statuses if name is None or s.name == name]
+
+
+def _through_kafka(
+    status: ProjectionStatus, relay: ProjectionStatus | None, lags: dict[str, int]
+) -> ProjectionStatus:
+    if status.name == RELAY or relay is None:
+        return status
+    group = f"warriors-{status.name}"
+    consumer_lag = lags.get(group, 0)
+    return replace(
+        status,
+        position=relay.position,
+        lag_events=relay.lag_events + consumer_lag,
+        lag_seconds=relay.lag_seconds,
+        consumer_group=group,
+        consumer_lag=consumer_lag,
+    )

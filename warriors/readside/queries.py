@@ -8,10 +8,11 @@ from datetime import date, datetime
 from typing import Any
 from uuid import UUID
 
+import orjson
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from warriors.adapters.redis_cache import CacheUnavailable, RedisReadModels
+from warriors.adapters.redis_cache import CacheEntry, CacheUnavailable, RedisReadModels
 from warriors.adapters.search_engine import SearchEngine, SearchUnavailable
 from warriors.application.warrior_commands import rebuild
 from warriors.domain.upcasting import UPCASTERS
@@ -90,6 +91,22 @@ class GroupedLookup(Grouped[UUID, "tuple[Any, ...] | None"]):
         return [rows.get(item) for item in items]
 
 
+class GroupedCacheLookup(Grouped[UUID, CacheEntry | None]):
+    """Concurrent cache reads of a worker, served by one Redis pipeline (HMGETs)."""
+
+    kind = "cache_get"
+
+    def __init__(self, cache: RedisReadModels) -> None:
+        super().__init__(max_batch=256)
+        self._cache = cache
+
+    async def get(self, warrior_id: UUID) -> CacheEntry | None:
+        return await self._submit(warrior_id)
+
+    async def _execute(self, items: list[UUID]) -> list[CacheEntry | None]:
+        return await self._cache.entries(items)
+
+
 _NEWEST = f"SELECT {_COLUMNS} FROM {READ_MODEL} ORDER BY created_at DESC, id DESC LIMIT %(limit)s"
 
 # Candidates first, each kind capped and taken straight from an index (full-text matches
@@ -138,6 +155,19 @@ LEFT JOIN projection_offsets o ON o.projection_name = %(projection)s
 WHERE e.position = %(position)s
 """
 
+# Fed from Kafka, the read model has no single checkpoint (partitions move on their own):
+# the event at a position is applied when its warrior's row has reached its version, or
+# (a deletion, or an event followed by one) when the row is gone.
+_REACHED_BY_AGGREGATE = """
+SELECT CASE
+    WHEN r.version IS NOT NULL THEN r.version >= e.event_version
+    ELSE EXISTS (SELECT 1 FROM event_store d WHERE d.aggregate_id = e.aggregate_id
+                 AND d.event_type = 'WarriorDeleted' AND d.event_version >= e.event_version)
+END
+FROM event_store e LEFT JOIN warriors_read_model r ON r.id = e.aggregate_id
+WHERE e.position = %(position)s
+"""
+
 
 class WarriorQueries:
     def __init__(
@@ -146,30 +176,44 @@ class WarriorQueries:
         store: EventStore,
         cache: RedisReadModels | None = None,
         search_engine: SearchEngine | None = None,
+        *,
+        fed_by_kafka: bool = False,
     ) -> None:
         self.pool = pool
         self.store = store
         self.cache = cache
         self.search_engine = search_engine
+        self.fed_by_kafka = fed_by_kafka
+        self._cached = GroupedCacheLookup(cache) if cache is not None else None
         self._lookup = GroupedLookup(pool)
 
     async def warrior(self, warrior_id: UUID, min_version: int | None = None) -> WarriorView | None:
-        """From the Redis cache when it has the warrior (at `min_version` or later);
-        otherwise from PostgreSQL, and the cache is filled (a compare-and-set on the
-        version: never over a newer entry). Redis down or flushed: PostgreSQL answers."""
-        if self.cache is not None:
+        found = await self.warrior_json(warrior_id, min_version)
+        return WarriorView.from_document(orjson.loads(found[0])) if found else None
+
+    async def warrior_json(
+        self, warrior_id: UUID, min_version: int | None = None
+    ) -> tuple[bytes, int] | None:
+        """(the warrior's JSON, its version): from the Redis cache when it has the warrior
+        (at `min_version` or later), as stored; otherwise from PostgreSQL, and the cache is
+        filled (a compare-and-set on the version: never over a newer entry). Redis down or
+        flushed: PostgreSQL answers."""
+        if self._cached is not None:
             with contextlib.suppress(CacheUnavailable):
-                entry = await self.cache.entry(warrior_id)
+                entry = await self._cached.get(warrior_id)
                 if entry is not None and (min_version is None or entry.version >= min_version):
                     if entry.gone:
                         return None
-                    if entry.document is not None:
-                        return WarriorView.from_document(entry.document)
+                    if entry.raw_document is not None:
+                        return entry.raw_document, entry.version
         warrior = await self._from_database(warrior_id, min_version)
-        if warrior is not None and self.cache is not None:
+        if warrior is None:
+            return None
+        document = orjson.dumps(warrior.to_json())
+        if self.cache is not None:
             with contextlib.suppress(CacheUnavailable):
-                await self.cache.fill(warrior_id, warrior.version, warrior.to_json())
-        return warrior
+                await self.cache.fill(warrior_id, warrior.version, document)
+        return document, warrior.version
 
     async def _from_database(self, warrior_id: UUID, min_version: int | None) -> WarriorView | None:
         """The read model's row, one primary-key lookup. When there is no row yet (a
@@ -291,7 +335,8 @@ class WarriorQueries:
         """Each projection's checkpoint, status and live lag (events and seconds behind)."""
         with translated_errors():
             async with self.pool.connection() as conn:
-                return [status.as_json() for status in await projection_statuses(conn)]
+                statuses = await projection_statuses(conn, kafka=self.fed_by_kafka)
+                return [status.as_json() for status in statuses]
 
     async def wait_for(self, position: int, seconds: float, projection: str = READ_MODEL) -> None:
         """Return once `projection` has applied the event at `position`; bounded."""
@@ -300,7 +345,12 @@ class WarriorQueries:
         while True:
             with translated_errors():
                 async with self.pool.connection() as conn:
-                    cursor = await conn.execute(_REACHED, {"position": position, "projection": projection})
+                    if self.fed_by_kafka:  # no global checkpoint: the event's own warrior tells
+                        cursor = await conn.execute(_REACHED_BY_AGGREGATE, {"position": position})
+                    else:
+                        cursor = await conn.execute(
+                            _REACHED, {"position": position, "projection": projection}
+                        )
                     row = await cursor.fetchone()
             if row is None:
                 raise UnknownPosition(f"no event has position {position}")

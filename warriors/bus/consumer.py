@@ -1,0 +1,189 @@
+"""A projection fed from Kafka: one consumer group per projection (`warriors-<name>`).
+
+Each batch of messages is applied in a PostgreSQL transaction, then the offsets are
+committed: after the effect, so a crash redelivers rather than loses, and the projection's
+idempotent applies make a redelivery harmless. Per-aggregate order holds because one
+warrior's events share a partition, which one group member reads at a time.
+
+A message that cannot be applied is retried a bounded number of times; then it goes to
+`warrior-events.dlq` with the error in its headers, is recorded with the projection's
+parked events (its status shows it), and the rest of the stream goes on.
+
+Consumer lag (end of each partition minus the committed offset) is written to
+`bus_consumer_lag` after every batch; the projections' status reports it.
+"""
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from psycopg import AsyncConnection, OperationalError
+from psycopg_pool import AsyncConnectionPool
+
+from warriors.adapters.kafka_bus import DLQ_TOPIC, TOPIC, BusProducer, BusUnavailable, OutgoingMessage
+from warriors.bus import envelope
+from warriors.projections.base import Projection, ProjectionTargetUnavailable
+
+log = logging.getLogger("warriors.bus.consumer")
+
+_RECORD_LAG = """
+INSERT INTO bus_consumer_lag (group_id, partition, committed, end_offset, updated_at)
+VALUES (%s, %s, %s, %s, now())
+ON CONFLICT (group_id, partition) DO UPDATE
+SET committed = excluded.committed, end_offset = excluded.end_offset, updated_at = now()
+"""
+_PARK = """
+INSERT INTO projection_parked_events (projection_name, event_id, position, error)
+VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING
+"""
+
+
+def group_id(projection: str) -> str:
+    return f"warriors-{projection}"
+
+
+class ProjectionConsumer:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[AsyncConnection],
+        projection: Projection,
+        bootstrap_servers: str,
+        dead_letters: BusProducer,
+        *,
+        batch_size: int = 500,
+        attempts: int = 3,
+    ) -> None:
+        self.pool = pool
+        self.projection = projection
+        self.group = group_id(projection.name)
+        self.dead_letters = dead_letters
+        self.batch_size = batch_size
+        self.attempts = attempts
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap_servers,
+                "group.id": self.group,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "partition.assignment.strategy": "cooperative-sticky",
+            }
+        )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self.consumer.subscribe([TOPIC])
+        log.info("consumer group %s reading %s for %s", self.group, TOPIC, self.projection.name)
+        try:
+            while not stop.is_set():
+                messages = await asyncio.to_thread(self.consumer.consume, self.batch_size, 0.5)
+                batch = [m for m in messages if not _skippable(m)]
+                if batch:
+                    await self._process(batch)
+        finally:
+            await asyncio.to_thread(self.consumer.close)
+
+    async def _process(self, batch: list[Message]) -> None:
+        while True:
+            try:
+                await self._apply(batch)
+                break
+            except (
+                OperationalError,
+                OSError,
+                ProjectionTargetUnavailable,
+            ) as exc:  # transient: same batch again
+                log.warning("consumer %s: %r; retrying the batch in 1s", self.group, exc)
+                await asyncio.sleep(1.0)  # a pause before the retry, not a synchronisation
+        await asyncio.to_thread(self.consumer.commit, asynchronous=False)
+        await self._record_lag(batch)
+
+    async def _apply(self, batch: list[Message]) -> None:
+        """The whole batch in one transaction; if it fails, message by message."""
+        events = []
+        for message in batch:
+            try:
+                events.append(envelope.decode(message.value()))
+            except envelope.Unreadable as exc:
+                await self._dead_letter(message, str(exc))
+        try:
+            async with self.pool.connection() as conn, conn.transaction():
+                await self.projection.apply(conn, events)
+            return
+        except (OperationalError, OSError, ProjectionTargetUnavailable):
+            raise
+        except Exception as exc:
+            log.warning("consumer %s: batch failed (%r); applying message by message", self.group, exc)
+        for message in batch:
+            await self._apply_one(message)
+
+    async def _apply_one(self, message: Message) -> None:
+        try:
+            event = envelope.decode(message.value())
+        except envelope.Unreadable:
+            return  # already dead-lettered
+        error = ""
+        for attempt in range(1, self.attempts + 1):
+            try:
+                async with self.pool.connection() as conn, conn.transaction():
+                    await self.projection.apply(conn, [event])
+                return
+            except (OperationalError, OSError, ProjectionTargetUnavailable):
+                raise
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                log.warning("consumer %s: event %s failed (attempt %d/%d): %s",
+                            self.group, event.event_id, attempt, self.attempts, error)  # fmt: skip
+        await self._dead_letter(message, error)
+        async with self.pool.connection() as conn:
+            await conn.execute(_PARK, (self.projection.name, event.event_id, event.position, error))
+
+    async def _dead_letter(self, message: Message, error: str) -> None:
+        original = message.headers() or []
+        headers: list[tuple[str, str | bytes | None]] = (
+            list(original.items()) if isinstance(original, dict) else list(original)
+        )
+        headers += [
+            ("error", error.encode()),
+            ("projection", self.projection.name.encode()),
+            ("original_partition", str(message.partition()).encode()),
+            ("original_offset", str(message.offset()).encode()),
+        ]
+        try:
+            await self.dead_letters.publish(
+                DLQ_TOPIC, [OutgoingMessage(message.key() or b"", message.value() or b"", headers)]
+            )
+        except BusUnavailable as exc:
+            raise ProjectionTargetUnavailable(f"the dead-letter topic is unreachable: {exc}") from exc
+        log.error(
+            "consumer %s: message %s/%s to %s: %s",
+            self.group,
+            message.partition(),
+            message.offset(),
+            DLQ_TOPIC,
+            error,
+        )
+
+    async def _record_lag(self, batch: Sequence[Message]) -> None:
+        partitions = {m.partition() for m in batch if m.partition() is not None}
+        rows: list[tuple[Any, ...]] = []
+        for partition in sorted(p for p in partitions if p is not None):
+            low, high = await asyncio.to_thread(
+                self.consumer.get_watermark_offsets, TopicPartition(TOPIC, partition), 5.0, True
+            )
+            [committed] = await asyncio.to_thread(
+                self.consumer.committed, [TopicPartition(TOPIC, partition)], 5.0
+            )
+            rows.append((self.group, partition, max(committed.offset, low), high))
+        async with self.pool.connection() as conn:
+            for row in rows:
+                await conn.execute(_RECORD_LAG, row)
+
+
+def _skippable(message: Message) -> bool:
+    error = message.error()
+    if error is None:
+        return False
+    if error.code() != KafkaError._PARTITION_EOF:
+        log.warning("consumer: %s", error)
+    return True
