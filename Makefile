@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run services services-stop test test-tools lint format bench bench-tools bench-write bench-read bench-search clean-data
+.PHONY: install run services services-stop test test-tools lint format bench bench-tools bench-write bench-read bench-search bench-bus clean-data
 
 # Debian packages are installed with sudo unless running as root.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -64,6 +64,7 @@ bench: bench-tools test-tools
 	$(BIN)/python -m bench.write_path
 	$(BIN)/python -m bench.read_path
 	$(BIN)/python -m bench.search_cache
+	$(BIN)/python -m bench.bus_lag
 
 bench-write: bench-tools
 	$(BIN)/python -m bench.write_path
@@ -73,6 +74,9 @@ bench-read: bench-tools
 
 bench-search: bench-tools test-tools
 	$(BIN)/python -m bench.search_cache
+
+bench-bus: bench-tools
+	$(BIN)/python -m bench.bus_lag
 
 clean-data:
 	rm -rf .data

@@ -112,9 +112,16 @@ class ProjectionsResource(_Database):
         return status
 
     def catch_up(self, name: ProjectionName) -> tuple[StreamPosition, StreamPosition, int]:
-        """Apply events until caught up (or FAILED): (from, to, events applied)."""
+        """Apply events until caught up (or FAILED): (from, to, events applied). Fed from
+        Kafka, the projection's consumer group applies them: nothing to do here (its lag is
+        in the status)."""
 
         async def go(pool: Pool) -> tuple[StreamPosition, StreamPosition, int]:
+            if get_settings().kafka_bootstrap_servers:  # its consumer group applies the events
+                async with pool.connection() as conn:
+                    [status] = await projection_statuses(conn, str(name), kafka=True)
+                here = StreamPosition(0, status.position)
+                return here, here, 0
             async with opened(name) as projection:
                 engine = ProjectionEngine(pool, projection, self.batch_size)
                 await engine.register()

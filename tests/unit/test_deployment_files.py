@@ -30,7 +30,10 @@ def test_compose_services_are_wired_together() -> None:
     assert env["SEARCH_ENGINE"] in {kind.value for kind in EngineKind}
     assert env["REDIS_URL"].startswith("redis://redis:")
     assert services["projector"]["environment"] == env
-    assert {"elasticsearch", "redis"} <= set(services["api"]["depends_on"])
+    assert {"elasticsearch", "redis", "kafka"} <= set(services["api"]["depends_on"])
+    assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
+    assert services["relay"]["environment"] == env
+    assert "warriors relay" in " ".join(services["relay"]["command"])
     dagster_env = services["dagster-daemon"]["environment"]
     assert dagster_env == services["dagster-webserver"]["environment"]
     assert set(dagster_env) - {"DAGSTER_HOME"} <= settings_fields

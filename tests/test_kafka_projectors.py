@@ -1,0 +1,161 @@
+"""Projectors as Kafka consumer groups, against a real broker: the read model ends exact
+(a replay of the store), a poison message goes to the dead-letter topic while the stream
+goes on, and a second projector joining the group (a rebalance) keeps it exact."""
+
+import asyncio
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+from confluent_kafka import Consumer, Message, Producer
+
+from tests.history import copy_events, read_model_rows, replay_into_shadow, write_history
+from tests.support import LoggedProcess, ProjectorProcess, ServiceProcess, wait_for
+from warriors.adapters.embedded_postgres import free_port
+from warriors.adapters.kafka_broker import KafkaBroker
+from warriors.adapters.kafka_bus import DLQ_TOPIC, TOPIC
+
+
+@pytest.fixture
+def broker() -> Iterator[KafkaBroker]:
+    server = KafkaBroker(Path(tempfile.mkdtemp(prefix="warriors-test-kafka-")), free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+def bus_env(broker: KafkaBroker) -> dict[str, str]:
+    return {"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers(), "KAFKA_PARTITIONS": "3"}
+
+
+def relay(url: str, broker: KafkaBroker) -> LoggedProcess:
+    return LoggedProcess(["-m", "warriors.cli", "relay"], {"DATABASE_URL": url, **bus_env(broker)}, "relay")
+
+
+def exact(url: str) -> bool:
+    """The read model equals a replay of the whole store, and the count agrees."""
+    rows = read_model_rows(url)
+    with psycopg.connect(url) as conn:
+        count = conn.execute("SELECT total FROM warrior_count").fetchone()
+    return count == (len(rows),) and rows == asyncio.run(replay_into_shadow(url))
+
+
+def living(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FILTER (WHERE event_type = 'WarriorCreated')"
+            " - count(*) FILTER (WHERE event_type = 'WarriorDeleted') FROM event_store"
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_the_read_model_fed_from_kafka_ends_exact(fresh_database: str, broker: KafkaBroker) -> None:
+    write_history(fresh_database, 3000)
+    processes = [relay(fresh_database, broker), ProjectorProcess(fresh_database, env=bus_env(broker))]
+    service = ServiceProcess(fresh_database, free_port(), env=bus_env(broker))
+    try:
+        with httpx.Client(base_url=service.base_url, timeout=10) as client:
+            body = {"name": "Bus", "dob": "1990-01-01"}
+            created = [client.post("/api/v1/commands/warriors", json=body) for _ in range(100)]
+            wait_for(lambda: len(read_model_rows(fresh_database)) == living(fresh_database), timeout=120,
+                     what="the read model fed from Kafka")  # fmt: skip
+            # Read-your-writes through the bus: ?position= waits for the event's own warrior.
+            last = created[-1].json()
+            count = client.get("/api/v1/queries/warriors/count", params={"position": last["position"]})
+            assert count.status_code == 200
+            statuses = {s["name"]: s for s in client.get("/api/v1/queries/projections").json()}
+        status = statuses["warriors_read_model"]
+        assert status["consumer_group"] == "warriors-warriors_read_model"
+        assert status["consumer_lag"] == 0
+    finally:
+        service.stop()
+        for process in processes:
+            process.stop()
+    assert exact(fresh_database)
+
+
+def test_a_poison_message_goes_to_the_dead_letter_topic_and_the_stream_goes_on(
+    fresh_database: str, broker: KafkaBroker
+) -> None:
+    write_history(fresh_database, 20)
+    with psycopg.connect(fresh_database) as conn:
+        [living_id] = (
+            conn.execute(
+                "SELECT aggregate_id FROM event_store GROUP BY 1 HAVING max(event_version) = 2 LIMIT 1"
+            ).fetchone()
+            or []
+        )
+    copy_events(fresh_database, [(living_id, "WarriorUpdated", 3, {"dob": "soon"})])  # unreadable
+    write_history(fresh_database, 20)  # the stream goes on after it
+    processes = [relay(fresh_database, broker), ProjectorProcess(fresh_database, env=bus_env(broker))]
+    try:
+        garbage = Producer({"bootstrap.servers": broker.bootstrap_servers()})
+        garbage.produce(TOPIC, key=b"x", value=b"not json")
+        assert garbage.flush(30) == 0
+        wait_for(
+            lambda: len(read_model_rows(fresh_database)) == 36,
+            timeout=120,
+            what="the events after the poison",
+        )
+        dead = _read_all(broker, DLQ_TOPIC, expected=2)
+    finally:
+        for process in processes:
+            process.stop()
+    errors = [_header(m, "error") for m in dead]
+    assert any("unreadable event data" in e or "ValueError" in e for e in errors), errors
+    assert any("not an event envelope" in e for e in errors), errors
+    with psycopg.connect(fresh_database) as conn:
+        parked = conn.execute(
+            "SELECT count(*) FROM projection_parked_events WHERE projection_name = 'warriors_read_model'"
+        ).fetchone()
+    assert parked == (1,)
+
+
+def test_a_second_projector_joining_the_group_keeps_the_read_model_exact(
+    fresh_database: str, broker: KafkaBroker
+) -> None:
+    write_history(fresh_database, 2000)
+    first = ProjectorProcess(fresh_database, env=bus_env(broker), name="projector-a")
+    processes = [relay(fresh_database, broker), first]
+    try:
+        wait_for(lambda: len(read_model_rows(fresh_database)) > 0, timeout=120, what="the first projector")
+        processes.append(
+            ProjectorProcess(fresh_database, env=bus_env(broker), name="projector-b")
+        )  # rebalance
+        write_history(fresh_database, 2000)
+        wait_for(lambda: len(read_model_rows(fresh_database)) == living(fresh_database), timeout=180,
+                 what="both projectors")  # fmt: skip
+    finally:
+        for process in processes:
+            process.stop()
+    assert exact(fresh_database)
+
+
+def _read_all(broker: KafkaBroker, topic: str, expected: int) -> list[Message]:
+    settings = {"bootstrap.servers": broker.bootstrap_servers(), "group.id": f"reader-{uuid.uuid4()}",
+                "auto.offset.reset": "earliest"}  # fmt: skip
+    consumer = Consumer(settings)
+    consumer.subscribe([topic])
+    found: list[Message] = []
+
+    def enough() -> bool:
+        found.extend(m for m in consumer.consume(10, timeout=1) if m.error() is None)
+        return len(found) >= expected
+
+    try:
+        wait_for(enough, timeout=60, what=f"{expected} messages on {topic}")
+    finally:
+        consumer.close()
+    return found
+
+
+def _header(message: Message, name: str) -> str:
+    headers = message.headers() or []
+    pairs = headers.items() if isinstance(headers, dict) else headers
+    value = dict(pairs)[name]
+    return value.decode() if isinstance(value, bytes) else str(value)
