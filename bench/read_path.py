@@ -193,6 +193,7 @@ async def probe_lag(service_url: str, url: str, rate: int, seconds: int, workdir
     """While vegeta writes `rate` creations/s for `seconds`, probe: the time from each
     probe's 202 until its warrior is in the read model (whatever feeds it)."""
     body = orjson.dumps({"name": "Lag Probe", "dob": "1990-01-01"})
+    await _warm_up(service_url, url, body)
     load = subprocess.Popen(
         [sys.executable, "-c", "import bench.tools as t, sys, pathlib;"
          f"t.vegeta('{service_url}/api/v1/commands/warriors', {body!r}, {rate}, {seconds},"
@@ -222,6 +223,21 @@ async def probe_lag(service_url: str, url: str, rate: int, seconds: int, workdir
         load.wait()
     cut = statistics.quantiles(lags, n=100)
     return {"probes": len(lags), "rate": rate, "p50_ms": cut[49], "p99_ms": cut[98]}
+
+
+async def _warm_up(service_url: str, url: str, body: bytes) -> None:
+    """One write, waited for until visible: the pipeline is flowing (a consumer group has
+    joined, connections are open) before anything is measured."""
+    async with httpx.AsyncClient(base_url=service_url) as client:
+        warrior = (await client.post("/api/v1/commands/warriors", content=body)).json()["id"]
+    async with await AsyncConnection.connect(url, autocommit=True) as conn:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            cursor = await conn.execute("SELECT 1 FROM warriors_read_model WHERE id = %s", (warrior,))
+            if await cursor.fetchone():
+                return
+            await asyncio.sleep(0.05)
+    sys.exit("the warm-up write never became visible")
 
 
 async def replay(args: argparse.Namespace, workdir: Path, postgres: EmbeddedPostgres) -> dict[str, float]:

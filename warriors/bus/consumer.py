@@ -76,12 +76,21 @@ class ProjectionConsumer:
         log.info("consumer group %s reading %s for %s", self.group, TOPIC, self.projection.name)
         try:
             while not stop.is_set():
-                messages = await asyncio.to_thread(self.consumer.consume, self.batch_size, 0.5)
+                messages = await asyncio.to_thread(self._next_messages)
                 batch = [m for m in messages if not _skippable(m)]
                 if batch:
                     await self._process(batch)
         finally:
             await asyncio.to_thread(self.consumer.close)
+
+    def _next_messages(self) -> list[Message]:
+        """Wait (up to half a second) for one message, then take whatever else has
+        arrived, without waiting to fill a batch: latency stays low, and batches grow
+        with the load by themselves."""
+        first = self.consumer.consume(1, 0.5)
+        if not first:
+            return []
+        return first + self.consumer.consume(self.batch_size - 1, 0)
 
     async def _process(self, batch: list[Message]) -> None:
         while True:
@@ -95,7 +104,9 @@ class ProjectionConsumer:
             ) as exc:  # transient: same batch again
                 log.warning("consumer %s: %r; retrying the batch in 1s", self.group, exc)
                 await asyncio.sleep(1.0)  # a pause before the retry, not a synchronisation
-        await asyncio.to_thread(self.consumer.commit, asynchronous=False)
+        # After the effect; asynchronous: a commit lost to a crash only means a redelivery,
+        # which the applies make harmless.
+        self.consumer.commit(asynchronous=True)
         await self._record_lag(batch)
 
     async def _apply(self, batch: list[Message]) -> None:
@@ -165,16 +176,17 @@ class ProjectionConsumer:
         )
 
     async def _record_lag(self, batch: Sequence[Message]) -> None:
-        partitions = {m.partition() for m in batch if m.partition() is not None}
+        """Each partition's next offset (what this batch committed) and its end, from the
+        consumer's cached watermarks (no round trip to the broker)."""
+        next_offsets: dict[int, int] = {}
+        for message in batch:
+            partition, offset = message.partition(), message.offset()
+            if partition is not None and offset is not None:
+                next_offsets[partition] = max(next_offsets.get(partition, 0), offset + 1)
         rows: list[tuple[Any, ...]] = []
-        for partition in sorted(p for p in partitions if p is not None):
-            low, high = await asyncio.to_thread(
-                self.consumer.get_watermark_offsets, TopicPartition(TOPIC, partition), 5.0, True
-            )
-            [committed] = await asyncio.to_thread(
-                self.consumer.committed, [TopicPartition(TOPIC, partition)], 5.0
-            )
-            rows.append((self.group, partition, max(committed.offset, low), high))
+        for partition, committed in sorted(next_offsets.items()):
+            _, end = self.consumer.get_watermark_offsets(TopicPartition(TOPIC, partition), 1.0, True)
+            rows.append((self.group, partition, committed, max(end, committed)))
         async with self.pool.connection() as conn:
             for row in rows:
                 await conn.execute(_RECORD_LAG, row)
