@@ -16,6 +16,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from tests.support import ProjectorProcess, ServiceProcess, fresh_search_engine
 from warriors.adapters.embedded_postgres import EmbeddedPostgres, free_port
+from warriors.adapters.kafka_broker import KafkaBroker
 from warriors.adapters.opensearch_server import OpenSearchServer
 from warriors.adapters.redis_server import RedisServer
 from warriors.adapters.search_engine import SearchEngine
@@ -123,3 +124,13 @@ def opensearch() -> Iterator[OpenSearchServer]:
 async def search_engine(opensearch: OpenSearchServer) -> AsyncIterator[SearchEngine]:
     async with fresh_search_engine(opensearch) as engine:
         yield engine
+
+
+@pytest.fixture
+def broker() -> Iterator[KafkaBroker]:
+    """A real Kafka 4 broker (KRaft, one node, from Maven Central) of this test's own."""
+    server = KafkaBroker(Path(tempfile.mkdtemp(prefix="warriors-test-kafka-")), free_port())
+    server.start()
+    yield server
+    server.stop()
+    shutil.rmtree(server.data_dir, ignore_errors=True)

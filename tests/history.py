@@ -10,6 +10,7 @@ import orjson
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+from warriors.projections.base import Projection
 from warriors.projections.engine import ProjectionEngine
 from warriors.projections.read_model import WarriorsReadModel
 
@@ -88,3 +89,21 @@ async def replay_into_shadow(url: str) -> list[tuple[Any, ...]]:
         conn.execute("DROP TABLE replay_model")
         conn.execute("DELETE FROM projection_offsets WHERE projection_name = 'replay'")
     return rows
+
+
+def counted(url: str) -> int:
+    """The read model's exact count (`warrior_count`)."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT total FROM warrior_count").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def with_read_model(
+    pool: AsyncConnectionPool[Any], other: Projection
+) -> tuple[ProjectionEngine, ProjectionEngine]:
+    """Registered engines for the read model and `other` (batches of 500)."""
+    engines = (ProjectionEngine(pool, WarriorsReadModel(), 500), ProjectionEngine(pool, other, 500))
+    for engine in engines:
+        await engine.register()
+    return engines

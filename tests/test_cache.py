@@ -13,7 +13,7 @@ import redis
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from tests.history import checkpoint, head, write_history
+from tests.history import checkpoint, counted, head, with_read_model, write_history
 from tests.support import ProjectorProcess, ServiceProcess, wait_for
 from warriors.adapters.embedded_postgres import free_port
 from warriors.adapters.redis_cache import CacheWrite, RedisReadModels
@@ -22,7 +22,6 @@ from warriors.eventstore.appender import GroupCommitAppender
 from warriors.eventstore.store import EventStore
 from warriors.projections.cache import CACHE, WarriorsCache
 from warriors.projections.engine import ProjectionEngine
-from warriors.projections.read_model import WarriorsReadModel
 from warriors.readside.queries import WarriorQueries
 
 Pool = AsyncConnectionPool[AsyncConnection]
@@ -36,18 +35,7 @@ async def models(redis_url: str) -> AsyncIterator[RedisReadModels]:
 
 
 async def engines(pool: Pool, models: RedisReadModels) -> tuple[ProjectionEngine, ProjectionEngine]:
-    read_model = ProjectionEngine(pool, WarriorsReadModel(), 500)
-    cache = ProjectionEngine(pool, WarriorsCache(models), 500)
-    for engine in (read_model, cache):
-        await engine.register()
-    return read_model, cache
-
-
-def pg_count(url: str) -> int:
-    with psycopg.connect(url) as conn:
-        row = conn.execute("SELECT total FROM warrior_count").fetchone()
-    assert row is not None
-    return int(row[0])
+    return await with_read_model(pool, WarriorsCache(models))
 
 
 async def test_the_cache_projection_keeps_entries_and_the_count(
@@ -59,7 +47,7 @@ async def test_the_cache_projection_keeps_entries_and_the_count(
     await read_model.catch_up()
     await cache.catch_up()
 
-    assert await models.count() == pg_count(fresh_database) == 180
+    assert await models.count() == counted(fresh_database) == 180
     with psycopg.connect(fresh_database) as conn:
         renamed, deleted = conn.execute(
             "SELECT (array_agg(aggregate_id) FILTER (WHERE event_version = 2))[1],"
@@ -128,7 +116,7 @@ async def test_reads_fill_the_cache_and_are_served_from_it(
         conn.execute("UPDATE warriors_read_model SET name = 'Changed behind' WHERE id = %s", (warrior_id,))
     second = await queries.warrior(warrior_id)
     assert second == first
-    assert await queries.count() == pg_count(fresh_database)
+    assert await queries.count() == counted(fresh_database)
     # Asked for a version newer than the cache's entry: not from the cache (the events say).
     ahead = await queries.warrior(warrior_id, min_version=first.version + 1)
     assert ahead is not None
@@ -147,12 +135,12 @@ async def test_a_flushed_redis_falls_back_and_the_projection_replays(
     with redis.Redis.from_url(redis_url) as client:
         client.flushall()
 
-    assert await queries.count() == pg_count(fresh_database) == 90  # from PostgreSQL meanwhile
+    assert await queries.count() == counted(fresh_database) == 90  # from PostgreSQL meanwhile
     write_history(fresh_database, 10)
     await read_model.catch_up()
     await cache.catch_up()  # notices the flush: back to position 0, replays everything
     assert checkpoint(fresh_database, CACHE) == head(fresh_database)
-    assert await models.count() == pg_count(fresh_database) == 99
+    assert await models.count() == counted(fresh_database) == 99
 
 
 def test_with_redis_down_the_service_answers_from_postgresql(

@@ -3,14 +3,10 @@
 goes on, and a second projector joining the group (a rebalance) keeps it exact."""
 
 import asyncio
-import tempfile
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import psycopg
-import pytest
 from confluent_kafka import Consumer, Message, Producer
 
 from tests.history import copy_events, read_model_rows, replay_into_shadow, write_history
@@ -18,14 +14,6 @@ from tests.support import LoggedProcess, ProjectorProcess, ServiceProcess, wait_
 from warriors.adapters.embedded_postgres import free_port
 from warriors.adapters.kafka_broker import KafkaBroker
 from warriors.adapters.kafka_bus import DLQ_TOPIC, TOPIC
-
-
-@pytest.fixture
-def broker() -> Iterator[KafkaBroker]:
-    server = KafkaBroker(Path(tempfile.mkdtemp(prefix="warriors-test-kafka-")), free_port())
-    server.start()
-    yield server
-    server.stop()
 
 
 def bus_env(broker: KafkaBroker) -> dict[str, str]:

@@ -3,16 +3,12 @@ aggregate's events in version order; a SIGKILLed relay and a stopped broker lose
 
 import os
 import signal
-import tempfile
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import orjson
-import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from tests.history import checkpoint, head, write_history
@@ -74,14 +70,6 @@ def assert_complete_and_ordered(url: str, bootstrap: str) -> None:
         ordered = [v for v, _ in versions]
         first_seen = list(dict.fromkeys(ordered))  # a republished batch repeats, in order
         assert first_seen == sorted(first_seen), f"versions out of order: {ordered}"
-
-
-@pytest.fixture
-def broker() -> Iterator[KafkaBroker]:
-    server = KafkaBroker(Path(tempfile.mkdtemp(prefix="warriors-test-kafka-")), free_port())
-    server.start()
-    yield server
-    server.stop()
 
 
 def test_every_event_reaches_the_topic_in_order(fresh_database: str, broker: KafkaBroker) -> None:

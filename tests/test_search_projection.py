@@ -6,17 +6,15 @@ import asyncio
 import uuid
 from typing import Any
 
-import psycopg
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from tests.history import checkpoint, head, write_history
+from tests.history import checkpoint, counted, head, with_read_model, write_history
 from tests.support import wait_for
 from warriors.adapters.opensearch_server import OpenSearchServer
 from warriors.adapters.search_engine import IndexAction, SearchEngine
 from warriors.projections.engine import ProjectionEngine
 from warriors.projections.live import run_live
-from warriors.projections.read_model import WarriorsReadModel
 from warriors.projections.rebuild import rebuild_blue_green
 from warriors.projections.search import SEARCH, WarriorsSearch
 from warriors.readside import search_index
@@ -31,11 +29,7 @@ def doc(warrior_id: str, name: str, version: int) -> dict[str, Any]:
 
 
 async def engines(pool: Pool, search_engine: SearchEngine) -> tuple[ProjectionEngine, ProjectionEngine]:
-    read_model = ProjectionEngine(pool, WarriorsReadModel(), 500)
-    search = ProjectionEngine(pool, WarriorsSearch(search_engine), 500)
-    for engine in (read_model, search):
-        await engine.register()
-    return read_model, search
+    return await with_read_model(pool, WarriorsSearch(search_engine))
 
 
 def projected(url: str) -> bool:
@@ -44,13 +38,6 @@ def projected(url: str) -> bool:
 
 def searchable(url: str) -> bool:
     return checkpoint(url, SEARCH) == head(url)
-
-
-def living(url: str) -> int:
-    with psycopg.connect(url) as conn:
-        row = conn.execute("SELECT total FROM warrior_count").fetchone()
-    assert row is not None
-    return int(row[0])
 
 
 async def test_out_of_order_and_duplicate_writes_never_regress(search_engine: SearchEngine) -> None:
@@ -73,7 +60,7 @@ async def test_the_projection_indexes_whole_documents_and_deletes(
     read_model, search = await engines(fresh_pool, search_engine)
     await read_model.catch_up()
     await search.catch_up()
-    assert await search_engine.count() == living(fresh_database) == 90
+    assert await search_engine.count() == counted(fresh_database) == 90
     found = await search_engine.search(search_index.search_body("renamed", 50))
     assert len(found) == 50
     assert all(d["name"].endswith("renamed") and d["version"] == 2 for d in found)
@@ -113,7 +100,7 @@ async def test_a_rebuild_under_live_writes_never_serves_an_empty_or_partial_inde
     assert await search_engine.alias_target() not in (None, before)
     assert await search_engine.generations() == [await search_engine.alias_target()]  # the old one is gone
     assert report.position <= head(fresh_database)
-    assert await search_engine.count() == living(fresh_database)
+    assert await search_engine.count() == counted(fresh_database)
 
 
 async def test_the_engine_down_loses_nothing(
@@ -134,5 +121,5 @@ async def test_the_engine_down_loses_nothing(
     finally:
         stop.set()
         await projector
-    assert await search_engine.count() == living(fresh_database) == 45 + 27
+    assert await search_engine.count() == counted(fresh_database) == 45 + 27
     assert await search_engine.alias_target() is not None
