@@ -87,7 +87,7 @@ class WarriorsSearch:
         """The alias must exist; from position 0 it is created if missing. Asked at most
         every INTACT_CHECK_SECONDS (the live projector polls ten times a second)."""
         if self.index != ALIAS or time.monotonic() - self._intact_at < INTACT_CHECK_SECONDS:
-            return True  # a shadow writes into the index made for it
+            return True  # a shadow writes into the index made for it; or checked a moment ago
         if await self._unless_unavailable(self.engine.alias_target()) is not None:
             self._intact_at = time.monotonic()
             return True
