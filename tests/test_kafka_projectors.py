@@ -14,6 +14,7 @@ from tests.support import LoggedProcess, ProjectorProcess, ServiceProcess, wait_
 from warriors.adapters.embedded_postgres import free_port
 from warriors.adapters.kafka_broker import KafkaBroker
 from warriors.adapters.kafka_bus import DLQ_TOPIC, TOPIC
+from warriors.adapters.redis_cache import RedisReadModels
 
 
 def bus_env(broker: KafkaBroker) -> dict[str, str]:
@@ -42,9 +43,12 @@ def living(url: str) -> int:
     return int(row[0])
 
 
-def test_the_read_model_fed_from_kafka_ends_exact(fresh_database: str, broker: KafkaBroker) -> None:
+def test_the_read_models_fed_from_kafka_end_exact(
+    fresh_database: str, broker: KafkaBroker, redis_url: str
+) -> None:
     write_history(fresh_database, 3000)
-    processes = [relay(fresh_database, broker), ProjectorProcess(fresh_database, env=bus_env(broker))]
+    with_cache = {**bus_env(broker), "REDIS_URL": redis_url}  # the cache is a consumer group too
+    processes = [relay(fresh_database, broker), ProjectorProcess(fresh_database, env=with_cache)]
     service = ServiceProcess(fresh_database, free_port(), env=bus_env(broker))
     try:
         with httpx.Client(base_url=service.base_url, timeout=10) as client:
@@ -60,6 +64,7 @@ def test_the_read_model_fed_from_kafka_ends_exact(fresh_database: str, broker: K
         status = statuses["warriors_read_model"]
         assert status["consumer_group"] == "warriors-warriors_read_model"
         assert status["consumer_lag"] == 0
+        wait_for(lambda: redis_count(redis_url) == living(fresh_database), what="the Redis count, ready")
     finally:
         service.stop()
         for process in processes:
@@ -140,6 +145,19 @@ def _read_all(broker: KafkaBroker, topic: str, expected: int) -> list[Message]:
     finally:
         consumer.close()
     return found
+
+
+def redis_count(url: str) -> int | None:
+    """The Redis count as the query service would serve it (None: not ready)."""
+
+    async def read() -> int | None:
+        models = RedisReadModels(url)
+        try:
+            return await models.count()
+        finally:
+            await models.close()
+
+    return asyncio.run(read())
 
 
 def _header(message: Message, name: str) -> str:

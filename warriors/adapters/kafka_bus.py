@@ -9,7 +9,7 @@ only when the broker has confirmed every message of the batch; otherwise it rais
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
@@ -52,18 +52,17 @@ def ensure_topics(bootstrap_servers: str, partitions: int, replication: int, tim
 
 class BusProducer:
     def __init__(self, bootstrap_servers: str) -> None:
-        self._producer = Producer(
-            {
-                "bootstrap.servers": bootstrap_servers,
-                "enable.idempotence": True,
-                "acks": "all",
-                "linger.ms": 2,
-                "compression.type": "lz4",
-                # A message not confirmed by then fails, rather than waiting in the queue
-                # behind the retries of a relay whose broker is down.
-                "message.timeout.ms": int(DELIVERY_TIMEOUT_SECONDS * 1000),
-            }
-        )
+        self._config = {
+            "bootstrap.servers": bootstrap_servers,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 2,
+            "compression.type": "lz4",
+            # A message not confirmed by then fails, rather than waiting in the queue
+            # behind the retries of a relay whose broker is down.
+            "message.timeout.ms": int(DELIVERY_TIMEOUT_SECONDS * 1000),
+        }
+        self._producer = Producer(self._config)
 
     async def publish(self, topic: str, messages: Sequence[OutgoingMessage]) -> None:
         """Send `messages` in order; return once the broker confirmed every one."""
@@ -73,6 +72,25 @@ class BusProducer:
             if error is not None:
                 failures.append(str(error))
 
+        try:
+            await self._send(topic, messages, delivered)
+        except KafkaException as exc:  # a fatal producer error among them: start afresh
+            self._producer.purge()
+            self._producer = Producer(self._config)
+            raise BusUnavailable(f"the producer failed: {exc}") from exc
+        remaining = await asyncio.to_thread(self._producer.flush, DELIVERY_TIMEOUT_SECONDS + 1)
+        if remaining or failures:
+            self._producer.purge()  # what is still queued is sent again with the retry
+            raise BusUnavailable(
+                f"of {len(messages)} messages {remaining} unconfirmed, {len(failures)} failed {failures[:1]}"
+            )
+
+    async def _send(
+        self,
+        topic: str,
+        messages: Sequence[OutgoingMessage],
+        delivered: Callable[[KafkaError | None, Message], None],
+    ) -> None:
         for message in messages:
             while True:
                 try:
@@ -86,11 +104,6 @@ class BusProducer:
                     break
                 except BufferError:  # the local queue is full: let deliveries drain it
                     await asyncio.to_thread(self._producer.poll, 0.1)
-        remaining = await asyncio.to_thread(self._producer.flush, DELIVERY_TIMEOUT_SECONDS + 1)
-        if remaining or failures:
-            raise BusUnavailable(
-                f"of {len(messages)} messages {remaining} unconfirmed, {len(failures)} failed {failures[:1]}"
-            )
 
     def close(self) -> None:
         self._producer.flush(5)

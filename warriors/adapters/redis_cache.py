@@ -52,16 +52,25 @@ redis.call('EXPIRE', KEYS[3], tonumber(ARGV[5]))
 return 1
 """
 
-# KEYS: entry. ARGV: version, doc JSON, ttl. A read fills the entry unless it holds a
-# newer version, or the same version already known (a document or a deletion).
+# KEYS: entry, versions. ARGV: version, doc JSON, ttl, id. A read fills the entry unless
+# it holds a newer version or the same version already known (a document or a deletion),
+# or the projection has applied a newer version (the read came from a lagging source).
 _FILL = """
 local v = tonumber(ARGV[1])
+if math.abs(tonumber(redis.call('HGET', KEYS[2], ARGV[4]) or '0')) > v then return 0 end
 local current = redis.call('HMGET', KEYS[1], 'v', 'doc', 'gone')
 local cv = tonumber(current[1] or '0')
 if cv > v or (cv == v and ((current[2] or '') ~= '' or current[3] == '1')) then return 0 end
 redis.call('HSET', KEYS[1], 'v', v, 'doc', ARGV[2], 'gone', 0)
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
 return 1
+"""
+
+# KEYS: ready, epoch, count.
+_MARK_READY = """
+if redis.call('EXISTS', KEYS[2]) == 1 and redis.call('EXISTS', KEYS[3]) == 1 then
+  redis.call('SET', KEYS[1], '1')
+end
 """
 
 
@@ -101,6 +110,7 @@ class RedisReadModels:
         self._down_until = 0.0
         self._apply = self.client.register_script(_APPLY)
         self._fill = self.client.register_script(_FILL)
+        self._mark_ready = self.client.register_script(_MARK_READY)
 
     @asynccontextmanager
     async def _translated(self) -> AsyncIterator[None]:
@@ -137,7 +147,10 @@ class RedisReadModels:
     async def fill(self, warrior_id: UUID, version: int, document: bytes) -> None:
         """`document`: the warrior's JSON at `version`, as the Read API answers it."""
         async with self._translated():
-            await self._fill(keys=[entry_key(warrior_id)], args=[version, document, self.ttl_seconds])
+            await self._fill(
+                keys=[entry_key(warrior_id), VERSIONS],
+                args=[version, document, self.ttl_seconds, str(warrior_id)],
+            )
 
     async def apply(self, writes: Sequence[CacheWrite]) -> None:
         """The projection's writes, in stream order, in one round trip."""
@@ -154,8 +167,10 @@ class RedisReadModels:
     async def count(self) -> int | None:
         """The count, or None when it cannot be trusted (not caught up since a replay)."""
         async with self._translated():
-            count, ready = await self.client.mget(COUNT, COUNT_READY)
-        return int(count or 0) if ready is not None else None
+            count, ready, epoch = await self.client.mget(COUNT, COUNT_READY, EPOCH)
+        if count is None or ready is None or epoch is None:
+            return None
+        return int(count)
 
     async def has_epoch(self) -> bool:
         async with self._translated():
@@ -166,12 +181,16 @@ class RedisReadModels:
             await self.client.set(EPOCH, "1", nx=True)
 
     async def mark_count_ready(self) -> None:
+        """Only while the epoch stands: a flush in between must not make a partial count
+        look ready."""
         async with self._translated():
-            await self.client.set(COUNT_READY, "1")
+            await self._mark_ready(keys=[COUNT_READY, EPOCH, COUNT])
 
     async def clear(self) -> None:
-        """Remove every key of the read models (a replay from position 0 follows)."""
+        """Remove every key of the read models (a replay from position 0 follows): the
+        readiness and the epoch first, so nothing partial is ever served."""
         async with self._translated():
+            await self.client.delete(COUNT_READY, EPOCH)
             async for keys in _batches(self.client.scan_iter(match=f"{PREFIX}*", count=1000)):
                 await self.client.unlink(*keys)
 

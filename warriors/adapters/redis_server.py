@@ -3,7 +3,9 @@ installs it), run on 127.0.0.1 with its files in a folder of the project's.
 
 Redis here is a cache, so it keeps nothing on disk (no RDB snapshots, no AOF): a restart
 starts empty, and the platform is built to answer correctly from PostgreSQL meanwhile.
-A password (generated, kept in the folder, mode 0600) keeps other local users out.
+A password (generated, kept in the folder, mode 0600) keeps other local users out. Past
+512 MB only entries with a TTL are evicted (`volatile-lru`): the projection's versions,
+count and markers stay.
 """
 
 import os
@@ -62,7 +64,7 @@ class RedisServer:
             f"port {self.port}\nbind 127.0.0.1\nprotected-mode yes\ndir {self.data_dir.resolve()}\n"
             f"pidfile {self.pid_file.resolve()}\nlogfile {self.log_file.resolve()}\n"
             f"requirepass {self._password()}\n"
-            'save ""\nappendonly no\ndaemonize yes\nmaxmemory 512mb\nmaxmemory-policy allkeys-lru\n'
+            'save ""\nappendonly no\ndaemonize yes\nmaxmemory 512mb\nmaxmemory-policy volatile-lru\n'
         )
         config.chmod(0o600)
         subprocess.run([binary, str(config)], check=True)

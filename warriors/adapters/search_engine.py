@@ -82,7 +82,7 @@ class SearchEngine:
             raise SearchUnavailable(f"{self.kind}: {exc}") from exc
         except self._api_error as exc:
             status = _status(exc)
-            if status is None or status >= 500 or status == 429:
+            if status is None or status >= 500 or status in (404, 429):  # 404: no index (yet)
                 raise SearchUnavailable(f"{self.kind}: {exc}") from exc
             raise SearchRejected(f"{self.kind}: {exc}") from exc
 
@@ -165,7 +165,13 @@ class SearchEngine:
             else:
                 operations += [{"index": meta}, action.document]
         async with self._translated():
-            response = await self.client.bulk(body=operations, refresh="wait_for" if refresh else "false")
+            # Through the alias, require it: with the alias gone, a write must fail rather
+            # than create a plain index named like it (which would block the alias for good).
+            response = await self.client.bulk(
+                body=operations,
+                refresh="wait_for" if refresh else "false",
+                **({"require_alias": "true"} if index == ALIAS else {}),
+            )
         if not response["errors"]:
             return
         failures = []

@@ -18,13 +18,15 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 from psycopg import AsyncConnection, OperationalError
 from psycopg_pool import AsyncConnectionPool
 
 from warriors.adapters.kafka_bus import DLQ_TOPIC, TOPIC, BusProducer, BusUnavailable, OutgoingMessage
 from warriors.bus import envelope
+from warriors.eventstore.records import START, StoredEvent, StreamPosition
 from warriors.projections.base import Projection, ProjectionTargetUnavailable
+from warriors.projections.engine import lock_projection
 
 log = logging.getLogger("warriors.bus.consumer")
 
@@ -38,6 +40,10 @@ _PARK = """
 INSERT INTO projection_parked_events (projection_name, event_id, position, error)
 VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING
 """
+
+
+TRANSIENT = (OperationalError, OSError, ProjectionTargetUnavailable)
+_PAST_START = StreamPosition(0, 1)  # "not from the beginning", for `Projection.intact`
 
 
 def group_id(projection: str) -> str:
@@ -61,6 +67,7 @@ class ProjectionConsumer:
         self.dead_letters = dead_letters
         self.batch_size = batch_size
         self.attempts = attempts
+        self._from_start = False
         self.consumer = Consumer(
             {
                 "bootstrap.servers": bootstrap_servers,
@@ -72,16 +79,22 @@ class ProjectionConsumer:
         )
 
     async def run(self, stop: asyncio.Event) -> None:
-        self.consumer.subscribe([TOPIC])
+        self.consumer.subscribe([TOPIC], on_assign=self._assigned)
         log.info("consumer group %s reading %s for %s", self.group, TOPIC, self.projection.name)
         try:
             while not stop.is_set():
                 messages = await asyncio.to_thread(self._next_messages)
                 batch = [m for m in messages if not _skippable(m)]
                 if batch:
-                    await self._process(batch)
+                    await self._process(batch, stop)
         finally:
             await asyncio.to_thread(self.consumer.close)
+
+    def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """A group that never committed reads from the start: the projection may take
+        that as its position 0 (a cache marks its epoch)."""
+        committed = consumer.committed(partitions, 10.0)
+        self._from_start = all(tp.offset < 0 for tp in committed)
 
     def _next_messages(self) -> list[Message]:
         """Wait (up to half a second) for one message, then take whatever else has
@@ -92,61 +105,86 @@ class ProjectionConsumer:
             return []
         return first + self.consumer.consume(self.batch_size - 1, 0)
 
-    async def _process(self, batch: list[Message]) -> None:
+    async def _process(self, batch: list[Message], stop: asyncio.Event) -> None:
+        readable: list[tuple[Message, StoredEvent]] = []
+        for message in batch:
+            try:
+                readable.append((message, envelope.decode(message.value())))
+            except envelope.Unreadable as exc:
+                await self._dead_letter(message, str(exc))
         while True:
             try:
-                await self._apply(batch)
+                if not await self._intact():
+                    return  # replaying from the beginning: this batch comes again
+                await self._apply(readable)
                 break
-            except (
-                OperationalError,
-                OSError,
-                ProjectionTargetUnavailable,
-            ) as exc:  # transient: same batch again
+            except TRANSIENT as exc:  # the same batch again, unless stopping (it is redelivered)
+                if stop.is_set():
+                    return
                 log.warning("consumer %s: %r; retrying the batch in 1s", self.group, exc)
                 await asyncio.sleep(1.0)  # a pause before the retry, not a synchronisation
         # After the effect; asynchronous: a commit lost to a crash only means a redelivery,
         # which the applies make harmless.
         self.consumer.commit(asynchronous=True)
-        await self._record_lag(batch)
+        try:
+            if await self._record_lag(batch) == 0:
+                await self.projection.caught_up()
+        except TRANSIENT as exc:  # only a gauge: the next batch records it again
+            log.warning("consumer %s: lag not recorded: %r", self.group, exc)
 
-    async def _apply(self, batch: list[Message]) -> None:
-        """The whole batch in one transaction; if it fails, message by message."""
-        events = []
-        for message in batch:
-            try:
-                events.append(envelope.decode(message.value()))
-            except envelope.Unreadable as exc:
-                await self._dead_letter(message, str(exc))
+    async def _intact(self) -> bool:
+        """As the engine does: a projection whose target lost its data (a flushed cache)
+        is reset and read again from the topic's beginning."""
+        if await self.projection.intact(START if self._from_start else _PAST_START):
+            self._from_start = False
+            return True
+        log.warning(
+            "consumer %s: %s lost its data; reading the topic from the start",
+            self.group,
+            self.projection.name,
+        )
+        async with self.pool.connection() as conn, conn.transaction():
+            await lock_projection(conn, self.projection.name)
+            await self.projection.reset(conn)
+        for tp in self.consumer.assignment():
+            self.consumer.seek(TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING))
+        self._from_start = True
+        return False
+
+    async def _apply(self, batch: list[tuple[Message, StoredEvent]]) -> None:
+        """The whole batch in one transaction (under the projection's lock, as the
+        engine's batches: a rebuild's swap pauses it, and group members never interleave
+        their counts); if it fails, message by message."""
         try:
             async with self.pool.connection() as conn, conn.transaction():
-                await self.projection.apply(conn, events)
+                await lock_projection(conn, self.projection.name)
+                await self.projection.apply(conn, [event for _, event in batch])
             return
-        except (OperationalError, OSError, ProjectionTargetUnavailable):
+        except TRANSIENT:
             raise
         except Exception as exc:
             log.warning("consumer %s: batch failed (%r); applying message by message", self.group, exc)
-        for message in batch:
-            await self._apply_one(message)
+        for message, event in batch:
+            await self._apply_one(message, event)
 
-    async def _apply_one(self, message: Message) -> None:
-        try:
-            event = envelope.decode(message.value())
-        except envelope.Unreadable:
-            return  # already dead-lettered
+    async def _apply_one(self, message: Message, event: StoredEvent) -> None:
         error = ""
         for attempt in range(1, self.attempts + 1):
             try:
                 async with self.pool.connection() as conn, conn.transaction():
+                    await lock_projection(conn, self.projection.name)
                     await self.projection.apply(conn, [event])
                 return
-            except (OperationalError, OSError, ProjectionTargetUnavailable):
+            except TRANSIENT:
                 raise
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}"
                 log.warning("consumer %s: event %s failed (attempt %d/%d): %s",
                             self.group, event.event_id, attempt, self.attempts, error)  # fmt: skip
         await self._dead_letter(message, error)
-        async with self.pool.connection() as conn:
+        async with self.pool.connection() as conn, conn.transaction():  # parked: the rest goes on
+            await lock_projection(conn, self.projection.name)
+            await self.projection.skip(conn, event)
             await conn.execute(_PARK, (self.projection.name, event.event_id, event.position, error))
 
     async def _dead_letter(self, message: Message, error: str) -> None:
@@ -175,7 +213,7 @@ class ProjectionConsumer:
             error,
         )
 
-    async def _record_lag(self, batch: Sequence[Message]) -> None:
+    async def _record_lag(self, batch: Sequence[Message]) -> int:
         """Each partition's next offset (what this batch committed) and its end, from the
         consumer's cached watermarks (no round trip to the broker)."""
         next_offsets: dict[int, int] = {}
@@ -190,6 +228,7 @@ class ProjectionConsumer:
         async with self.pool.connection() as conn:
             for row in rows:
                 await conn.execute(_RECORD_LAG, row)
+        return sum(end - committed for _, _, committed, end in rows)
 
 
 def _skippable(message: Message) -> bool:

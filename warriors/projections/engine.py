@@ -77,6 +77,12 @@ WHERE projection_name = %(name)s
 """
 
 
+async def lock_projection(conn: AsyncConnection[Any], name: str) -> None:
+    """Take projection `name`'s lock until the end of `conn`'s transaction: no other batch
+    (of any process, engine or Kafka consumer) applies events to it meanwhile."""
+    await conn.execute(_LOCK, (name,))
+
+
 async def register(pool: AsyncConnectionPool[AsyncConnection], name: str) -> None:
     """Create projection `name`'s checkpoint row (at position 0) if it has none."""
     with translated_errors():
@@ -118,9 +124,7 @@ class ProjectionEngine:
                 return await self.advance(conn, prefetch=prefetch)
 
     async def lock(self, conn: AsyncConnection[Any]) -> None:
-        """Take the projection's lock until the end of `conn`'s transaction: no other
-        batch (of any process) applies events to it meanwhile."""
-        await conn.execute(_LOCK, (self.name,))
+        await lock_projection(conn, self.name)
 
     async def advance(self, conn: AsyncConnection[Any], *, prefetch: bool = False) -> BatchResult:
         """`run_batch` inside the caller's transaction, which holds the lock."""

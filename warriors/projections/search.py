@@ -1,8 +1,8 @@
 """The `warriors_search` projection: the warriors in the search engine's index, behind the
 alias `warriors`.
 
-A batch folds each touched warrior again from its events (up to the batch's last event
-of it), so every write is the whole document, and writes it with its aggregate version as
+A batch folds each touched warrior again from all its stored events, so every write is
+the whole, latest document, and writes it with its aggregate version as
 the external version: the engine refuses an older or repeated write, so redelivery and
 late events never regress a document. A deletion is a versioned delete.
 
@@ -48,19 +48,18 @@ class WarriorsSearch:
         self._intact_at = float("-inf")
 
     async def apply(self, conn: AsyncConnection[Any], events: list[StoredEvent]) -> None:
-        upto: dict[UUID, int] = {}
-        for event in events:
-            if event.aggregate_type == AGGREGATE_TYPE:
-                upto[event.aggregate_id] = event.event_version
-        if not upto:
+        touched = {e.aggregate_id for e in events if e.aggregate_type == AGGREGATE_TYPE}
+        if not touched:
             return
+        # The whole stored history, not only up to this batch: a redelivered old event
+        # then writes the warrior's latest state (after the engine has forgotten a delete,
+        # an older version alone would be taken and bring a deleted warrior back).
         async with conn.cursor(row_factory=tuple_row) as cursor:
-            await cursor.execute(_HISTORIES, (list(upto),))
+            await cursor.execute(_HISTORIES, (list(touched),))
             histories: dict[UUID, list[StoredEvent]] = {}
             for row in await cursor.fetchall():
                 event = stored_event(row)
-                if event.event_version <= upto[event.aggregate_id]:
-                    histories.setdefault(event.aggregate_id, []).append(event)
+                histories.setdefault(event.aggregate_id, []).append(event)
         await self._write([_action(warrior_id, history) for warrior_id, history in histories.items()])
 
     async def _write(self, actions: list[IndexAction]) -> None:
@@ -132,9 +131,11 @@ class WarriorsSearch:
             await self._unless_unavailable(self.engine.delete_index(shadow.index))
 
     async def _unless_unavailable(self, work: Any) -> Any:
+        """Engine errors in index management wait and retry (an operator may be fixing
+        the cluster), rather than failing every projection's loop."""
         try:
             return await work
-        except SearchUnavailable as exc:
+        except (SearchUnavailable, SearchRejected) as exc:
             raise ProjectionTargetUnavailable(str(exc)) from exc
 
 

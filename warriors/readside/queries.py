@@ -13,7 +13,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from warriors.adapters.redis_cache import CacheEntry, CacheUnavailable, RedisReadModels
-from warriors.adapters.search_engine import SearchEngine, SearchUnavailable
+from warriors.adapters.search_engine import SearchEngine, SearchRejected, SearchUnavailable
 from warriors.application.warrior_commands import rebuild
 from warriors.domain.upcasting import UPCASTERS
 from warriors.eventstore.errors import translated_errors
@@ -239,7 +239,7 @@ class WarriorQueries:
         if term is None or not term.strip():
             return await self._rows(_NEWEST, {"limit": limit})
         if self.search_engine is not None:
-            with contextlib.suppress(SearchUnavailable):
+            with contextlib.suppress(SearchUnavailable, SearchRejected):
                 if not _has_word(term):
                     return []
                 documents = await self.search_engine.search(search_index.search_body(term, limit))
@@ -258,7 +258,7 @@ class WarriorQueries:
 
     async def suggest(self, prefix: str, limit: int = MAX_SUGGESTIONS) -> list[str]:
         if self.search_engine is not None:
-            with contextlib.suppress(SearchUnavailable):
+            with contextlib.suppress(SearchUnavailable, SearchRejected):
                 if not _has_word(prefix):
                     return []
                 return await self.search_engine.suggest(search_index.suggest_body(prefix.strip(), limit))
