@@ -6,11 +6,13 @@ import asyncio
 import uuid
 from typing import Any
 
+import httpx
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from tests.history import checkpoint, counted, head, with_read_model, write_history
-from tests.support import wait_for
+from tests.support import ServiceProcess, wait_for
+from warriors.adapters.embedded_postgres import free_port
 from warriors.adapters.opensearch_server import OpenSearchServer
 from warriors.adapters.search_engine import IndexAction, SearchEngine
 from warriors.projections.engine import ProjectionEngine
@@ -123,3 +125,29 @@ async def test_the_engine_down_loses_nothing(
         await projector
     assert await search_engine.count() == counted(fresh_database) == 45 + 27
     assert await search_engine.alias_target() is not None
+
+
+async def test_with_the_engine_down_a_search_with_a_position_answers_from_postgresql(
+    fresh_database: str, fresh_pool: Pool, search_engine: SearchEngine, opensearch: OpenSearchServer
+) -> None:
+    write_history(fresh_database, 20)
+    read_model, search = await engines(fresh_pool, search_engine)
+    await read_model.catch_up()
+    await search.catch_up()
+    service = ServiceProcess(fresh_database, free_port(), env={"SEARCH_URL": opensearch.url()})
+    try:
+        async with httpx.AsyncClient(base_url=service.base_url, timeout=10) as client:
+            query = {"term": "renamed", "position": str(head(fresh_database))}
+            on_engine = await client.get("/api/v1/queries/warriors", params=query)
+            assert on_engine.status_code == 200
+            assert len(on_engine.json()) == 18
+            await asyncio.to_thread(opensearch.stop)
+            write_history(fresh_database, 5)  # only the read model follows
+            await read_model.catch_up()
+            query["position"] = str(head(fresh_database))
+            fallback = await client.get("/api/v1/queries/warriors", params=query)
+            assert fallback.status_code == 200  # not a 503 for the index that cannot move
+            assert len(fallback.json()) == 22
+    finally:
+        service.stop()
+        await asyncio.to_thread(opensearch.start)

@@ -68,8 +68,11 @@ async def list_warriors(
     """No term: the newest warriors first. A term: full-text and fuzzy search over names
     (weighted x3) and skills (x2), case- and accent-insensitive, with synonyms; at most 50."""
     wanted = _wanted_position(request, position)
-    searching = term is not None and term.strip() and _queries(request).search_engine is not None
-    queries = await _consistent(request, wanted, SEARCH if searching else READ_MODEL)
+    queries = _queries(request)
+    # A term goes to the search engine when one is configured and answers (then a position
+    # waits for the index); otherwise PostgreSQL answers, and the read model is waited for.
+    on_engine = bool(term and term.strip()) and wanted is not None and await queries.search_engine_answers()
+    await _consistent(request, wanted, SEARCH if on_engine else READ_MODEL)
     return _json([w.to_json() for w in await queries.search(term, limit)])
 
 

@@ -256,6 +256,16 @@ class WarriorQueries:
         }
         return await self._rows(_SEARCH, params)
 
+    async def search_engine_answers(self) -> bool:
+        """A search engine is configured and reachable (one round trip)."""
+        if self.search_engine is None:
+            return False
+        try:
+            await self.search_engine.ping()
+        except (SearchUnavailable, SearchRejected):
+            return False
+        return True
+
     async def suggest(self, prefix: str, limit: int = MAX_SUGGESTIONS) -> list[str]:
         if self.search_engine is not None:
             with contextlib.suppress(SearchUnavailable, SearchRejected):
