@@ -30,7 +30,7 @@ import psycopg
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from bench.tools import LoadResult, Server, machine, save, wrk
+from bench.tools import LoadResult, Server, load_options, machine, median, print_table, save, wrk
 from tests.support import ProjectorProcess
 from warriors.adapters.embedded_postgres import EmbeddedPostgres, free_port
 from warriors.eventstore.database import apply_migrations
@@ -128,7 +128,7 @@ def get_by_id(
                     _pgbench(postgres, socket_url, c, args.seconds, sql, workdir / f"g{c}-{r}")
                 )
                 rounds["platform"].append(wrk(service.url, c, args.seconds, script, "platform: get by id"))
-            results += [sorted(v, key=lambda x: x.requests_per_second)[len(v) // 2] for v in rounds.values()]
+            results += [median(v) for v in rounds.values()]
     finally:
         service.stop()
         trivial.stop()
@@ -275,11 +275,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[16, 64])
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--warriors", type=int, default=100_000)
+    load_options(parser)
     parser.add_argument(
         "--lag-rate",
         type=int,
@@ -330,11 +326,7 @@ def main() -> None:
 
 
 def _print_get(results: list[LoadResult]) -> list[LoadResult]:
-    print(f"{'get by id':<40} {'clients':>8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
-    for r in results:
-        print(
-            f"{r.label:<40} {r.concurrency!s:>8} {r.requests_per_second:>9.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f}"
-        )
+    print_table("get by id", results)
     by = {(r.label.split(":")[0].split(" (")[0], r.concurrency): r for r in results}
     for c in sorted({r.concurrency for r in results}, key=str):
         ours = by[("platform", c)].requests_per_second

@@ -23,7 +23,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from bench.read_path import TERMS, seed_events
-from bench.tools import LoadResult, Server, machine, save, wrk
+from bench.tools import LoadResult, Server, load_options, machine, median, print_table, save, wrk
 from warriors.adapters.embedded_postgres import EmbeddedPostgres, free_port
 from warriors.adapters.opensearch_server import OpenSearchServer
 from warriors.adapters.redis_cache import RedisReadModels
@@ -94,7 +94,7 @@ def search(args: argparse.Namespace, env: dict[str, str], search_url: str, workd
                     wrk(search_url, c, args.seconds, engine_script, "OpenSearch _search, direct")
                 )
                 rounds["api"].append(wrk(service.url, c, args.seconds, api_script, "platform: search API"))
-            results += [_median(v) for v in rounds.values()]
+            results += [median(v) for v in rounds.values()]
     finally:
         service.stop()
     return results
@@ -140,34 +140,18 @@ def get_by_id(
                     wrk(without.url, c, args.seconds, script, "get by id, PostgreSQL only")
                 )
                 rounds["redis"].append(wrk(cached.url, c, args.seconds, script, "get by id, with Redis"))
-            results += [_median(v) for v in rounds.values()]
+            results += [median(v) for v in rounds.values()]
     finally:
         for server in (cached, without, trivial):
             server.stop()
     return results
 
 
-def _median(results: list[LoadResult]) -> LoadResult:
-    return sorted(results, key=lambda r: r.requests_per_second)[len(results) // 2]
-
-
-def _table(title: str, results: list[LoadResult]) -> None:
-    print(f"\n{title:<40} {'clients':>8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
-    for r in results:
-        print(
-            f"{r.label:<40} {r.concurrency!s:>8} {r.requests_per_second:>9.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {r.errors:>7}"
-        )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[16, 64])
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--warriors", type=int, default=100_000)
+    load_options(parser)
     parser.add_argument("--only", choices=["search", "get"], nargs="+")
     args = parser.parse_args()
     parts = args.only or ["search", "get"]
@@ -197,7 +181,8 @@ def main() -> None:
             }
             if "search" in parts:
                 results = search(args, env, search_url, workdir)
-                _table("search (100k warriors)", results)
+                print()
+                print_table("search (100k warriors)", results)
                 for c in (1, 16):
                     engine, api = (r for r in results if r.concurrency == c)
                     print(
@@ -207,7 +192,8 @@ def main() -> None:
                 report["search"] = [r.__dict__ for r in results]
             if "get" in parts:
                 results = get_by_id(args, url, env, redis_url, workdir)
-                _table("get by id", results)
+                print()
+                print_table("get by id", results)
                 for c in args.concurrency:
                     ceiling, pg, cached = (r for r in results if r.concurrency == c)
                     print(

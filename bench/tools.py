@@ -1,5 +1,6 @@
 """Shared pieces of the benchmarks: the machine, load generators and servers under test."""
 
+import argparse
 import json
 import os
 import platform
@@ -118,3 +119,24 @@ def save(name: str, payload: dict[str, Any]) -> Path:
     path = RESULTS / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(payload, indent=2, default=str))
     return path
+
+
+def load_options(parser: argparse.ArgumentParser) -> None:
+    """The options every closed-loop benchmark takes."""
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[16, 64])
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--warriors", type=int, default=100_000)
+
+
+def median(results: list[LoadResult]) -> LoadResult:
+    """The round with the median throughput (rounds are interleaved against the noise)."""
+    return sorted(results, key=lambda r: r.requests_per_second)[len(results) // 2]
+
+
+def print_table(title: str, results: list[LoadResult]) -> None:
+    print(f"{title:<40} {'clients':>8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    for r in results:
+        print(f"{r.label:<40} {r.concurrency!s:>8} {r.requests_per_second:>9.0f} {r.p50_ms:>8.2f}"
+              f" {r.p99_ms:>8.2f} {r.errors:>7}")  # fmt: skip

@@ -7,6 +7,7 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 import psycopg
 import pytest
@@ -94,11 +95,7 @@ def root() -> Path:
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     """A real Redis (Debian's redis-server, which make test installs) on a free port."""
-    server = RedisServer(Path(tempfile.mkdtemp(prefix="warriors-test-redis-")), free_port())
-    server.start()
-    yield server
-    server.stop()
-    shutil.rmtree(server.data_dir, ignore_errors=True)
+    yield from _running(RedisServer(_folder("redis"), free_port()))
 
 
 @pytest.fixture
@@ -113,11 +110,7 @@ def redis_url(redis_server: RedisServer) -> str:
 @pytest.fixture(scope="session")
 def opensearch() -> Iterator[OpenSearchServer]:
     """A real OpenSearch 2.19 node (one JVM, from Maven Central) on a free port."""
-    server = OpenSearchServer(Path(tempfile.mkdtemp(prefix="warriors-test-os-")), free_port())
-    server.start()
-    yield server
-    server.stop()
-    shutil.rmtree(server.data_dir, ignore_errors=True)
+    yield from _running(OpenSearchServer(_folder("os"), free_port()))
 
 
 @pytest.fixture
@@ -129,8 +122,32 @@ async def search_engine(opensearch: OpenSearchServer) -> AsyncIterator[SearchEng
 @pytest.fixture
 def broker() -> Iterator[KafkaBroker]:
     """A real Kafka 4 broker (KRaft, one node, from Maven Central) of this test's own."""
-    server = KafkaBroker(Path(tempfile.mkdtemp(prefix="warriors-test-kafka-")), free_port())
+    yield from _running(KafkaBroker(_folder("kafka"), free_port()))
+
+
+class _Server(Protocol):
+    @property
+    def data_dir(self) -> Path: ...
+
+    def start(self) -> str: ...
+
+    def stop(self) -> None: ...
+
+
+ServerT = TypeVar("ServerT", bound=_Server)
+
+
+def _folder(kind: str) -> Path:
+    """Not under pytest's temporary root: another pytest session resets that to 0700, which
+    would lock out a server running as its own user."""
+    return Path(tempfile.mkdtemp(prefix=f"warriors-test-{kind}-"))
+
+
+def _running(server: ServerT) -> Iterator[ServerT]:
+    """Start `server`, hand it to the test, then stop it and remove its folder."""
     server.start()
-    yield server
-    server.stop()
-    shutil.rmtree(server.data_dir, ignore_errors=True)
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(server.data_dir, ignore_errors=True)

@@ -27,6 +27,7 @@ from warriors.bus import envelope
 from warriors.eventstore.records import START, StoredEvent, StreamPosition
 from warriors.projections.base import Projection, ProjectionTargetUnavailable
 from warriors.projections.engine import lock_projection
+from warriors.projections.status import consumer_group
 
 log = logging.getLogger("warriors.bus.consumer")
 
@@ -46,10 +47,6 @@ TRANSIENT = (OperationalError, OSError, ProjectionTargetUnavailable)
 _PAST_START = StreamPosition(0, 1)  # "not from the beginning", for `Projection.intact`
 
 
-def group_id(projection: str) -> str:
-    return f"warriors-{projection}"
-
-
 class ProjectionConsumer:
     def __init__(
         self,
@@ -63,7 +60,7 @@ class ProjectionConsumer:
     ) -> None:
         self.pool = pool
         self.projection = projection
-        self.group = group_id(projection.name)
+        self.group = consumer_group(projection.name)
         self.dead_letters = dead_letters
         self.batch_size = batch_size
         self.attempts = attempts

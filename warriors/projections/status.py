@@ -59,6 +59,11 @@ class ProjectionStatus:
         }
 
 
+def consumer_group(projection: str) -> str:
+    """The Kafka consumer group that feeds `projection` (warriors/bus/consumer.py)."""
+    return f"warriors-{projection}"
+
+
 _CONSUMER_LAG = """
 SELECT group_id, sum(greatest(end_offset - committed, 0))::bigint FROM bus_consumer_lag GROUP BY group_id
 """
@@ -94,7 +99,7 @@ def _through_kafka(
 ) -> ProjectionStatus:
     if status.name == RELAY or relay is None:
         return status
-    group = f"warriors-{status.name}"
+    group = consumer_group(status.name)
     consumer_lag = lags.get(group, 0)
     return replace(
         status,
