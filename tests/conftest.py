@@ -6,6 +6,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol, TypeVar
 
@@ -48,18 +49,27 @@ def postgres() -> Iterator[str]:
         server.destroy()
 
 
-@pytest.fixture
-def fresh_database(postgres: str) -> Iterator[str]:
-    """A new, migrated database of its own (for tests that read the whole stream)."""
+@contextmanager
+def database_of_its_own(postgres: str) -> Iterator[str]:
+    """A new, migrated database on the session's server, dropped on the way out."""
     name = f"t_{uuid.uuid4().hex[:12]}"
     admin_url = postgres.rsplit("/", 1)[0] + "/postgres"
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name}")
     url = postgres.rsplit("/", 1)[0] + f"/{name}"
     apply_migrations(url)
-    yield url
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    try:
+        yield url
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def fresh_database(postgres: str) -> Iterator[str]:
+    """A new, migrated database of its own (for tests that read the whole stream)."""
+    with database_of_its_own(postgres) as url:
+        yield url
 
 
 @pytest.fixture

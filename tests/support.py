@@ -91,7 +91,9 @@ class ProjectorProcess(LoggedProcess):
 async def fresh_search_engine(server: OpenSearchServer) -> AsyncIterator[SearchEngine]:
     """A client of `server`, with no warriors index left from other tests."""
     server.start()  # a test may have stopped it
-    engine = SearchEngine(server.url(), EngineKind.OPENSEARCH)
+    # A generous budget: a test of the engine's answers must get them, not PostgreSQL's
+    # fallback, on a busy machine.
+    engine = SearchEngine(server.url(), EngineKind.OPENSEARCH, query_timeout_ms=10_000)
     try:
         for index in await engine.generations():
             await engine.delete_index(index)

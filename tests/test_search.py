@@ -18,7 +18,7 @@ from warriors.projections.engine import ProjectionEngine
 from warriors.projections.read_model import WarriorsReadModel
 from warriors.projections.search import WarriorsSearch
 from warriors.readside.queries import WarriorQueries
-from warriors.readside.search_terms import parse
+from warriors.readside.search_terms import fold_ascii
 
 WARRIORS = [
     ("José Aldo", ["Muay Thai"]),
@@ -130,15 +130,15 @@ async def test_suggest_prefix_case_insensitive(queries: WarriorQueries) -> None:
     assert await queries.suggest("%") == []
 
 
-def test_search_terms_only_hold_quoted_words() -> None:
-    terms = parse("it's a 'blade' & (kick) | !x:*")
-    assert terms.tsquery.count("'") % 2 == 0
-    assert "'blade':*" in terms.tsquery
-    assert "'katana'" in terms.tsquery
-    assert "'punch'" in terms.tsquery
-    assert parse("%%%").empty
-    assert parse("martial arts").tsquery.endswith("('martial' <-> 'arts') | 'combat' | 'fighting'")
-    assert parse("blade").name_tsquery == "'blade':*A | 'sword':A | 'blade':A | 'katana':A"
+async def test_ascii_terms_fold_here_as_the_database_folds_them(queries: WarriorQueries) -> None:
+    """The query service folds ASCII terms itself (no round trip); the result must be what
+    the indexed columns' `warriors_fold` gives, for every printable ASCII character."""
+    text = "".join(chr(c) for c in range(32, 127))
+    async with queries.pool.connection() as conn:
+        cursor = await conn.execute("SELECT warriors_fold(%s)", (text,))
+        row = await cursor.fetchone()
+    assert row is not None
+    assert fold_ascii(text) == row[0]
 
 
 async def test_concurrent_gets_are_grouped_and_each_gets_its_own_row(queries: WarriorQueries) -> None:

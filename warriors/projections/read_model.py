@@ -71,15 +71,24 @@ class WarriorsReadModel:
         self._load = sql.SQL(
             "SELECT id, name, dob, fight_skills, created_at, updated_at, version FROM {} WHERE id = ANY(%s)"
         ).format(ident)
+        # The rows, and in the same statement the search vocabulary gains their new words
+        # (sorted: concurrent writers, a rebuild's and the live projector's, take the
+        # words' locks in one order and never deadlock).
         self._upsert = sql.SQL(
-            """INSERT INTO {t} AS t (id, name, dob, fight_skills, created_at, updated_at, version)
-            SELECT id, name, dob, fight_skills, created_at, updated_at, version
-            FROM jsonb_to_recordset(%s::jsonb) AS r(id uuid, name text, dob date, fight_skills text[],
-                 created_at timestamptz, updated_at timestamptz, version int)
-            ON CONFLICT (id) DO UPDATE SET
-                name = excluded.name, dob = excluded.dob, fight_skills = excluded.fight_skills,
-                updated_at = excluded.updated_at, version = excluded.version
-            WHERE t.version < excluded.version"""
+            """WITH written AS (
+                INSERT INTO {t} AS t (id, name, dob, fight_skills, created_at, updated_at, version)
+                SELECT id, name, dob, fight_skills, created_at, updated_at, version
+                FROM jsonb_to_recordset(%s::jsonb) AS r(id uuid, name text, dob date, fight_skills text[],
+                     created_at timestamptz, updated_at timestamptz, version int)
+                ON CONFLICT (id) DO UPDATE SET
+                    name = excluded.name, dob = excluded.dob, fight_skills = excluded.fight_skills,
+                    updated_at = excluded.updated_at, version = excluded.version
+                WHERE t.version < excluded.version
+                RETURNING search_vector
+            )
+            INSERT INTO search_words (word)
+            SELECT DISTINCT word FROM written, unnest(tsvector_to_array(search_vector)) AS word ORDER BY word
+            ON CONFLICT DO NOTHING"""
         ).format(t=ident)
         self._delete = sql.SQL("DELETE FROM {} WHERE id = ANY(%s)").format(ident)
         self._reset = sql.SQL("TRUNCATE {}").format(ident)

@@ -5,7 +5,7 @@ Elasticsearch 8/9 and OpenSearch 2.x.
 
 from typing import Any
 
-from warriors.readside.search_terms import SYNONYMS
+from warriors.readside.search_terms import MAX_WORD_CHARS, MAX_WORDS, SYNONYMS
 
 ALIAS = "warriors"
 INDEX_PREFIX = "warriors-"  # the indexes behind the alias: warriors-<generation>
@@ -73,18 +73,23 @@ MAPPINGS: dict[str, Any] = {
 
 
 def search_body(term: str, limit: int) -> dict[str, Any]:
-    """Names weigh three times skills; every word may be a prefix (the last one typed) or
-    a typo (fuzziness AUTO). The term goes in as text to analyze, never as query syntax,
-    so any character is harmless."""
+    """Names weigh three times skills; each word may be a typo (fuzziness AUTO, the first
+    letter right, its 10 closest terms) and the last one a prefix (its first 20 terms).
+    The term goes in as text to analyze, never as query syntax, so any character is
+    harmless; like PostgreSQL's search, only its first MAX_WORDS words of MAX_WORD_CHARS
+    letters count, which bounds the engine's work for any term (a long random string made
+    it expand thousands of fuzzy terms)."""
+    term = " ".join(word[:MAX_WORD_CHARS] for word in term.split()[:MAX_WORDS])
     fields = ["name^3", "fight_skills^2"]
-    fuzzy = {"query": term, "fields": fields, "fuzziness": "AUTO", "prefix_length": 1}
+    fuzzy = {"query": term, "fields": fields, "fuzziness": "AUTO", "prefix_length": 1, "max_expansions": 10}
+    prefix = {"query": term, "type": "bool_prefix", "fields": fields, "max_expansions": 20}
     return {
         "size": min(limit, MAX_RESULTS),
         "query": {
             "bool": {
                 "should": [
                     {"multi_match": fuzzy},
-                    {"multi_match": {"query": term, "type": "bool_prefix", "fields": fields}},
+                    {"multi_match": prefix},
                 ],
                 "minimum_should_match": 1,
             }
