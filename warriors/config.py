@@ -10,7 +10,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from warriors.adapters.search_engine import EngineKind
+from warriors.adapters.search_engine import BREAKER_SECONDS, QUERY_TIMEOUT_MS, EngineKind
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -72,6 +72,17 @@ class Settings(BaseSettings):
     search_refresh_interval: str = Field(
         default="200ms", description="How soon the engine makes writes searchable (and ?position= waits)."
     )
+    search_timeout_ms: int = Field(
+        default=QUERY_TIMEOUT_MS,
+        ge=1,
+        description="A search's budget on the engine before PostgreSQL answers.",
+    )
+    search_breaker_seconds: float = Field(
+        default=BREAKER_SECONDS,
+        ge=0,
+        description="After a failed or timed-out search, searches skip the engine this long (PostgreSQL"
+        " answers); then one tries it again.",
+    )
     cache_ttl_seconds: int = Field(default=3600, ge=1, description="How long a Redis cache entry lives.")
     lag_threshold_events: int = Field(
         default=1000, ge=0, description="Dagster: a projection further behind than this is lagging."
@@ -95,6 +106,11 @@ class Settings(BaseSettings):
     dagster_host: str = "127.0.0.1"
     dagster_port: int = Field(default=3000, description="Dagster UI (webserver) port under `make run`.")
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, description="Larger bodies: 413.")
+    compat_routes: bool = Field(
+        default=True,
+        description="Serve the load test's own routes (/warrior, /counting-warriors; api/compat). On so"
+        " the stress test runs as is; switch it off in production.",
+    )
 
 
 @lru_cache(maxsize=1)

@@ -104,12 +104,9 @@ def _expected_version(request: Request) -> int | None:
     return int(match.group(1))
 
 
-def _accepted(result: Accepted) -> Response:
-    # A creation's Location is the warrior's URL; later commands add `min_version`, so that
-    # following the Location shows this command's effect even before the projector has it.
-    location = f"{QUERY_PATH}/{result.warrior_id}"
-    if result.version > 1:
-        location += f"?min_version={result.version}"
+def accepted_response(result: Accepted, location: str, status_code: int = 202) -> Response:
+    """A stored command's answer: `{"id", "version", "position"}`, its `Location`, an `ETag`
+    with the new version and, for an idempotent replay, `Idempotent-Replayed: true`."""
     headers = {
         "Location": location,
         "ETag": f'"{result.version}"',
@@ -117,17 +114,37 @@ def _accepted(result: Accepted) -> Response:
     if result.replayed:
         headers["Idempotent-Replayed"] = "true"
     body = {"id": str(result.warrior_id), "version": result.version, "position": result.position}
-    return Response(orjson.dumps(body), status_code=202, media_type="application/json", headers=headers)
+    return Response(
+        orjson.dumps(body), status_code=status_code, media_type="application/json", headers=headers
+    )
+
+
+def _accepted(result: Accepted) -> Response:
+    # A creation's Location is the warrior's URL; later commands add `min_version`, so that
+    # following the Location shows this command's effect even before the projector has it.
+    location = f"{QUERY_PATH}/{result.warrior_id}"
+    if result.version > 1:
+        location += f"?min_version={result.version}"
+    return accepted_response(result, location)
+
+
+async def create_from_request(request: Request) -> Accepted:
+    """Create a warrior from the request's JSON object body (400 if it is not one, 422 for
+    invalid fields), with its headers' context and Idempotency-Key; returns once stored."""
+    body = await _json_object(request)
+    return await _commands(request).create(body, _context(request), _idempotency(request, body))
+
+
+# The OpenAPI extras of a create: its body and the headers it reads.
+CREATE_OPENAPI = _documented(CREATE_BODY, _IDEMPOTENCY_KEY)
 
 
 @router.post(
     "", status_code=202, summary="Create a warrior",
-    openapi_extra=_documented(CREATE_BODY, _IDEMPOTENCY_KEY), responses=_ANSWERS,
+    openapi_extra=CREATE_OPENAPI, responses=_ANSWERS,
 )  # fmt: skip
 async def create_warrior(request: Request) -> Response:
-    body = await _json_object(request)
-    result = await _commands(request).create(body, _context(request), _idempotency(request, body))
-    return _accepted(result)
+    return _accepted(await create_from_request(request))
 
 
 @router.patch(

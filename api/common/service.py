@@ -4,8 +4,10 @@ The command service, the query service and the gateway (both behind one port) ar
 same assembly with different routers.
 """
 
-from collections.abc import AsyncIterator, Sequence
+import asyncio
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import APIRouter, FastAPI
 
@@ -14,7 +16,7 @@ from api.common.operations import DEGRADED, operations_router
 from api.common.problems import install_problem_handlers
 from api.common.runtime import tune_garbage_collector
 from warriors.adapters.redis_cache import CacheUnavailable, RedisReadModels
-from warriors.adapters.search_engine import SearchUnavailable
+from warriors.adapters.search_engine import SearchEngine, SearchRejected, SearchUnavailable
 from warriors.application.warrior_commands import WarriorCommands
 from warriors.config import Settings, get_settings
 from warriors.eventstore.appender import GroupCommitAppender
@@ -23,6 +25,11 @@ from warriors.eventstore.errors import StoreUnavailable
 from warriors.eventstore.store import EventStore
 from warriors.projections.catalog import search_engine
 from warriors.readside.queries import WarriorQueries
+
+# Each readiness check's bound: /health/ready answers within a second whatever a
+# dependency does (they run at once).
+READY_CHECK_SECONDS = 0.75
+_NO_ANSWER = f"no answer within {round(READY_CHECK_SECONDS * 1000)} ms"
 
 
 def build_service(
@@ -37,6 +44,8 @@ def build_service(
     if not settings.database_url:
         raise RuntimeError("DATABASE_URL is not set; start the platform with `make run`.")
     database_url = settings.database_url
+    # Readiness checks still running, by dependency (see `ready`).
+    checking: dict[str, asyncio.Task[str]] = {}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -63,6 +72,8 @@ def build_service(
         try:
             yield
         finally:
+            for task in checking.values():
+                task.cancel()
             await appender.drain()
             await pool.close()
             if cache is not None:
@@ -71,25 +82,37 @@ def build_service(
                 await engine.close()
 
     async def ready() -> dict[str, str]:
-        checks: dict[str, str] = {}
-        try:
-            await app.state.store.ping()
-            checks["database"] = "ok"
-        except StoreUnavailable as exc:
-            checks["database"] = str(exc)
-        if app.state.cache is not None:
-            try:
-                await app.state.cache.ping()
-                checks["redis"] = "ok"
-            except CacheUnavailable as exc:  # reads go on from PostgreSQL: degraded, not down
-                checks["redis"] = f"{DEGRADED} {exc}; answering from PostgreSQL"
-        if app.state.search_engine is not None:
-            try:
-                await app.state.search_engine.ping()
-                checks["search"] = "ok"
-            except SearchUnavailable as exc:  # search goes on on PostgreSQL
-                checks["search"] = f"{DEGRADED} {exc}; searching PostgreSQL"
-        return checks
+        """The dependencies' checks, run at once, each given READY_CHECK_SECONDS. A check
+        still running then is reported as not answering and left to finish on its own
+        (each is bounded: the pool's time-out, Redis' socket time-outs, the search budget),
+        never cancelled: a cancellation landing inside a driver's connection pool is
+        where pools lose connections. A later call waits on the same check rather than
+        starting another, so a hung dependency never piles checks up."""
+        state = app.state
+        # {dependency: (its check, what to say when it has not answered in time)}
+        wanted: dict[str, tuple[Callable[[], Coroutine[Any, Any, str]], str]] = {}
+        wanted["database"] = (
+            lambda: _database_check(state.store),
+            f"the event store is unavailable: {_NO_ANSWER}",
+        )
+        if state.cache is not None:
+            wanted["redis"] = (
+                lambda: _redis_check(state.cache),
+                f"{DEGRADED} redis: {_NO_ANSWER}; answering from PostgreSQL",
+            )
+        if state.search_engine is not None:
+            wanted["search"] = (
+                lambda: _search_check(state.search_engine),
+                f"{DEGRADED} {state.search_engine.kind}: {_NO_ANSWER}; searching PostgreSQL",
+            )
+        for name, (check, _) in wanted.items():
+            if name not in checking or checking[name].done():
+                checking[name] = _background(check())
+        await asyncio.wait([checking[name] for name in wanted], timeout=READY_CHECK_SECONDS)
+        return {
+            name: checking[name].result() if checking[name].done() else no_answer
+            for name, (_, no_answer) in wanted.items()
+        }
 
     app = FastAPI(
         title=title,
@@ -106,3 +129,34 @@ def build_service(
     app.include_router(operations_router(ready))
     app.add_middleware(EdgeMiddleware, service=service, max_body_bytes=settings.max_body_bytes)
     return app
+
+
+async def _database_check(store: EventStore) -> str:
+    try:
+        await store.ping()
+    except StoreUnavailable as exc:
+        return str(exc)
+    return "ok"
+
+
+async def _redis_check(cache: RedisReadModels) -> str:
+    try:
+        await cache.ping()
+    except CacheUnavailable as exc:  # reads go on from PostgreSQL: degraded, not down
+        return f"{DEGRADED} {exc}; answering from PostgreSQL"
+    return "ok"
+
+
+async def _search_check(engine: SearchEngine) -> str:
+    try:
+        await engine.ping()  # a query: its budget and breaker
+    except (SearchUnavailable, SearchRejected) as exc:  # search goes on on PostgreSQL
+        return f"{DEGRADED} {exc}; searching PostgreSQL"
+    return "ok"
+
+
+def _background(check: Coroutine[Any, Any, str]) -> "asyncio.Task[str]":
+    task = asyncio.create_task(check)
+    # Its outcome may never be read (it outlived the request that started it).
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())
+    return task

@@ -29,6 +29,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 # Not blank, no control characters (PostgreSQL cannot even store NUL).
 _VISIBLE_TEXT = r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
 _POSITION = re.compile(r"[0-9]{1,18}")
+TERM_MAX_LENGTH = 1000
 
 
 def _queries(request: Request) -> WarriorQueries:
@@ -56,18 +57,9 @@ def _json(body: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
-@router.get("/warriors", summary="List or search warriors", responses=_ERRORS)
-async def list_warriors(
-    request: Request,
-    term: Annotated[
-        str | None, Query(max_length=1000, description="Search term; absent: the newest.")
-    ] = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_RESULTS)] = MAX_RESULTS,
-    position: Position = None,
-) -> Response:
-    """No term: the newest warriors first. A term: full-text and fuzzy search over names
-    (weighted x3) and skills (x2), case- and accent-insensitive, with synonyms; at most 50."""
-    wanted = _wanted_position(request, position)
+async def found_warriors(request: Request, term: str | None, limit: int, wanted: int | None) -> Response:
+    """The newest warriors (no term) or a search's results, as a JSON list of at most `limit`;
+    after waiting for the event at position `wanted`, if any."""
     queries = _queries(request)
     # A term goes to the search engine when one is configured and answers (then a position
     # waits for the index); otherwise PostgreSQL answers, and the read model is waited for.
@@ -76,12 +68,40 @@ async def list_warriors(
     return _json([w.to_json() for w in await queries.search(term, limit)])
 
 
-@router.get("/warriors/count", summary="How many warriors exist", responses=_ERRORS)
-async def count_warriors(request: Request, position: Position = None) -> Response:
-    wanted = _wanted_position(request, position)
+async def warrior_count(request: Request, wanted: int | None) -> int:
+    """How many warriors exist, after waiting for the event at position `wanted`, if any."""
     queries = await _consistent(request, wanted)
     # With a position, the read model's own count (the one waited for); else Redis' if any.
-    return _json({"count": await queries.count(cached=wanted is None)})
+    return await queries.count(cached=wanted is None)
+
+
+async def warrior_response(request: Request, warrior_id: UUID, min_version: int | None = None) -> Response:
+    """The warrior's JSON with `ETag: "<version>"`; WarriorNotFound (404) if it does not
+    exist or was deleted."""
+    found = await _queries(request).warrior_json(warrior_id, min_version)
+    if found is None:
+        raise WarriorNotFound(warrior_id)
+    document, version = found
+    return Response(document, media_type="application/json", headers={"ETag": f'"{version}"'})
+
+
+@router.get("/warriors", summary="List or search warriors", responses=_ERRORS)
+async def list_warriors(
+    request: Request,
+    term: Annotated[
+        str | None, Query(max_length=TERM_MAX_LENGTH, description="Search term; absent: the newest.")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_RESULTS)] = MAX_RESULTS,
+    position: Position = None,
+) -> Response:
+    """No term: the newest warriors first. A term: full-text and fuzzy search over names
+    (weighted x3) and skills (x2), case- and accent-insensitive, with synonyms; at most 50."""
+    return await found_warriors(request, term, limit, _wanted_position(request, position))
+
+
+@router.get("/warriors/count", summary="How many warriors exist", responses=_ERRORS)
+async def count_warriors(request: Request, position: Position = None) -> Response:
+    return _json({"count": await warrior_count(request, _wanted_position(request, position))})
 
 
 @router.get("/warriors/suggest", summary="Names starting with a prefix", responses=_ERRORS)
@@ -107,11 +127,7 @@ async def get_warrior(
 ) -> Response:
     """The read model's row. A warrior just created, or older than `min_version`, is
     answered from its events: following any command's Location shows what it wrote."""
-    found = await _queries(request).warrior_json(warrior_id, min_version)
-    if found is None:
-        raise WarriorNotFound(warrior_id)
-    document, version = found
-    return Response(document, media_type="application/json", headers={"ETag": f'"{version}"'})
+    return await warrior_response(request, warrior_id, min_version)
 
 
 @router.get("/warriors/{warrior_id}/history", summary="A warrior's events, oldest first", responses=_ERRORS)

@@ -3,11 +3,20 @@
 calls with the same bodies (`search_index.py` builds them); they differ in their
 exception classes, which this module translates into its own.
 
+Queries (`search`, `suggest`, `ping`) run on a short budget (`query_timeout_ms`, 300 ms by
+default) behind a circuit breaker: a query that fails or runs out of time raises
+`SearchUnavailable` (the caller answers from PostgreSQL), and for `breaker_seconds` after
+it queries fail at once without asking the engine; then one query tries it again (the
+others still fail at once until it answers). The projection's calls (writes, index and
+alias management, refresh, count, documents) keep the long time-out and ignore the breaker.
+
 The index sits behind the alias `warriors`; each generation is an index of its own
 (`warriors-000001`, ...). A rebuild fills a new generation and moves the alias in one
 atomic `_aliases` call.
 """
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -16,6 +25,10 @@ from typing import Any
 
 from warriors.readside import search_index
 from warriors.readside.search_index import ALIAS
+
+QUERY_TIMEOUT_MS = 300
+BREAKER_SECONDS = 1.0
+WRITE_TIMEOUT_SECONDS = 10
 
 
 class EngineKind(StrEnum):
@@ -41,6 +54,47 @@ class IndexAction:
     document: dict[str, Any] | None  # None: delete
 
 
+class _Breaker:
+    """After a failure, `seconds` of immediate refusals; then one call at a time tries
+    (half-open) until one succeeds. `seconds` <= 0: never opens."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._down_until: float | None = None  # None: closed
+        self._trying = False
+
+    @property
+    def open(self) -> bool:
+        """Queries are refused without asking the engine."""
+        return self._down_until is not None and (time.monotonic() < self._down_until or self._trying)
+
+    def admit(self) -> bool:
+        """False: a plain call (closed); True: this call is the one trying again. Raises
+        `SearchUnavailable` while open."""
+        if self._down_until is None:
+            return False
+        if self.open:
+            raise SearchUnavailable("failed a moment ago; not retried yet")
+        self._trying = True
+        return True
+
+    def succeeded(self, trial: bool) -> None:
+        if trial:
+            self._down_until = None
+            self._trying = False
+
+    def failed(self, trial: bool) -> None:
+        if trial:
+            self._trying = False
+        if self.seconds > 0:
+            self._down_until = time.monotonic() + self.seconds
+
+    def abandoned(self, trial: bool) -> None:
+        """The call ended without telling (cancelled): the next one tries instead."""
+        if trial:
+            self._trying = False
+
+
 class SearchEngine:
     def __init__(
         self,
@@ -50,29 +104,77 @@ class SearchEngine:
         shards: int = 1,
         replicas: int = 0,
         refresh_interval: str = "200ms",
+        query_timeout_ms: int = QUERY_TIMEOUT_MS,
+        breaker_seconds: float = BREAKER_SECONDS,
     ) -> None:
         self.kind = kind
         self.settings = search_index.index_settings(shards, replicas, refresh_interval)
+        self.query_timeout = query_timeout_ms / 1000
+        self._breaker = _Breaker(breaker_seconds)
         if kind is EngineKind.OPENSEARCH:
             import opensearchpy
             from opensearchpy import AsyncOpenSearch
 
-            self.client: Any = AsyncOpenSearch(hosts=[url], timeout=10)
+            self.client: Any = AsyncOpenSearch(hosts=[url], timeout=WRITE_TIMEOUT_SECONDS)
+            # opensearch-py takes a per-request `request_timeout` on every call.
+            self._query_client: Any = self.client
+            self._query_options: dict[str, Any] = {"request_timeout": self.query_timeout}
             self._unavailable: tuple[type[BaseException], ...] = (
                 opensearchpy.ConnectionError, opensearchpy.ConnectionTimeout, OSError)  # fmt: skip
+            self._timed_out: type[Exception] = opensearchpy.ConnectionTimeout
             self._api_error: type[Exception] = opensearchpy.TransportError
             self._not_found: type[Exception] = opensearchpy.NotFoundError
         else:
             import elasticsearch
             from elasticsearch import AsyncElasticsearch
 
-            self.client = AsyncElasticsearch(url, request_timeout=10)
+            self.client = AsyncElasticsearch(url, request_timeout=WRITE_TIMEOUT_SECONDS)
+            # elasticsearch 8/9: per-request options come from a view sharing the transport.
+            self._query_client = self.client.options(request_timeout=self.query_timeout)
+            self._query_options = {}
             self._unavailable = (elasticsearch.ConnectionError, elasticsearch.ConnectionTimeout, OSError)
+            self._timed_out = elasticsearch.ConnectionTimeout
             self._api_error = elasticsearch.ApiError
             self._not_found = elasticsearch.NotFoundError
 
     async def close(self) -> None:
         await self.client.close()
+
+    @property
+    def breaker_open(self) -> bool:
+        """Queries fail at once without asking the engine (a query failed a moment ago)."""
+        return self._breaker.open
+
+    @asynccontextmanager
+    async def _query(self) -> AsyncIterator[None]:
+        """A query's call: refused at once while the breaker is open; else bounded by the
+        budget (`asyncio.timeout` around the client's call, which also has the budget as
+        its own request time-out). Both clients' aiohttp transport closes the connection
+        of a request cancelled mid-way, so a time-out leaves no half-read connection in the
+        pool; the next query opens a fresh one."""
+        try:
+            trial = self._breaker.admit()
+        except SearchUnavailable as exc:
+            raise SearchUnavailable(f"{self.kind}: {exc}") from None
+        try:
+            async with self._translated():
+                try:
+                    async with asyncio.timeout(self.query_timeout):
+                        yield
+                except (TimeoutError, self._timed_out) as exc:
+                    raise SearchUnavailable(
+                        f"{self.kind}: no answer within {round(self.query_timeout * 1000)} ms"
+                    ) from exc
+        except SearchUnavailable:
+            self._breaker.failed(trial)
+            raise
+        except SearchRejected:  # the engine answered: it is there
+            self._breaker.succeeded(trial)
+            raise
+        except BaseException:
+            self._breaker.abandoned(trial)
+            raise
+        self._breaker.succeeded(trial)
 
     @asynccontextmanager
     async def _translated(self) -> AsyncIterator[None]:
@@ -87,8 +189,9 @@ class SearchEngine:
             raise SearchRejected(f"{self.kind}: {exc}") from exc
 
     async def ping(self) -> None:
-        async with self._translated():
-            await self.client.info()
+        """A query (budget and breaker): is the engine there for searches?"""
+        async with self._query():
+            await self._query_client.info(**self._query_options)
 
     async def alias_target(self) -> str | None:
         """The index the alias points at; None before the first one exists."""
@@ -187,13 +290,13 @@ class SearchEngine:
             raise SearchRejected(f"{self.kind}: bulk write refused: {failures[:3]}")
 
     async def search(self, body: dict[str, Any], index: str = ALIAS) -> list[dict[str, Any]]:
-        async with self._translated():
-            response = await self.client.search(index=index, body=body)
+        async with self._query():
+            response = await self._query_client.search(index=index, body=body, **self._query_options)
         return [hit["_source"] for hit in response["hits"]["hits"]]
 
     async def suggest(self, body: dict[str, Any]) -> list[str]:
-        async with self._translated():
-            response = await self.client.search(index=ALIAS, body=body)
+        async with self._query():
+            response = await self._query_client.search(index=ALIAS, body=body, **self._query_options)
         return search_index.suggestions(dict(response))
 
     async def count(self, index: str = ALIAS) -> int:

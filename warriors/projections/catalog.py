@@ -53,6 +53,8 @@ def search_engine() -> SearchEngine:
         shards=settings.search_shards,
         replicas=settings.search_replicas,
         refresh_interval=settings.search_refresh_interval,
+        query_timeout_ms=settings.search_timeout_ms,
+        breaker_seconds=settings.search_breaker_seconds,
     )
 
 
