@@ -59,7 +59,8 @@ async def queries(
             (uuid.uuid4(), "WarriorCreated", 1, {"name": name, "dob": "1584-03-12", "fight_skills": skills})
             for name, skills in KNOWN
         ]
-        copy_events(url, [*created_events(WARRIORS // 2, seed=3), *known, *created_events(WARRIORS // 2, seed=4)])
+        half = WARRIORS // 2
+        copy_events(url, [*created_events(half, seed=3), *known, *created_events(half, seed=4)])
         async with AsyncConnectionPool(url, min_size=1, max_size=4, kwargs={"autocommit": True}) as pool:
             engine = ProjectionEngine(pool, WarriorsReadModel(), 5000)
             await engine.register()
@@ -80,7 +81,7 @@ async def test_a_common_word_fills_the_page_with_warriors_holding_it(queries: Wa
     for term in ("judo", "Silva", "WANG"):
         found = await queries.search(term)
         assert len(found) == 50, term
-        assert all(_fold(term) in _words(w) or any(x.startswith(_fold(term)) for x in _words(w)) for w in found)
+        assert all(any(x.startswith(_fold(term)) for x in _words(w)) for w in found)
         assert len({w.id for w in found}) == 50
 
 
@@ -117,4 +118,4 @@ async def test_synonyms_and_weights_hold_on_a_large_set(queries: WarriorQueries)
     assert all(_words(w) & {"sword", "blade", "katana"} for w in found)
     kick = await queries.search("kick")  # kick, strike, punch: the name first, then the skills
     assert kick[0].name == "Kick Quillfeather"
-    assert all(_words(w) & {"kick", "strike", "punch"} or any(x.startswith("kick") for x in _words(w)) for w in kick)
+    assert all(any(x.startswith(("kick", "strike", "punch")) for x in _words(w)) for w in kick)

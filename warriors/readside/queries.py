@@ -143,10 +143,10 @@ UNION ALL
 # are ranked: a match in the name first (3, and 3 more for the words as typed: exact
 # before typos), then the text rank over name and skills (names weighted 3 to skills' 2,
 # counted once more for the words as typed), which orders warriors matching more words
-# first. A term of one word skips the "every word" kinds (the same rows). The queries come through `q` so that every plan is a bitmap index scan
-# whatever the words: with them as constants the planner took a sequential scan "until 50
-# rows match" for words it guessed common, which read the whole table (20-60 ms) when
-# they were not.
+# first. A term of one word skips the "every word" kinds (the same rows). The queries
+# come through `q` so that every plan is a bitmap index scan whatever the words: with
+# them as constants the planner took a sequential scan "until 50 rows match" for words it
+# guessed common, which read the whole table (20-60 ms) when they were not.
 _RANK = "'{0.1, 0.2, 0.667, 1.0}'"
 _CANDIDATES = {
     "every": f"""
