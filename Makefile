@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run services services-stop test test-tools lint format bench bench-tools bench-write bench-read bench-search bench-bus clean-data
+.PHONY: install run services services-stop test test-tools lint format bench bench-tools bench-write bench-read bench-search bench-bus bench-load bench-search-classes clean-data
 
 # Debian packages are installed with sudo unless running as root.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -53,10 +53,18 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 
 ## make bench: the benchmarks under bench/ (see docs/benchmarks.md). Installs the load
-## generators it needs: wrk (Debian package) and vegeta (Go module, into .venv/bin).
+## generators it needs: wrk (Debian package), vegeta (Go module, into .venv/bin) and
+## warriors-loadgen (built from bench/loadgen).
 VEGETA := github.com/tsenart/vegeta/v12@v12.13.0
 
-bench-tools: $(STAMP)
+## warriors-loadgen (bench/loadgen, Go standard library only): built into .venv/bin,
+## rebuilt when its source changes.
+LOADGEN := $(BIN)/warriors-loadgen
+
+$(LOADGEN): $(wildcard bench/loadgen/*.go) bench/loadgen/go.mod bench/loadgen/words.json | $(STAMP)
+	cd bench/loadgen && go build -trimpath -buildvcs=false -o $(CURDIR)/$(LOADGEN) .
+
+bench-tools: $(STAMP) $(LOADGEN)
 	@command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk; }
 	@test -x $(BIN)/vegeta || GOBIN=$(CURDIR)/$(BIN) go install $(VEGETA)
 
@@ -65,6 +73,8 @@ bench: bench-tools test-tools
 	$(BIN)/python -m bench.read_path
 	$(BIN)/python -m bench.search_cache
 	$(BIN)/python -m bench.bus_lag
+	$(BIN)/python -m bench.search_classes
+	$(BIN)/python -m bench.mixed_load
 
 bench-write: bench-tools
 	$(BIN)/python -m bench.write_path
@@ -77,6 +87,15 @@ bench-search: bench-tools test-tools
 
 bench-bus: bench-tools
 	$(BIN)/python -m bench.bus_lag
+
+## make bench-search-classes: search per class of term next to get-by-id (bench/search_classes.py).
+bench-search-classes: bench-tools
+	$(BIN)/python -m bench.search_classes
+
+## make bench-load: the mixed open-loop profile (bench/mixed_load.py) against `warriors run`;
+## SERVICES=1 with its own Kafka, OpenSearch and Redis.
+bench-load: bench-tools test-tools
+	$(BIN)/python -m bench.mixed_load $(if $(SERVICES),--services,)
 
 clean-data:
 	rm -rf .data

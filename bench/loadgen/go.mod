@@ -1,0 +1,3 @@
+module warriors/bench/loadgen
+
+go 1.22

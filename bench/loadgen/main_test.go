@@ -1,0 +1,145 @@
+package main
+
+// go test ./... (in bench/loadgen): the schedule and the data, without a server.
+
+import (
+	"encoding/json"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+	"unicode/utf8"
+)
+
+func TestScheduleRampsThenHolds(t *testing.T) {
+	at := schedule(100, 10*time.Second, 30*time.Second)
+	var last time.Duration
+	n := 0
+	for k := 0; ; k++ {
+		offset, more := at(k)
+		if !more {
+			break
+		}
+		if offset < last {
+			t.Fatalf("send %d at %s, before the previous one (%s)", k, offset, last)
+		}
+		last, n = offset, n+1
+	}
+	if want := 100*10/2 + 100*30; n != want {
+		t.Fatalf("%d sends, want %d", n, want)
+	}
+	// Linear ramp: a quarter of the ramp's sends by half of it.
+	halfway := 0
+	for k := 0; ; k++ {
+		if offset, _ := at(k); offset > 5*time.Second {
+			break
+		}
+		halfway++
+	}
+	if halfway < 120 || halfway > 130 {
+		t.Fatalf("%d sends in the first 5 s of the ramp, want 125", halfway)
+	}
+}
+
+func TestValidPayloads(t *testing.T) {
+	p := newPayloads(rand.New(rand.NewPCG(1, 1)))
+	for i := 0; i < 5000; i++ {
+		body, name := p.valid()
+		var w warrior
+		if err := json.Unmarshal(body, &w); err != nil {
+			t.Fatal(err)
+		}
+		if w.Name != name || utf8.RuneCountInString(name) > 100 || strings.TrimSpace(name) != name {
+			t.Fatalf("bad name %q", name)
+		}
+		if dob, err := time.Parse("2006-01-02", w.Dob); err != nil || dob.Year() < 1900 || dob.Year() > 2010 {
+			t.Fatalf("bad dob %q", w.Dob)
+		}
+		seen := map[string]bool{}
+		for _, s := range w.FightSkills {
+			if seen[strings.ToLower(s)] || utf8.RuneCountInString(s) > 50 {
+				t.Fatalf("bad skills %q", w.FightSkills)
+			}
+			seen[strings.ToLower(s)] = true
+		}
+		if len(w.FightSkills) > 6 {
+			t.Fatalf("%d skills", len(w.FightSkills))
+		}
+	}
+}
+
+func TestEveryInvalidKindIsMade(t *testing.T) {
+	p := newPayloads(rand.New(rand.NewPCG(1, 1)))
+	made := map[string]bool{}
+	for i := 0; i < 1000; i++ {
+		body, kind := p.invalid()
+		made[kind] = true
+		if kind == "long_name" {
+			var fields map[string]any
+			if err := json.Unmarshal(body, &fields); err != nil || len(fields["name"].(string)) < 101 {
+				t.Fatalf("long_name: %s", body)
+			}
+		}
+	}
+	if len(made) != len(invalidKinds) {
+		t.Fatalf("made %d of %d kinds", len(made), len(invalidKinds))
+	}
+}
+
+// editDistance: Damerau-Levenshtein (optimal string alignment) over runes.
+func editDistance(a, b string) int {
+	x, y := []rune(a), []rune(b)
+	d := make([][]int, len(x)+1)
+	for i := range d {
+		d[i] = make([]int, len(y)+1)
+		d[i][0] = i
+	}
+	for j := range d[0] {
+		d[0][j] = j
+	}
+	for i := 1; i <= len(x); i++ {
+		for j := 1; j <= len(y); j++ {
+			cost := 1
+			if x[i-1] == y[j-1] {
+				cost = 0
+			}
+			d[i][j] = min(d[i-1][j]+1, d[i][j-1]+1, d[i-1][j-1]+cost)
+			if i > 1 && j > 1 && x[i-1] == y[j-2] && x[i-2] == y[j-1] {
+				d[i][j] = min(d[i][j], d[i-2][j-2]+1)
+			}
+		}
+	}
+	return d[len(x)][len(y)]
+}
+
+func TestTermClasses(t *testing.T) {
+	w := dataWords()
+	tm := &terms{r: rand.New(rand.NewPCG(1, 3)), words: w}
+	counts := make([]int, len(searchClasses))
+	for i := 0; i < 4000; i++ {
+		term, class := tm.next()
+		counts[class]++
+		switch searchClasses[class] {
+		case "random":
+			if n := len(term); n < 1 || n > 50 || strings.TrimSpace(term) == "" {
+				t.Fatalf("random term %q", term)
+			}
+		case "typo":
+			if term == "" {
+				t.Fatal("empty typo")
+			}
+		}
+	}
+	for class, n := range counts {
+		if n < 900 || n > 1100 {
+			t.Fatalf("class %s drawn %d times of 4000", searchClasses[class], n)
+		}
+	}
+	for _, word := range append(w.common, "ll", "Bo", "Lee", "Nguyễn") {
+		for i := 0; i < 20; i++ {
+			if typo := tm.typo(word); editDistance(word, typo) != 1 {
+				t.Fatalf("typo %q of %q is not one edit away", typo, word)
+			}
+		}
+	}
+}
