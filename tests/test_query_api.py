@@ -210,3 +210,14 @@ def test_malformed_min_position_header_answers_400(client: httpx.Client, header:
     response = client.get(f"{QUERIES}/count", headers={b"X-Min-Position": header})
     assert response.status_code == 400
     assert response.headers["content-type"] == "application/problem+json"
+
+
+def test_a_search_with_position_is_never_answered_from_the_answer_cache(client: httpx.Client) -> None:
+    """Searches are answered again for SEARCH_CACHE_SECONDS (1 s) from each worker's answer
+    cache; a search with `?position=` waits for the read model and asks it."""
+    word = f"Cachebypass{uuid4().hex[:8]}"
+    for _ in range(4):  # both workers now hold "nothing found" for this term
+        assert client.get(QUERIES, params={"term": word}).json() == []
+    position = create(client, name=f"Tomoe {word}")["position"]
+    found = client.get(QUERIES, params={"term": word, "position": position}).json()
+    assert [w["name"] for w in found] == [f"Tomoe {word}"]

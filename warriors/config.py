@@ -83,6 +83,13 @@ class Settings(BaseSettings):
         description="After a failed or timed-out search, searches skip the engine this long (PostgreSQL"
         " answers); then one tries it again.",
     )
+    search_cache_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        description="A search's answer is served again this long to the same term (per worker); a read"
+        " with ?position= bypasses it. 0: no cache.",
+    )
+    search_cache_entries: int = Field(default=10_000, ge=0, description="Most answers a worker keeps.")
     cache_ttl_seconds: int = Field(default=3600, ge=1, description="How long a Redis cache entry lives.")
     lag_threshold_events: int = Field(
         default=1000, ge=0, description="Dagster: a projection further behind than this is lagging."

@@ -24,6 +24,7 @@ from warriors.eventstore.database import create_pool
 from warriors.eventstore.errors import StoreUnavailable
 from warriors.eventstore.store import EventStore
 from warriors.projections.catalog import search_engine
+from warriors.readside.answer_cache import AnswerCache
 from warriors.readside.queries import WarriorQueries
 
 # Each readiness check's bound: /health/ready answers within a second whatever a
@@ -68,6 +69,7 @@ def build_service(
             pool, store, cache, engine, fed_by_kafka=bool(settings.kafka_bootstrap_servers)
         )
         app.state.settings = settings
+        app.state.answers = AnswerCache(settings.search_cache_seconds, settings.search_cache_entries)
         tune_garbage_collector()
         try:
             yield

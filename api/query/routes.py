@@ -12,6 +12,7 @@ from api.common.problems import PROBLEM_RESPONSES, BadRequest
 from warriors.domain.errors import WarriorNotFound
 from warriors.projections.read_model import READ_MODEL
 from warriors.projections.search import SEARCH
+from warriors.readside.answer_cache import AnswerCache
 from warriors.readside.queries import MAX_RESULTS, MAX_SUGGESTIONS, WarriorQueries
 
 router = APIRouter(prefix="/api/v1/queries", tags=["queries"])
@@ -61,11 +62,19 @@ async def found_warriors(request: Request, term: str | None, limit: int, wanted:
     """The newest warriors (no term) or a search's results, as a JSON list of at most `limit`;
     after waiting for the event at position `wanted`, if any."""
     queries = _queries(request)
+
+    async def answer() -> bytes:
+        return orjson.dumps([w.to_json() for w in await queries.search(term, limit)])
+
+    if wanted is None:  # a recent answer to the same question will do (AnswerCache)
+        answers: AnswerCache = request.app.state.answers
+        key = (limit, " ".join(term.split()).lower() if term else "")
+        return Response(await answers.get(key, answer), media_type="application/json")
     # A term goes to the search engine when one is configured and answers (then a position
     # waits for the index); otherwise PostgreSQL answers, and the read model is waited for.
-    on_engine = bool(term and term.strip()) and wanted is not None and await queries.search_engine_answers()
+    on_engine = bool(term and term.strip()) and await queries.search_engine_answers()
     await _consistent(request, wanted, SEARCH if on_engine else READ_MODEL)
-    return _json([w.to_json() for w in await queries.search(term, limit)])
+    return Response(await answer(), media_type="application/json")
 
 
 async def warrior_count(request: Request, wanted: int | None) -> int:
