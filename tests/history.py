@@ -54,6 +54,14 @@ def write_history(url: str, warriors: int, created_at: datetime | None = None) -
     copy_events(url, events, created_at)
 
 
+def event_count(url: str) -> int:
+    """How many events the store holds."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT count(*) FROM event_store").fetchone()
+        assert row is not None
+        return int(row[0])
+
+
 def head(url: str) -> int:
     with psycopg.connect(url) as conn:
         row = conn.execute("SELECT coalesce(max(position), 0) FROM event_store").fetchone()

@@ -9,6 +9,7 @@ import httpx
 import psycopg
 import pytest
 
+from tests.history import event_count
 from tests.support import ServiceProcess
 
 COMMANDS = "/api/v1/commands/warriors"
@@ -19,13 +20,6 @@ VALID = {"name": "Musashi", "dob": "1584-03-12", "fight_skills": ["Katana", "Nit
 def client(service: ServiceProcess) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=service.base_url, timeout=10) as client:
         yield client
-
-
-def event_count(postgres: str) -> int:
-    with psycopg.connect(postgres) as conn:
-        row = conn.execute("SELECT count(*) FROM event_store").fetchone()
-        assert row is not None
-        return int(row[0])
 
 
 def events_of(postgres: str, warrior_id: str) -> list[tuple[Any, ...]]:

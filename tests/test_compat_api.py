@@ -11,6 +11,7 @@ import psycopg
 import pytest
 
 from api.gateway import create_app
+from tests.history import event_count
 from tests.support import ProjectorProcess, ServiceProcess, wait_for
 from warriors.adapters.embedded_postgres import free_port
 from warriors.config import Settings
@@ -30,13 +31,6 @@ COMPAT_ROUTES = [
 def client(service: ServiceProcess, projector: ProjectorProcess) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=service.base_url, timeout=10) as client:
         yield client
-
-
-def event_count(postgres: str) -> int:
-    with psycopg.connect(postgres) as conn:
-        row = conn.execute("SELECT count(*) FROM event_store").fetchone()
-        assert row is not None
-        return int(row[0])
 
 
 def create(client: httpx.Client, headers: dict[str, str] | None = None, **fields: Any) -> httpx.Response:

@@ -18,18 +18,17 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-import psycopg
 import pytest
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
+from tests.conftest import database_of_its_own
 from tests.history import checkpoint, copy_events, head
 from tests.support import ProjectorProcess, ServiceProcess, wait_for
 from warriors.adapters.embedded_postgres import free_port
 from warriors.adapters.opensearch_server import OpenSearchServer
 from warriors.adapters.search_engine import EngineKind, IndexAction, SearchEngine, SearchUnavailable
 from warriors.eventstore.appender import GroupCommitAppender
-from warriors.eventstore.database import apply_migrations
 from warriors.eventstore.store import EventStore
 from warriors.projections.engine import ProjectionEngine
 from warriors.projections.read_model import WarriorsReadModel
@@ -164,15 +163,8 @@ def hung_engine() -> Iterator[TcpProxy]:
 @pytest.fixture(scope="module")
 def module_database(postgres: str) -> Iterator[str]:
     """A migrated database of this module's own: only its warriors are there."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    admin_url = postgres.rsplit("/", 1)[0] + "/postgres"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    url = postgres.rsplit("/", 1)[0] + f"/{name}"
-    apply_migrations(url)
-    yield url
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    with database_of_its_own(postgres) as url:
+        yield url
 
 
 @dataclass(frozen=True)
