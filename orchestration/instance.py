@@ -7,6 +7,10 @@ would hold back the gap-safe readers of the event store (transaction ids are
 server-wide), so in production give Dagster a server of its own.
 """
 
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -46,3 +50,16 @@ def prepare_home(home: Path) -> Path:
         link.unlink()
     link.symlink_to(INSTANCE_CONFIG)
     return home
+
+
+def create_storage(env: Mapping[str, str]) -> None:
+    """Create (or migrate) Dagster's storage schema once, before the webserver and the
+    daemon start: each creates it on its first start, and racing on a new database one of
+    them failed (`type "run_tags" already exists`). `env` holds DAGSTER_HOME and
+    DAGSTER_POSTGRES_URL."""
+    dagster = Path(sys.executable).parent / "dagster"
+    done = subprocess.run(
+        [str(dagster), "instance", "migrate"], env={**os.environ, **env}, capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"dagster instance migrate failed: {done.stderr.strip()[-2000:]}")

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 from dagster_graphql import DagsterGraphQLClient
 
-from orchestration.instance import ensure_database, prepare_home, storage_url
+from orchestration.instance import create_storage, ensure_database, prepare_home, storage_url
 from tests.support import LoggedProcess, wait_for
 from warriors.adapters.embedded_postgres import free_port
 
@@ -64,6 +64,7 @@ def start_dagster(database_url: str, home: Path) -> DagsterStack:
         "DAGSTER_HOME": str(prepare_home(home)),
         "DAGSTER_POSTGRES_URL": storage,
     }
+    create_storage(env)
     port = free_port()
     webserver = LoggedProcess(
         ["-m", "dagster_webserver", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],

@@ -22,7 +22,7 @@ from honcho.printer import Printer
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from orchestration.instance import WORKSPACE, ensure_database, prepare_home, storage_url
+from orchestration.instance import WORKSPACE, create_storage, ensure_database, prepare_home, storage_url
 from warriors.adapters.embedded_postgres import EmbeddedPostgres
 from warriors.adapters.kafka_bus import BusProducer, ensure_topics
 from warriors.bus.consumer import ProjectionConsumer
@@ -109,6 +109,7 @@ def _serve(url: str, service_url: str, metrics_dir: str) -> None:
     # Prometheus' multiprocess mode adds up the metrics of all HTTP workers.
     env = {**os.environ, "DATABASE_URL": service_url, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
     dagster_env = {**env, "DAGSTER_HOME": str(dagster_home), "DAGSTER_POSTGRES_URL": dagster_storage}
+    create_storage(dagster_env)
     bin_dir = Path(sys.executable).parent
     manager = Manager(Printer(sys.stdout))
     manager.add_process(
