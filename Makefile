@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run services services-stop test test-tools lint format bench bench-tools bench-write bench-read bench-search bench-bus bench-load bench-search-classes clean-data
+.PHONY: install run services services-stop test test-tools lint format bench bench-tools bench-write bench-read bench-search bench-bus bench-load bench-search-classes bench-deployed clean-data
 
 # Debian packages are installed with sudo unless running as root.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -75,6 +75,7 @@ bench: bench-tools test-tools
 	$(BIN)/python -m bench.bus_lag
 	$(BIN)/python -m bench.search_classes
 	$(BIN)/python -m bench.mixed_load
+	$(BIN)/python -m bench.deployed
 
 bench-write: bench-tools
 	$(BIN)/python -m bench.write_path
@@ -91,6 +92,12 @@ bench-bus: bench-tools
 ## make bench-search-classes: search per class of term next to get-by-id (bench/search_classes.py).
 bench-search-classes: bench-tools
 	$(BIN)/python -m bench.search_classes
+
+## make bench-deployed: the platform as `make run` serves it (bench/deployed.py): creations,
+## get-by-id and /health/live next to a trivial app, with projection lag and CPU by process;
+## REDIS=1 with a Redis of its own.
+bench-deployed: bench-tools test-tools
+	$(BIN)/python -m bench.deployed $(if $(REDIS),--redis,)
 
 ## make bench-load: the mixed open-loop profile (bench/mixed_load.py) against `warriors run`;
 ## SERVICES=1 with its own Kafka, OpenSearch and Redis.

@@ -19,182 +19,26 @@ misses, an exact count and p99 < 100 ms on every stream.
 """
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from bench.read_path import seed_events
-from bench.tools import RESULTS, ROOT, machine, require, save
-from warriors.adapters.embedded_postgres import EmbeddedPostgres, free_port
-from warriors.adapters.kafka_broker import KafkaBroker
-from warriors.adapters.opensearch_server import OpenSearchServer
-from warriors.adapters.redis_server import RedisServer
+from bench.platform import Platform, Services, machine_busy, read_pids, tree_cpu
+from bench.tools import RESULTS, machine, require, save
+from tests.dataset import created_events
+from tests.history import copy_events
 
 P99_LIMIT_MS = 100.0
 STREAMS = ["creations", "locations", "searches"]  # the three streams the verdict covers
 CLASSES = ["searches/common", "searches/rare", "searches/typo", "searches/random"]
-# The variables that switch services on: empty unless --services, so a developer's
-# .env.services (read from the working folder; the environment wins over it) changes nothing.
-SERVICE_VARIABLES = ["KAFKA_BOOTSTRAP_SERVERS", "SEARCH_URL", "REDIS_URL"]
-
-
-class Platform:
-    """`warriors run` in its own process group, its output in `log`."""
-
-    def __init__(self, data_dir: Path, env: dict[str, str], log: Path) -> None:
-        self.data_dir = data_dir
-        self.http_port, self.dagster_port, self.pg_port = free_port(), free_port(), free_port()
-        self.url = f"http://127.0.0.1:{self.http_port}"
-        self.log = log
-        self._log = log.open("wb")
-        self.process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "warriors"), "run"],
-            cwd=ROOT,
-            env={
-                **os.environ,
-                "DATABASE_URL": "",  # the embedded server, as make run without DATABASE_URL
-                **dict.fromkeys(SERVICE_VARIABLES, ""),
-                **env,
-                "DATA_DIR": str(data_dir),
-                "HTTP_PORT": str(self.http_port),
-                "DAGSTER_PORT": str(self.dagster_port),
-                "EMBEDDED_PG_PORT": str(self.pg_port),
-            },
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    @property
-    def postgres(self) -> EmbeddedPostgres:
-        return EmbeddedPostgres(self.data_dir / "postgres", self.pg_port)
-
-    def wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                sys.exit(f"warriors run exited ({self.process.returncode}); see {self.log}")
-            try:
-                if httpx.get(f"{self.url}/health/ready", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)  # polling the platform's readiness, bounded by the deadline
-        sys.exit(f"warriors run was not ready within {timeout:.0f}s; see {self.log}")
-
-    def pids(self) -> list[int]:
-        """The roots of its process trees: `warriors run` and the postmaster."""
-        return [self.process.pid, *read_pids([self.postgres.pgdata / "postmaster.pid"])]
-
-    def stop(self) -> None:
-        """Ctrl-C to the process group (honcho stops the processes, then PostgreSQL), then
-        harder if it does not end; the embedded server is stopped in any case."""
-        for signum, wait in ((signal.SIGINT, 90), (signal.SIGTERM, 30), (signal.SIGKILL, 10)):
-            if self.process.poll() is not None:
-                break
-            try:
-                os.killpg(self.process.pid, signum)
-            except ProcessLookupError:
-                break
-            try:
-                self.process.wait(timeout=wait)
-            except subprocess.TimeoutExpired:
-                continue
-        self._log.close()
-        if (self.postgres.pgdata / "PG_VERSION").exists():
-            self.postgres.stop("immediate")
-
-
-class Services:
-    """Kafka, OpenSearch and Redis of this run's own, on free ports (as make services)."""
-
-    def __init__(self, root: Path) -> None:
-        self.kafka = KafkaBroker(root / "kafka", free_port())
-        self.search = OpenSearchServer(root / "opensearch", free_port())
-        self.redis = RedisServer(root / "redis", free_port())
-        self.started: list[Callable[[], None]] = []
-
-    def start(self) -> dict[str, str]:
-        env = {"SEARCH_ENGINE": "opensearch"}
-        for name, variable, start, stop in (
-            ("Kafka", "KAFKA_BOOTSTRAP_SERVERS", self.kafka.start, self.kafka.stop),
-            ("OpenSearch", "SEARCH_URL", self.search.start, self.search.stop),
-            ("Redis", "REDIS_URL", self.redis.start, self.redis.stop),
-        ):
-            print(f"starting {name} ...", flush=True)
-            self.started.append(stop)
-            env[variable] = start()
-        return env
-
-    def pid_files(self) -> list[Path]:
-        return [self.kafka.pid_file, self.search.pid_file, self.redis.pid_file]
-
-    def stop(self) -> None:
-        for stop in reversed(self.started):
-            try:
-                stop()
-            except Exception as error:  # stop the others whatever happened to this one
-                print(f"stopping a service failed: {error}", file=sys.stderr)
-
-
-# CPU use from /proc: utime + stime of every live process of the trees, plus what they
-# collected from children they waited for (cutime + cstime).
-def _processes() -> dict[int, tuple[int, float]]:
-    """pid -> (ppid, CPU seconds)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    found: dict[int, tuple[int, float]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        # After the command: state ppid ... utime(12th) stime cutime cstime
-        found[int(entry.name)] = (int(fields[1]), sum(int(f) for f in fields[11:15]) / ticks)
-    return found
-
-
-def tree_cpu(roots: list[int]) -> float:
-    processes = _processes()
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _) in processes.items():
-        children.setdefault(ppid, []).append(pid)
-    seen: set[int] = set()
-    stack = [pid for pid in roots if pid in processes]
-    while stack:
-        pid = stack.pop()
-        if pid not in seen:
-            seen.add(pid)
-            stack.extend(children.get(pid, []))
-    return sum(processes[pid][1] for pid in seen)
-
-
-def machine_busy() -> tuple[float, float]:
-    """(busy, total) jiffies of all cores, from /proc/stat."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = values[3] + values[4]  # idle + iowait
-    return sum(values) - idle, sum(values)
-
-
-def read_pids(files: list[Path]) -> list[int]:
-    """The first number in each file that has one (pid files: the process may be gone)."""
-    pids = []
-    for path in files:
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            pids.append(int(path.read_text().split()[0]))
-    return pids
 
 
 def read_count(client: httpx.Client, surface: str) -> int:
@@ -231,7 +75,8 @@ def wait_count(
 
 def seed(platform: Platform, surface: str, warriors: int, timeout: float) -> None:
     print(f"seeding {warriors:,} warriors (COPY into the event store) ...", flush=True)
-    written = seed_events(platform.postgres.url(), warriors)
+    copy_events(platform.postgres.url(), list(created_events(warriors)))
+    written = warriors
     with httpx.Client(base_url=platform.url, timeout=10) as client:
         count, waited = wait_count(client, surface, written, timeout + written / 2000)
     if count != written:
