@@ -63,3 +63,33 @@ def create_storage(env: Mapping[str, str]) -> None:
     )
     if done.returncode != 0:
         raise RuntimeError(f"dagster instance migrate failed: {done.stderr.strip()[-2000:]}")
+
+
+LOCATION_NAME = "warriors"
+DEFINITIONS_MODULE = "orchestration.definitions"
+
+
+def code_server_args(socket: Path) -> list[str]:
+    """`python -m dagster api grpc` serving the platform's definitions on a Unix socket
+    (after these arguments come those of the Python that runs it).
+
+    One code server shared by the webserver and the daemon, as Dagster's deployment
+    guides run it: left to themselves each spawns its own, and the daemon replaces its
+    own every minute, loading the definitions again each time (about 0.3 cores of an
+    idle platform went there). A Unix socket in a private folder, not a TCP port: only
+    the platform's own user can reach it, and through it launch runs."""
+    return ["-m", "dagster", "api", "grpc", "--socket", str(socket), "--module-name", DEFINITIONS_MODULE,
+            "--working-directory", str(PROJECT_ROOT), "--location-name", LOCATION_NAME,
+            "--log-level", "warning"]  # fmt: skip
+
+
+def code_server_workspace(home: Path, socket: Path) -> Path:
+    """A workspace file in DAGSTER_HOME whose one code location is the code server on
+    `socket` (the repository's workspace.yaml loads the module in-process instead, for
+    `dagster dev`)."""
+    workspace = home / "workspace.yaml"
+    workspace.write_text(
+        "# Written by `warriors run`: the code server it supervises (orchestration/instance.py).\n"
+        f"load_from:\n  - grpc_server:\n      socket: {socket}\n      location_name: {LOCATION_NAME}\n"
+    )
+    return workspace

@@ -1,7 +1,9 @@
-"""The real Dagster webserver and daemon on `workspace.yaml`, with PostgreSQL storage, for
-the tests that drive Dagster through its GraphQL API and the browser."""
+"""The real Dagster webserver and daemon sharing one code server (as `warriors run` runs
+them), with PostgreSQL storage, for the tests that drive Dagster through its GraphQL API
+and the browser."""
 
 import sys
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -11,7 +13,14 @@ from typing import Any
 import httpx
 from dagster_graphql import DagsterGraphQLClient
 
-from orchestration.instance import create_storage, ensure_database, prepare_home, storage_url
+from orchestration.instance import (
+    code_server_args,
+    code_server_workspace,
+    create_storage,
+    ensure_database,
+    prepare_home,
+    storage_url,
+)
 from tests.support import LoggedProcess, wait_for
 from warriors.adapters.embedded_postgres import free_port
 
@@ -23,6 +32,7 @@ class DagsterStack:
     port: int
     webserver: LoggedProcess
     daemon: LoggedProcess
+    code_server: LoggedProcess
 
     @property
     def base_url(self) -> str:
@@ -54,6 +64,7 @@ class DagsterStack:
     def stop(self) -> None:
         self.daemon.stop()
         self.webserver.stop()
+        self.code_server.stop()
 
 
 def start_dagster(database_url: str, home: Path) -> DagsterStack:
@@ -66,15 +77,22 @@ def start_dagster(database_url: str, home: Path) -> DagsterStack:
     }
     create_storage(env)
     port = free_port()
+    # As `warriors run` does: one code server, shared by the webserver and the daemon.
+    socket = Path(tempfile.mkdtemp(prefix="dagster-code-")) / "code.sock"
+    workspace = str(code_server_workspace(home, socket))
+    code_server = LoggedProcess(code_server_args(socket), env, "dagster-code")
+    try:
+        wait_for(lambda: _code_server_listening(code_server, socket), timeout=120, what="the code server")
+    except BaseException:
+        code_server.stop()
+        raise
     webserver = LoggedProcess(
-        ["-m", "dagster_webserver", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-        env,
-        "dagster-web",
+        ["-m", "dagster_webserver", "-w", workspace, "-h", "127.0.0.1", "-p", str(port)], env, "dagster-web"
     )
     # dagster-daemon has no `python -m` form: its console script is run with this Python.
     daemon_script = str(Path(sys.executable).parent / "dagster-daemon")
-    daemon = LoggedProcess([daemon_script, "run", "-w", "workspace.yaml"], env, "dagster-daemon")
-    stack = DagsterStack(port, webserver, daemon)
+    daemon = LoggedProcess([daemon_script, "run", "-w", workspace], env, "dagster-daemon")
+    stack = DagsterStack(port, webserver, daemon, code_server)
     try:
         wait_for(lambda: _location_loaded(stack), timeout=120, what=f"Dagster on {stack.base_url}")
         wait_for(lambda: _daemon_alive(stack), timeout=120, what="the Dagster daemon's heartbeat")
@@ -82,6 +100,12 @@ def start_dagster(database_url: str, home: Path) -> DagsterStack:
         stack.stop()
         raise
     return stack
+
+
+def _code_server_listening(code_server: LoggedProcess, socket: Path) -> bool:
+    if code_server.process.poll() is not None:
+        raise RuntimeError(f"the Dagster code server exited; see {code_server.log_path}")
+    return socket.is_socket()
 
 
 def _location_loaded(stack: DagsterStack) -> bool:

@@ -26,6 +26,30 @@ def start_platform(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     )
 
 
+def descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, stack = [], [root]
+    while stack:
+        pid = stack.pop()
+        found.append(pid)
+        stack.extend(children.get(pid, []))
+    return found
+
+
+def command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
 def stop_with_ctrl_c(process: subprocess.Popen[bytes]) -> int:
     process.send_signal(signal.SIGINT)
     return process.wait(timeout=60)
@@ -61,6 +85,14 @@ def test_run_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
                 timeout=120,
                 what="the Dagster UI",
             )
+            # The webserver and the daemon share the one code server warriors run supervises:
+            # neither spawned its own.
+            code_servers = [
+                p
+                for p in descendants(process.pid)
+                if command_line(p).startswith(f"{sys.executable} -m dagster api grpc")
+            ]
+            assert len(code_servers) == 1, [command_line(p) for p in code_servers]
             assert stop_with_ctrl_c(process) == 0
             assert not embedded.running(), "Ctrl-C must stop the embedded PostgreSQL too"
         output = log.read_text()

@@ -6,6 +6,7 @@
 import asyncio
 import logging
 import os
+import shlex
 import shutil
 import signal
 import sys
@@ -22,13 +23,21 @@ from honcho.printer import Printer
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from orchestration.instance import WORKSPACE, create_storage, ensure_database, prepare_home, storage_url
+from orchestration.instance import (
+    code_server_args,
+    code_server_workspace,
+    create_storage,
+    ensure_database,
+    prepare_home,
+    storage_url,
+)
 from warriors.adapters.embedded_postgres import EmbeddedPostgres
 from warriors.adapters.kafka_bus import BusProducer, ensure_topics
 from warriors.bus.consumer import ProjectionConsumer
 from warriors.bus.relay import KafkaRelay
 from warriors.config import PROJECT_ROOT, get_settings
 from warriors.eventstore.database import apply_migrations
+from warriors.http_server import serve_command
 from warriors.projections.catalog import ProjectionName, all_projections, opened, rebuild
 from warriors.projections.engine import ProjectionEngine, ProjectionNotFailed, register
 from warriors.projections.live import run_live
@@ -84,16 +93,19 @@ def run() -> None:
     """Start the platform: PostgreSQL (embedded unless DATABASE_URL is set), migrations,
     the HTTP entry point (command and query services), the live projector and Dagster
     (webserver and daemon), supervised together (honcho). Ctrl-C stops everything."""
+    # Private folders (mode 0700): the workers' metrics files, the Dagster code server's socket.
     metrics_dir = tempfile.mkdtemp(prefix="warriors-metrics-")
+    code_dir = tempfile.mkdtemp(prefix="warriors-dagster-")
     try:
         with _databases() as (url, service_url):
-            _serve(url, service_url, metrics_dir)
+            _serve(url, service_url, metrics_dir, code_dir)
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
+        shutil.rmtree(code_dir, ignore_errors=True)
         _say("stopped")
 
 
-def _serve(url: str, service_url: str, metrics_dir: str) -> None:
+def _serve(url: str, service_url: str, metrics_dir: str, code_dir: str) -> None:
     settings = get_settings()
     _say(f"migrations: {apply_migrations(url)} applied, schema up to date")
     base = f"http://{settings.http_host}:{settings.http_port}"
@@ -104,37 +116,33 @@ def _serve(url: str, service_url: str, metrics_dir: str) -> None:
     dagster_home = prepare_home(settings.data_dir / "dagster")
     _say(f"Dagster UI   http://{settings.dagster_host}:{settings.dagster_port} (storage: database"
          f" {urlsplit(dagster_storage).path.lstrip('/')}, home {dagster_home})")  # fmt: skip
-    _say(f"{settings.http_workers} HTTP worker(s), the live projector, the Dagster webserver and daemon;"
-         " press Ctrl-C to stop")  # fmt: skip
+    _say(f"{settings.http_workers} HTTP worker(s), the live projector, Dagster (webserver, daemon and"
+         " one code server); press Ctrl-C to stop")  # fmt: skip
     # Prometheus' multiprocess mode adds up the metrics of all HTTP workers.
     env = {**os.environ, "DATABASE_URL": service_url, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
     dagster_env = {**env, "DAGSTER_HOME": str(dagster_home), "DAGSTER_POSTGRES_URL": dagster_storage}
     create_storage(dagster_env)
     bin_dir = Path(sys.executable).parent
     manager = Manager(Printer(sys.stdout))
-    manager.add_process(
-        "http",
-        f"{sys.executable} -m uvicorn api.gateway:create_app --factory --host {settings.http_host}"
-        f" --port {settings.http_port} --workers {settings.http_workers}"
-        " --no-access-log --log-level warning",
-        env=env,
+    http = serve_command(
+        "api.gateway:create_app", settings.http_host, settings.http_port, settings.http_workers
     )
+    manager.add_process("http", shlex.join(http), env=env)
     manager.add_process("projector", f"{sys.executable} -m warriors.cli project", env=env)
     if settings.kafka_bootstrap_servers:
         manager.add_process("relay", f"{sys.executable} -m warriors.cli relay", env=env)
-    manager.add_process(
-        "dagster-web",
-        f"{bin_dir / 'dagster-webserver'} -w {WORKSPACE}"
-        f" -h {settings.dagster_host} -p {settings.dagster_port}",
-        env=dagster_env,
-        cwd=str(PROJECT_ROOT),
-    )
-    manager.add_process(
-        "dagster-daemon",
-        f"{bin_dir / 'dagster-daemon'} run -w {WORKSPACE}",
-        env=dagster_env,
-        cwd=str(PROJECT_ROOT),
-    )
+    code_socket = Path(code_dir) / "code.sock"
+    workspace = code_server_workspace(dagster_home, code_socket)
+    manager.add_process("dagster-code", shlex.join([sys.executable, *code_server_args(code_socket)]),
+                        env=dagster_env, cwd=str(PROJECT_ROOT))  # fmt: skip
+    # The webserver and the daemon start once the code server listens (honcho starts
+    # everything at once; either would otherwise begin with a location that failed to load).
+    wait = f"while [ ! -S {shlex.quote(str(code_socket))} ]; do sleep 0.1; done; exec "
+    web = [str(bin_dir / "dagster-webserver"), "-w", str(workspace), "-h", settings.dagster_host,
+           "-p", str(settings.dagster_port)]  # fmt: skip
+    manager.add_process("dagster-web", wait + shlex.join(web), env=dagster_env, cwd=str(PROJECT_ROOT))
+    daemon = [str(bin_dir / "dagster-daemon"), "run", "-w", str(workspace)]
+    manager.add_process("dagster-daemon", wait + shlex.join(daemon), env=dagster_env, cwd=str(PROJECT_ROOT))
     manager.loop()
 
 
