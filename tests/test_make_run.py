@@ -64,6 +64,7 @@ def test_run_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
     base = f"http://127.0.0.1:{http_port}"
     embedded = EmbeddedPostgres(tmp_path / "data" / "postgres", pg_port)
     created: list[str] = []
+    process: subprocess.Popen[bytes] | None = None
     try:
         for round_ in range(2):  # the second round proves the data survived the restart
             process = start_platform(env, log)
@@ -108,4 +109,6 @@ def test_run_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
             ]
         assert stored == created
     finally:
+        if process is not None and process.poll() is None:  # a failed assertion left it running
+            stop_with_ctrl_c(process)
         embedded.destroy()
