@@ -11,6 +11,7 @@ from starlette.responses import Response
 
 from api.command.openapi import CHANGE_BODY, CREATE_BODY, SKILLS_BODY, AcceptedBody
 from api.common.problems import PROBLEM_RESPONSES, BadRequest
+from api.common.routing import PrefixCheckedRoute
 from warriors.application.warrior_commands import Accepted, RequestContext, WarriorCommands
 from warriors.eventstore.records import IdempotencyKey
 
@@ -18,7 +19,7 @@ QUERY_PATH = "/api/v1/queries/warriors"
 _KEY = re.compile(r"[\x21-\x7e]{1,255}")
 _ETAG = re.compile(r'\s*(?:W/)?"?([0-9]{1,9})"?\s*')
 
-router = APIRouter(prefix="/api/v1/commands/warriors", tags=["commands"])
+router = APIRouter(prefix="/api/v1/commands/warriors", tags=["commands"], route_class=PrefixCheckedRoute)
 
 
 # Headers are read from the request directly rather than declared as FastAPI parameters:

@@ -7,6 +7,8 @@ from fastapi import APIRouter
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 from starlette.responses import JSONResponse, Response
 
+from api.common.routing import PrefixCheckedRoute
+
 ReadyCheck = Callable[[], Awaitable[dict[str, str]]]
 
 
@@ -17,7 +19,7 @@ def operations_router(ready_check: ReadyCheck) -> APIRouter:
     """`ready_check` returns {dependency: "ok" | "degraded: ..." | error text}. Any error
     makes ready 503; a degraded dependency (Redis: the service answers from PostgreSQL)
     keeps it 200, with status "degraded"."""
-    router = APIRouter(tags=["operations"])
+    router = APIRouter(tags=["operations"], route_class=PrefixCheckedRoute)
 
     @router.get("/health/live", summary="The process is up")
     async def live() -> dict[str, str]:

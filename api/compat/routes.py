@@ -19,13 +19,14 @@ from starlette.responses import PlainTextResponse, Response
 from api.command.openapi import AcceptedBody
 from api.command.routes import CREATE_OPENAPI, accepted_response, create_from_request
 from api.common.problems import PROBLEM_RESPONSES, BadRequest, problem
+from api.common.routing import PrefixCheckedRoute
 from api.query.routes import TERM_MAX_LENGTH, found_warriors, warrior_count, warrior_response
 from warriors.readside.queries import MAX_RESULTS
 
 WARRIOR_PATH = "/warrior"
 COUNT_PATH = "/counting-warriors"
 
-router = APIRouter(tags=["compat"])
+router = APIRouter(tags=["compat"], route_class=PrefixCheckedRoute)
 
 
 def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:

@@ -9,13 +9,14 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from api.common.problems import PROBLEM_RESPONSES, BadRequest
+from api.common.routing import PrefixCheckedRoute
 from warriors.domain.errors import WarriorNotFound
 from warriors.projections.read_model import READ_MODEL
 from warriors.projections.search import SEARCH
 from warriors.readside.answer_cache import AnswerCache
 from warriors.readside.queries import MAX_RESULTS, MAX_SUGGESTIONS, WarriorQueries
 
-router = APIRouter(prefix="/api/v1/queries", tags=["queries"])
+router = APIRouter(prefix="/api/v1/queries", tags=["queries"], route_class=PrefixCheckedRoute)
 
 Position = Annotated[
     int | None,
