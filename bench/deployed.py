@@ -39,7 +39,7 @@ from typing import Any
 import httpx
 import psycopg
 
-from bench.platform import Platform, cpu_by_group, process_groups, python_processes
+from bench.platform import Platform, cpu_by_group, process_groups, python_processes, read_pids
 from bench.tools import RESULTS, LoadResult, machine, require, save, wrk
 from tests.dataset import created_events, words
 from tests.history import copy_events
@@ -145,7 +145,7 @@ class LagSampler(threading.Thread):
 def measure(
     args: argparse.Namespace, platform: Platform, label: str, script: Path, lag_url: str | None = None
 ) -> Phase:
-    groups = process_groups(platform.pids())
+    groups = process_groups(platform.pids(), args.others)
     before = cpu_by_group(groups)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     sampler = LagSampler(lag_url) if lag_url else None
@@ -160,7 +160,7 @@ def measure(
         sampler.join()
     for profiler in profilers:
         profiler.wait()
-    after = cpu_by_group(process_groups(platform.pids()))
+    after = cpu_by_group(process_groups(platform.pids(), args.others))
     done = resource.getrusage(resource.RUSAGE_CHILDREN)
     cores = {g: round((after.get(g, 0.0) - before.get(g, 0.0)) / wall, 2) for g in GROUPS}
     wrk_cpu = (done.ru_utime - children.ru_utime) + (done.ru_stime - children.ru_stime)
@@ -172,7 +172,7 @@ def start_profiles(args: argparse.Namespace, platform: Platform, label: str) -> 
     """py-spy on the first HTTP worker and on the projector for the phase's length."""
     out = Path(args.profile)
     out.mkdir(parents=True, exist_ok=True)
-    groups = process_groups(platform.pids())
+    groups = process_groups(platform.pids(), args.others)
     targets = {
         "http": groups.get("http-worker", []),
         "projector": python_processes(groups.get("projector", [])),
@@ -205,11 +205,11 @@ def wait_dagster_quiet(platform: Platform, timeout: float) -> None:
             time.sleep(0.5)  # polling Dagster's run storage, bounded by the deadline
 
 
-def idle_cores(platform: Platform, seconds: float) -> dict[str, float]:
-    groups = process_groups(platform.pids())
+def idle_cores(args: argparse.Namespace, platform: Platform, seconds: float) -> dict[str, float]:
+    groups = process_groups(platform.pids(), args.others)
     before = cpu_by_group(groups)
     time.sleep(seconds)  # measuring the idle platform's standing CPU over this window
-    after = cpu_by_group(process_groups(platform.pids()))
+    after = cpu_by_group(process_groups(platform.pids(), args.others))
     return {g: round((after.get(g, 0.0) - before.get(g, 0.0)) / seconds, 3) for g in GROUPS}
 
 
@@ -300,7 +300,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None, help="HTTP workers (default: HTTP_WORKERS)")
     parser.add_argument("--warriors", type=int, default=50_000, help="warriors stored before measuring")
     parser.add_argument("--settle", type=float, default=30, help="seconds after start before measuring")
-    parser.add_argument("--idle", type=float, default=20, help="seconds the idle platform is measured")
+    parser.add_argument("--idle", type=float, default=60, help="seconds the idle platform is measured")
     parser.add_argument("--redis", action="store_true", help="with a Redis of its own (REDIS_URL)")
     parser.add_argument("--profile", default=None, help="folder for py-spy flame graphs of each load")
     parser.add_argument("--start-timeout", type=float, default=300)
@@ -308,6 +308,7 @@ def main() -> None:
     from warriors.config import get_settings  # after argparse: --help needs no settings
 
     args.workers = args.workers or get_settings().http_workers
+    args.others = {}  # process trees measured beside the platform's: the Redis server
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     log = RESULTS / f"deployed-{stamp}-platform.log"
@@ -325,6 +326,7 @@ def main() -> None:
         if args.redis:
             redis = RedisServer(workdir / "redis", free_port())
             env["REDIS_URL"] = redis.start()
+            args.others = {"redis": read_pids([redis.pid_file])}
         platform = Platform(workdir / "data", env, log)
         print(f"starting warriors run on {platform.url} (log: {log}) ...", flush=True)
         platform.wait_ready(args.start_timeout)
@@ -334,7 +336,7 @@ def main() -> None:
         time.sleep(args.settle)  # start-up (Dagster's code loading, the seed's projection) quietens
         wait_dagster_quiet(platform, args.start_timeout)
         report["idle_seconds"] = args.idle
-        report["idle"] = idle_cores(platform, args.idle)
+        report["idle"] = idle_cores(args, platform, args.idle)
         phases: dict[str, Phase] = {}
         print("load: /health/live ...", flush=True)
         phases["health"] = measure(

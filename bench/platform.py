@@ -189,16 +189,18 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-def process_groups(roots: list[int]) -> dict[str, list[int]]:
+def process_groups(roots: list[int], others: dict[str, list[int]] | None = None) -> dict[str, list[int]]:
     """The processes of `roots`' trees by group: http (with http-worker: its processes
     that have no child, the ones serving requests), projector, relay, dagster, postgres (the
-    postmaster's tree, the second root) and supervisor (the rest: warriors run, honcho)."""
+    postmaster's tree, the second root) and supervisor (the rest: warriors run, honcho);
+    `others` names more trees (the Redis server: {"redis": [its pid]})."""
     processes = _processes()
     children: dict[int, list[int]] = {}
     for pid, (ppid, _) in processes.items():
         children.setdefault(ppid, []).append(pid)
     groups: dict[str, list[int]] = {}
     stack = [(pid, "postgres" if i > 0 else "supervisor") for i, pid in enumerate(roots) if pid in processes]
+    stack += [(pid, group) for group, pids in (others or {}).items() for pid in pids if pid in processes]
     while stack:
         pid, inherited = stack.pop()
         group = inherited
