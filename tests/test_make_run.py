@@ -43,6 +43,23 @@ def descendants(root: int) -> list[int]:
     return found
 
 
+def projector_pid(root: int) -> int | None:
+    """The live projector's Python process under `warriors run` (not its `sh -c`)."""
+    found = [
+        p
+        for p in descendants(root)
+        if command_line(p).startswith(f"{sys.executable} -m warriors.cli project")
+    ]
+    return found[0] if len(found) == 1 else None
+
+
+def kill_projector(root: int) -> int:
+    """SIGKILL the projector; the new projector's pid, once the supervisor restarted it."""
+    killed = wait_for(lambda: projector_pid(root), what="the projector")
+    os.kill(killed, signal.SIGKILL)
+    return wait_for(lambda: (p := projector_pid(root)) != killed and p, timeout=30, what="its restart")
+
+
 def command_line(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
@@ -86,6 +103,17 @@ def test_run_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
                 timeout=120,
                 what="the Dagster UI",
             )
+            if round_ == 0:  # a killed projector is restarted; the platform stays up
+                restarted = kill_projector(process.pid)
+                assert httpx.get(f"{base}/health/live").status_code == 200
+                again = httpx.post(
+                    f"{base}/api/v1/commands/warriors", json={"name": "After", "dob": "1990-01-01"}
+                )
+                assert again.status_code == 202
+                created.append(again.json()["id"])
+                wait_for(lambda: httpx.get(f"{base}/api/v1/queries/projections").json()[0]["lag_events"] == 0,
+                         timeout=30, what="the restarted projector to catch up")  # fmt: skip
+                assert restarted in descendants(process.pid)
             # The webserver and the daemon share the one code server warriors run supervises:
             # neither spawned its own.
             code_servers = [
@@ -102,6 +130,8 @@ def test_run_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
         assert f"Dagster UI   http://127.0.0.1:{dagster_port}" in output
         assert "dagster-daemon" in output
         assert "stopped" in output
+        assert "projector exited unexpectedly (exit code" in output
+        assert "restarting in 1.0s (restart 1 of at most 5" in output
         embedded.start()
         with psycopg.connect(embedded.url()) as conn:
             stored = [

@@ -4,6 +4,7 @@
 """
 
 import asyncio
+import contextlib
 import logging
 import os
 import shlex
@@ -18,7 +19,7 @@ from typing import Annotated
 from urllib.parse import urlsplit
 
 import typer
-from honcho.manager import Manager
+from confluent_kafka import KafkaException
 from honcho.printer import Printer
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
@@ -32,18 +33,24 @@ from orchestration.instance import (
     storage_url,
 )
 from warriors.adapters.embedded_postgres import EmbeddedPostgres
-from warriors.adapters.kafka_bus import BusProducer, ensure_topics
+from warriors.adapters.kafka_bus import BusProducer, BusUnavailable, ensure_topics
 from warriors.bus.consumer import ProjectionConsumer
 from warriors.bus.relay import KafkaRelay
 from warriors.config import PROJECT_ROOT, get_settings
 from warriors.eventstore.database import apply_migrations
 from warriors.http_server import serve_command
+from warriors.projections.base import Projection
 from warriors.projections.catalog import ProjectionName, all_projections, opened, rebuild
 from warriors.projections.engine import ProjectionEngine, ProjectionNotFailed, register
 from warriors.projections.live import run_live
 from warriors.projections.rebuild import RebuildFailed, RebuildInProgress
+from warriors.retrying import Stopped, retry_until_stopped
 from warriors.services import start_all, stop_all
+from warriors.supervisor import Supervisor
 
+log = logging.getLogger("warriors.cli")
+# Each try at creating the topics waits this long for the broker (then a pause, and again).
+TOPICS_TIMEOUT_SECONDS = 10.0
 app = typer.Typer(help="The warriors platform.", no_args_is_help=True, add_completion=False)
 
 
@@ -92,7 +99,8 @@ def _databases() -> Iterator[tuple[str, str]]:
 def run() -> None:
     """Start the platform: PostgreSQL (embedded unless DATABASE_URL is set), migrations,
     the HTTP entry point (command and query services), the live projector and Dagster
-    (webserver and daemon), supervised together (honcho). Ctrl-C stops everything."""
+    (webserver, daemon, code server), supervised together (warriors/supervisor.py: a
+    process that dies is restarted, with a limit). Ctrl-C stops everything."""
     # Private folders (mode 0700): the workers' metrics files, the Dagster code server's socket.
     metrics_dir = tempfile.mkdtemp(prefix="warriors-metrics-")
     code_dir = tempfile.mkdtemp(prefix="warriors-dagster-")
@@ -123,27 +131,31 @@ def _serve(url: str, service_url: str, metrics_dir: str, code_dir: str) -> None:
     dagster_env = {**env, "DAGSTER_HOME": str(dagster_home), "DAGSTER_POSTGRES_URL": dagster_storage}
     create_storage(dagster_env)
     bin_dir = Path(sys.executable).parent
-    manager = Manager(Printer(sys.stdout))
+    supervisor = Supervisor(Printer(sys.stdout))
     http = serve_command(
         "api.gateway:create_app", settings.http_host, settings.http_port, settings.http_workers
     )
-    manager.add_process("http", shlex.join(http), env=env)
-    manager.add_process("projector", f"{sys.executable} -m warriors.cli project", env=env)
+    supervisor.add_process("http", shlex.join(http), env=env)
+    supervisor.add_process("projector", f"{sys.executable} -m warriors.cli project", env=env)
     if settings.kafka_bootstrap_servers:
-        manager.add_process("relay", f"{sys.executable} -m warriors.cli relay", env=env)
+        supervisor.add_process("relay", f"{sys.executable} -m warriors.cli relay", env=env)
     code_socket = Path(code_dir) / "code.sock"
     workspace = code_server_workspace(dagster_home, code_socket)
-    manager.add_process("dagster-code", shlex.join([sys.executable, *code_server_args(code_socket)]),
-                        env=dagster_env, cwd=str(PROJECT_ROOT))  # fmt: skip
-    # The webserver and the daemon start once the code server listens (honcho starts
+    code_server = shlex.join([sys.executable, *code_server_args(code_socket)])
+    supervisor.add_process("dagster-code", code_server, env=dagster_env, cwd=str(PROJECT_ROOT))
+    # The webserver and the daemon start once the code server listens (the supervisor starts
     # everything at once; either would otherwise begin with a location that failed to load).
     wait = f"while [ ! -S {shlex.quote(str(code_socket))} ]; do sleep 0.1; done; exec "
     web = [str(bin_dir / "dagster-webserver"), "-w", str(workspace), "-h", settings.dagster_host,
            "-p", str(settings.dagster_port)]  # fmt: skip
-    manager.add_process("dagster-web", wait + shlex.join(web), env=dagster_env, cwd=str(PROJECT_ROOT))
+    supervisor.add_process("dagster-web", wait + shlex.join(web), env=dagster_env, cwd=str(PROJECT_ROOT))
     daemon = [str(bin_dir / "dagster-daemon"), "run", "-w", str(workspace)]
-    manager.add_process("dagster-daemon", wait + shlex.join(daemon), env=dagster_env, cwd=str(PROJECT_ROOT))
-    manager.loop()
+    supervisor.add_process(
+        "dagster-daemon", wait + shlex.join(daemon), env=dagster_env, cwd=str(PROJECT_ROOT)
+    )
+    returncode = supervisor.loop()
+    if returncode not in (0, 128 + signal.SIGINT, 128 + signal.SIGTERM):
+        raise typer.Exit(returncode)
 
 
 @app.command()
@@ -168,14 +180,22 @@ async def _project(url: str) -> None:
     try:
         async with _pool(url, "warriors-projector") as pool:
             if bootstrap:  # each projection a consumer group of the topic the relay fills
-                await asyncio.to_thread(
-                    ensure_topics, bootstrap, settings.kafka_partitions, settings.kafka_replication
-                )
+                await _topics_ready(bootstrap, stop)
                 for projection in projections:
                     await register(pool, projection.name)  # its parked events and status
                 dead_letters = BusProducer(bootstrap)
-                consumers = [ProjectionConsumer(pool, p, bootstrap, dead_letters) for p in projections]
-                await asyncio.gather(*(consumer.run(stop) for consumer in consumers))
+
+                async def consume(projection: Projection) -> None:
+                    """A consumer, made again after a broker error (the group rebalances;
+                    the batch not committed is read again, which the applies make harmless)."""
+                    await retry_until_stopped(
+                        f"consumer of {projection.name}",
+                        lambda: ProjectionConsumer(pool, projection, bootstrap, dead_letters).run(stop),
+                        stop, (KafkaException, BusUnavailable), log,
+                    )  # fmt: skip
+
+                with contextlib.suppress(Stopped):
+                    await asyncio.gather(*(consume(p) for p in projections))
                 dead_letters.close()
             else:  # tailing the store
                 engines = [ProjectionEngine(pool, p, settings.projector_batch_size) for p in projections]
@@ -204,7 +224,10 @@ async def _relay(url: str, bootstrap: str) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    await asyncio.to_thread(ensure_topics, bootstrap, settings.kafka_partitions, settings.kafka_replication)
+    try:
+        await _topics_ready(bootstrap, stop)
+    except Stopped:
+        return
     relay = KafkaRelay(BusProducer(bootstrap))
     try:
         async with _pool(url, "warriors-relay") as pool:
@@ -212,6 +235,17 @@ async def _relay(url: str, bootstrap: str) -> None:
             await run_live([engine], url, stop, idle_seconds=settings.projector_idle_seconds)
     finally:
         await relay.close()
+
+
+async def _topics_ready(bootstrap: str, stop: asyncio.Event) -> None:
+    """The topics exist: created if missing, retried while the broker is not up yet."""
+    settings = get_settings()
+    partitions, replication = settings.kafka_partitions, settings.kafka_replication
+    await retry_until_stopped(
+        "creating the Kafka topics",
+        lambda: asyncio.to_thread(ensure_topics, bootstrap, partitions, replication, TOPICS_TIMEOUT_SECONDS),
+        stop, (KafkaException, BusUnavailable), log,
+    )  # fmt: skip
 
 
 @asynccontextmanager

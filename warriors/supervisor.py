@@ -1,0 +1,184 @@
+"""`warriors run`'s supervisor: honcho's processes and prefixed output, plus restarts.
+
+honcho (a small, well-kept Procfile runner) runs each process in a session of its own and
+multiplexes their output, but stops everything as soon as any one exits: a projector
+killed by the OOM killer took the whole platform down. This loop keeps honcho's pieces
+(Process, Printer, ProcessManager) and changes that one rule: a process that exits while
+the platform runs is started again after a backoff (1 s doubling to 30 s), at most
+`max_restarts` times within `window_seconds`; past that, the platform stops and says
+which process kept failing. Whatever the dead process left in its process group (the
+workers of a killed uvicorn master) is killed before the restart, so the new one finds
+its port free. Ctrl-C or SIGTERM stops every process: SIGTERM to each process group,
+SIGKILL after `kill_wait` seconds.
+
+(supervisord restarts too, but prints its children's output unprefixed or to files.)
+"""
+
+import contextlib
+import datetime
+import multiprocessing
+import queue
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from types import FrameType
+
+from honcho.colour import get_colours
+from honcho.compat import ProcessManager
+from honcho.printer import Message, Printer
+from honcho.process import Process
+
+SYSTEM = "supervisor"
+MAX_BACKOFF_SECONDS = 30.0
+
+
+class _Process(Process):  # type: ignore[misc]  # honcho has no type hints
+    """honcho's Process (pinned, 2.0.0), reporting its exit when the process exits.
+
+    honcho reports it once the output pipe closes, which never happens while something
+    the dead process started (a uvicorn master's workers) still holds the pipe."""
+
+    def run(
+        self, events: "multiprocessing.Queue[Message] | None" = None, ignore_signals: bool = False
+    ) -> None:
+        self._events = events
+        self._child = self._child_ctor(self.cmd, env=self.env, cwd=self.cwd)
+        self._send_message({"pid": self._child.pid}, type="start")
+        if ignore_signals:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        reader = threading.Thread(target=self._relay_output, daemon=True)
+        reader.start()
+        self._child.wait()
+        reader.join(timeout=1.0)  # the rest of its output, unless its leftovers hold the pipe
+        self._send_message({"returncode": self._child.returncode}, type="stop")
+
+    def _relay_output(self) -> None:
+        for line in iter(self._child.stdout.readline, b""):
+            if not self.quiet:
+                self._send_message(line)
+
+
+@dataclass
+class _Child:
+    process: Process
+    pid: int | None = None
+    running: bool = False
+    exits: list[float] = field(default_factory=list)  # monotonic times of its unexpected exits
+    restart_at: float | None = None
+
+
+class Supervisor:
+    def __init__(
+        self,
+        printer: Printer,
+        *,
+        max_restarts: int = 5,
+        window_seconds: float = 300.0,
+        first_backoff_seconds: float = 1.0,
+        kill_wait: float = 10.0,
+    ) -> None:
+        self.printer = printer
+        self.max_restarts = max_restarts
+        self.window_seconds = window_seconds
+        self.first_backoff_seconds = first_backoff_seconds
+        self.kill_wait = kill_wait
+        self.returncode: int | None = None
+        self._events: multiprocessing.Queue[Message] = multiprocessing.Queue()
+        self._children: dict[str, _Child] = {}
+        self._colours = get_colours()
+        self._groups = ProcessManager()
+        self._stopping_since: float | None = None
+
+    def add_process(
+        self, name: str, cmd: str, env: dict[str, str] | None = None, cwd: str | None = None
+    ) -> None:
+        assert name not in self._children, "process names must be unique"
+        process = _Process(cmd, name=name, colour=next(self._colours), env=env, cwd=cwd)
+        self._children[name] = _Child(process)
+        self.printer.width = max(self.printer.width, len(name), len(SYSTEM))
+
+    def loop(self) -> int:
+        """Run until stopped (a signal, or a process that keeps failing); the exit code."""
+
+        def stop_on(signum: int, _: FrameType | None) -> None:
+            self._say(f"{signal.Signals(signum).name} received, stopping")
+            self._stop(128 + signum)
+
+        signal.signal(signal.SIGINT, stop_on)
+        signal.signal(signal.SIGTERM, stop_on)
+        for name in self._children:
+            self._start(name)
+        while True:
+            with contextlib.suppress(queue.Empty):
+                self._handle(self._events.get(timeout=0.1))
+            now = time.monotonic()
+            if self._stopping_since is None:
+                for name, child in self._children.items():
+                    if child.restart_at is not None and now >= child.restart_at:
+                        child.restart_at = None
+                        self._start(name)
+            elif not any(c.running for c in self._children.values()):
+                return self.returncode or 0
+            elif now - self._stopping_since > self.kill_wait:
+                self._signal_all(force=True)
+                self._stopping_since = now  # and again after another kill_wait, if need be
+
+    def _start(self, name: str) -> None:
+        child = self._children[name]
+        child.running = True
+        runner = multiprocessing.Process(name=name, target=child.process.run, args=(self._events, True))
+        runner.start()
+
+    def _handle(self, message: Message) -> None:
+        child = self._children.get(message.name)
+        if message.type == "line" or child is None:
+            self.printer.write(message)
+        elif message.type == "start":
+            child.pid = message.data["pid"]
+            self._say(f"{message.name} started (pid {child.pid})")
+            if self._stopping_since is not None:  # started while the platform was stopping
+                self._groups.terminate(child.pid)
+        elif message.type == "stop":
+            self._stopped(message.name, child, message.data["returncode"])
+
+    def _stopped(self, name: str, child: _Child, returncode: int) -> None:
+        child.running = False
+        if self._stopping_since is not None:
+            self._say(f"{name} stopped (exit code {returncode})")
+            return
+        if child.pid is not None:  # what it left behind in its process group
+            self._groups.kill(child.pid)
+        now = time.monotonic()
+        child.exits = [t for t in child.exits if now - t < self.window_seconds] + [now]
+        if len(child.exits) > self.max_restarts:
+            self._say(
+                f"{name} exited (exit code {returncode}) {len(child.exits)} times in"
+                f" {self.window_seconds:.0f}s; stopping the platform"
+            )
+            self._stop(1)
+            return
+        backoff = min(self.first_backoff_seconds * 2 ** (len(child.exits) - 1), MAX_BACKOFF_SECONDS)
+        child.restart_at = now + backoff
+        self._say(
+            f"{name} exited unexpectedly (exit code {returncode}); restarting in {backoff:.1f}s"
+            f" (restart {len(child.exits)} of at most {self.max_restarts} in {self.window_seconds:.0f}s)"
+        )
+
+    def _stop(self, returncode: int) -> None:
+        if self._stopping_since is not None:
+            return
+        self.returncode = returncode
+        self._stopping_since = time.monotonic()
+        self._signal_all(force=False)
+
+    def _signal_all(self, *, force: bool) -> None:
+        for name, child in self._children.items():
+            if child.running and child.pid is not None:
+                self._say(f"sending {'SIGKILL' if force else 'SIGTERM'} to {name} (pid {child.pid})")
+                (self._groups.kill if force else self._groups.terminate)(child.pid)
+
+    def _say(self, text: str) -> None:
+        now = datetime.datetime.now()
+        self.printer.write(Message(type="line", data=f"{text}\n", time=now, name=SYSTEM, colour=None))
