@@ -3,7 +3,11 @@
 goes on, and a second projector joining the group (a rebalance) keeps it exact."""
 
 import asyncio
+import shutil
+import tempfile
 import uuid
+from functools import partial
+from pathlib import Path
 
 import httpx
 import psycopg
@@ -165,3 +169,28 @@ def _header(message: Message, name: str) -> str:
     pairs = headers.items() if isinstance(headers, dict) else headers
     value = dict(pairs)[name]
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def reported_down(process: LoggedProcess) -> bool:
+    return "creating the Kafka topics failed (1 in a row)" in process.log_path.read_text()
+
+
+def test_the_relay_and_the_projector_wait_for_a_broker_not_up_yet(fresh_database: str) -> None:
+    """Started before the broker (as after a reboot), they report and try again, and once
+    it is up the read model fills: no exit, nothing lost."""
+    write_history(fresh_database, 300)
+    late = KafkaBroker(Path(tempfile.mkdtemp(prefix="warriors-test-kafka-late-")), free_port())
+    processes = [relay(fresh_database, late), ProjectorProcess(fresh_database, env=bus_env(late))]
+    try:
+        for process in processes:
+            wait_for(partial(reported_down, process), timeout=60, what=f"{process.log_path.name} to report")
+        assert all(p.process.poll() is None for p in processes), "they must not exit"
+        late.start()
+        wait_for(lambda: len(read_model_rows(fresh_database)) == living(fresh_database), timeout=120,
+                 what="the read model fed once the broker is up")  # fmt: skip
+    finally:
+        for process in processes:
+            process.stop()
+        late.stop()
+        shutil.rmtree(late.data_dir, ignore_errors=True)
+    assert exact(fresh_database)

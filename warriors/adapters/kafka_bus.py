@@ -48,6 +48,8 @@ def ensure_topics(bootstrap_servers: str, partitions: int, replication: int, tim
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise BusUnavailable(f"could not create topic {name}: {exc}") from exc
+        except TimeoutError as exc:  # no broker answered (not up yet, or unreachable)
+            raise BusUnavailable(f"no broker at {bootstrap_servers} answered within {timeout:.0f}s") from exc
 
 
 class BusProducer:
