@@ -2,8 +2,9 @@
 compare-and-set under out-of-order and duplicate deliveries, reads through the cache,
 a flushed Redis and a dead one."""
 
+import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 import orjson
@@ -194,3 +195,42 @@ def _redis_count(url: str) -> int | None:
     with redis.Redis.from_url(url) as client:
         count, ready = client.mget("warriors:count", "warriors:count:ready")
     return int(count) if ready is not None and count is not None else None
+
+
+async def test_the_count_is_served_only_while_its_projection_renews_it(
+    fresh_database: str, fresh_pool: Pool, redis_url: str
+) -> None:
+    """A cache projection that stops (or fails, or falls behind) stops renewing its
+    count's readiness: within CACHE_COUNT_FRESH_SECONDS the count comes from PostgreSQL
+    again, where the read model goes on, instead of a stale number for hours."""
+    write_history(fresh_database, 50)
+    models = RedisReadModels(redis_url, count_fresh_seconds=0.5)
+    try:
+        read_model, cache = await engines(fresh_pool, models)
+        await read_model.catch_up()
+        await cache.catch_up()
+        queries = WarriorQueries(fresh_pool, EventStore(fresh_pool, GroupCommitAppender(fresh_pool)), models)
+        assert await models.count() == await queries.count() == 45
+
+        write_history(fresh_database, 10)  # the read model goes on; the cache projection has stopped
+        await read_model.catch_up()
+        assert await models.count() == 45  # Redis still holds the old count ...
+        await wait_until(lambda: models.count(), None, "the count's readiness to lapse")
+        assert await queries.count() == counted(fresh_database) == 54  # ... no longer served
+
+        await cache.catch_up()  # running again: caught up, the count is ready again
+        assert await models.count() == 54
+    finally:
+        await models.close()
+
+
+async def wait_until(read: Callable[[], Awaitable[object]], wanted: object, what: str) -> None:
+    """Poll `read` until it gives `wanted`, for at most 10 s."""
+    try:
+        async with asyncio.timeout(10):
+            while True:
+                if await read() == wanted:
+                    return
+                await asyncio.sleep(0.05)  # polling, bounded by the time-out
+    except TimeoutError:
+        raise AssertionError(f"{what}: still {await read()!r} after 10s") from None

@@ -91,6 +91,12 @@ class Settings(BaseSettings):
     )
     search_cache_entries: int = Field(default=10_000, ge=0, description="Most answers a worker keeps.")
     cache_ttl_seconds: int = Field(default=3600, ge=1, description="How long a Redis cache entry lives.")
+    cache_count_fresh_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="How long the Redis count is served after its projection last reported it caught up:"
+        " a projection that stops, fails or falls behind has its count ignored after this long.",
+    )
     lag_threshold_events: int = Field(
         default=1000, ge=0, description="Dagster: a projection further behind than this is lagging."
     )

@@ -58,7 +58,11 @@ def build_service(
         )
         store = EventStore(pool, appender)
         cache = (
-            RedisReadModels(settings.redis_url, settings.cache_ttl_seconds) if settings.redis_url else None
+            RedisReadModels(
+                settings.redis_url, settings.cache_ttl_seconds, settings.cache_count_fresh_seconds
+            )
+            if settings.redis_url
+            else None
         )
         engine = search_engine() if settings.search_url else None
         app.state.store = store

@@ -7,8 +7,10 @@ Keys (all under `warriors:`):
 - `warriors:versions`: hash id -> last version the projection applied (negative once
   deleted): what makes the projection's applies idempotent.
 - `warriors:count`, `warriors:count:ready`: the count of living warriors; only served
-  once `ready` says the projection has reached the head of the store since it started
-  from position 0.
+  while `ready` stands. The projection sets it, with an expiry (CACHE_COUNT_FRESH_SECONDS),
+  each time it is caught up with the store (since it started from position 0), and
+  renews it while it stays caught up: a projection that stops, fails or falls behind
+  stops renewing it, and within that time readers count in PostgreSQL again.
 - `warriors:epoch`: set when the projection starts from position 0. A flushed Redis
   loses it, which tells the projection to replay (and the readers to use PostgreSQL).
 
@@ -66,10 +68,10 @@ redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
 return 1
 """
 
-# KEYS: ready, epoch, count.
+# KEYS: ready, epoch, count. ARGV: how long it stands, in milliseconds.
 _MARK_READY = """
 if redis.call('EXISTS', KEYS[2]) == 1 and redis.call('EXISTS', KEYS[3]) == 1 then
-  redis.call('SET', KEYS[1], '1')
+  redis.call('SET', KEYS[1], '1', 'PX', tonumber(ARGV[1]))
 end
 """
 
@@ -102,11 +104,12 @@ def entry_key(warrior_id: UUID) -> str:
 
 
 class RedisReadModels:
-    def __init__(self, url: str, ttl_seconds: int = 3600) -> None:
+    def __init__(self, url: str, ttl_seconds: int = 3600, count_fresh_seconds: float = 5.0) -> None:
         # Short timeouts, and after a failure no new attempt for a second (a circuit
         # breaker): with Redis down, readers answer from PostgreSQL without waiting on it.
         self.client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
         self.ttl_seconds = ttl_seconds
+        self.count_fresh_seconds = count_fresh_seconds
         self._down_until = 0.0
         self._apply = self.client.register_script(_APPLY)
         self._fill = self.client.register_script(_FILL)
@@ -181,10 +184,12 @@ class RedisReadModels:
             await self.client.set(EPOCH, "1", nx=True)
 
     async def mark_count_ready(self) -> None:
-        """Only while the epoch stands: a flush in between must not make a partial count
-        look ready."""
+        """Ready for the next `count_fresh_seconds`; only while the epoch stands: a flush in
+        between must not make a partial count look ready."""
         async with self._translated():
-            await self._mark_ready(keys=[COUNT_READY, EPOCH, COUNT])
+            await self._mark_ready(
+                keys=[COUNT_READY, EPOCH, COUNT], args=[round(self.count_fresh_seconds * 1000)]
+            )
 
     async def clear(self) -> None:
         """Remove every key of the read models (a replay from position 0 follows): the

@@ -84,6 +84,8 @@ class ProjectionConsumer:
                 batch = [m for m in messages if not _skippable(m)]
                 if batch:
                     await self._process(batch, stop)
+                elif not messages and await asyncio.to_thread(self._at_end):
+                    await self._still_caught_up()
         finally:
             await asyncio.to_thread(self.consumer.close)
 
@@ -92,6 +94,25 @@ class ProjectionConsumer:
         that as its position 0 (a cache marks its epoch)."""
         committed = consumer.committed(partitions, 10.0)
         self._from_start = all(tp.offset < 0 for tp in committed)
+
+    def _at_end(self) -> bool:
+        """Every partition this member holds is read to its end (cached watermarks)."""
+        assigned = self.consumer.assignment()
+        if not assigned:
+            return False
+        for tp in self.consumer.position(assigned):
+            _, end = self.consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), 1.0, True)
+            if end > max(tp.offset, 0):
+                return False
+        return True
+
+    async def _still_caught_up(self) -> None:
+        """Idle at the end of the topic: the projection is told it is still caught up (the
+        cache renews its count's readiness, which lapses when nobody renews it)."""
+        try:
+            await self.projection.caught_up()
+        except TRANSIENT as exc:
+            log.warning("consumer %s: %r", self.group, exc)
 
     def _next_messages(self) -> list[Message]:
         """Wait (up to half a second) for one message, then take whatever else has

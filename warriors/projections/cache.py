@@ -8,6 +8,7 @@ and the checkpoint's commit): the per-warrior version kept in Redis makes that h
 A flushed Redis is noticed at the next batch and replayed from position 0.
 """
 
+import time
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -25,7 +26,7 @@ class WarriorsCache:
     def __init__(self, models: RedisReadModels, name: str = CACHE) -> None:
         self.name = name
         self.models = models
-        self._count_ready = False
+        self._ready_renewed = -1.0  # monotonic time the count's readiness was last renewed (< 0: not ready)
 
     async def apply(self, conn: AsyncConnection[Any], events: list[StoredEvent]) -> None:
         writes = [_write(e) for e in events if e.aggregate_type == AGGREGATE_TYPE]
@@ -38,7 +39,7 @@ class WarriorsCache:
         )
 
     async def reset(self, conn: AsyncConnection[Any]) -> None:
-        self._count_ready = False
+        self._ready_renewed = -1.0
         await self._redis(self.models.clear())
 
     async def intact(self, checkpoint: StreamPosition) -> bool:
@@ -47,13 +48,16 @@ class WarriorsCache:
         if checkpoint == START:  # a fresh start: from here on, Redis holds everything applied
             await self._redis(self.models.start_epoch())
             return True
-        self._count_ready = False
+        self._ready_renewed = -1.0
         return False
 
     async def caught_up(self) -> None:
-        if not self._count_ready:
+        """Called whenever the projection is at the head: the count's readiness is renewed
+        (a third of its lifetime at most between renewals, one Redis call)."""
+        now = time.monotonic()
+        if self._ready_renewed < 0 or now - self._ready_renewed >= self.models.count_fresh_seconds / 3:
             await self._redis(self.models.mark_count_ready())
-            self._count_ready = True
+            self._ready_renewed = now
 
     async def close(self) -> None:
         await self.models.close()

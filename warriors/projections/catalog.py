@@ -39,7 +39,11 @@ def build(name: ProjectionName, *, at_least_once: bool = False) -> Projection:
     if name is ProjectionName.WARRIORS_CACHE:
         if not settings.redis_url:
             raise NotConfigured("the warriors_cache projection needs REDIS_URL")
-        return WarriorsCache(RedisReadModels(settings.redis_url, settings.cache_ttl_seconds))
+        return WarriorsCache(
+            RedisReadModels(
+                settings.redis_url, settings.cache_ttl_seconds, settings.cache_count_fresh_seconds
+            )
+        )
     raise ValueError(f"unknown projection {name}")
 
 
