@@ -13,7 +13,15 @@ import pytest
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from tests.history import ROWS, checkpoint, head, replay_into_shadow, write_history
+from tests.history import (
+    ROWS,
+    checkpoint,
+    copy_events,
+    head,
+    read_model_rows,
+    replay_into_shadow,
+    write_history,
+)
 from tests.support import ROOT, ProjectorProcess, ServiceProcess, wait_for
 from warriors.adapters.embedded_postgres import free_port
 from warriors.projections.engine import ProjectionEngine
@@ -201,3 +209,42 @@ async def test_a_prefetched_batch_is_used_only_from_its_own_checkpoint(
     assert await engine.catch_up() == 42 - 10
     with psycopg.connect(fresh_database) as conn:
         assert conn.execute("SELECT total FROM warrior_count").fetchone() == (18,)
+
+
+async def test_a_replay_passes_over_an_event_parked_by_another_process(
+    fresh_database: str, fresh_pool: AsyncConnectionPool[AsyncConnection]
+) -> None:
+    """The live engine knew the parked events before an operator parked one from the CLI
+    (another engine): its later replay from 0 must pass over that event too, not FAIL on it
+    again."""
+    write_history(fresh_database, 30)
+    with psycopg.connect(fresh_database) as conn:
+        [living] = conn.execute(
+            "SELECT aggregate_id FROM event_store GROUP BY 1 HAVING max(event_version) = 2 LIMIT 1"
+        ).fetchall()
+    copy_events(fresh_database, [(living[0], "WarriorUpdated", 3, {"dob": "soon"})])  # unreadable
+    copy_events(fresh_database, [(living[0], "WarriorUpdated", 4, {"name": "After the park"})])
+    live = ProjectionEngine(fresh_pool, WarriorsReadModel(), 20)
+    await live.register()
+    await live.catch_up()
+    assert (await status_of(fresh_pool)) == "FAILED"
+    operator = ProjectionEngine(fresh_pool, WarriorsReadModel())
+    await operator.park()  # as `warriors projections park` does, in its own process
+    await live.catch_up()
+    parked_once = read_model_rows(fresh_database)
+    assert any(row[1] == "After the park" for row in parked_once)
+
+    await live.reset()  # a replay from position 0 (as after a lost target)
+    await live.catch_up()
+    assert (await status_of(fresh_pool)) == "RUNNING"
+    assert read_model_rows(fresh_database) == parked_once
+
+
+async def status_of(pool: AsyncConnectionPool[AsyncConnection], name: str = "warriors_read_model") -> str:
+    async with pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT status FROM projection_offsets WHERE projection_name = %s", (name,)
+        )
+        row = await cursor.fetchone()
+    assert row is not None
+    return str(row[0])

@@ -137,6 +137,7 @@ class ProjectionEngine:
             )
             await self.projection.reset(conn)
             await self.move_checkpoint(conn, StreamPosition(), "RUNNING")
+            self._parked = None
             return BatchResult(0, start, StreamPosition(), "RUNNING")
         events = await self._next_events(conn, start)
         if not events:
@@ -227,6 +228,7 @@ class ProjectionEngine:
 
     async def reset(self) -> None:
         """Empty the projection and move its checkpoint to 0 (a replay follows)."""
+        self._parked = None  # the replay reads the parked events afresh (see _parked_events)
         with translated_errors():
             async with self.pool.connection() as conn, conn.transaction():
                 await self.lock(conn)
@@ -281,7 +283,9 @@ class ProjectionEngine:
         return passed, None
 
     async def _parked_events(self, conn: AsyncConnection[Any]) -> set[UUID]:
-        """Loaded once per engine: a park made later moves the checkpoint past its event."""
+        """Loaded once per engine, and again before a replay from 0: a park made later
+        (by an operator, from another process) moves the checkpoint past its event, but a
+        replay meets that event again and must pass over it."""
         if self._parked is None:
             cursor = await conn.execute(
                 "SELECT event_id FROM projection_parked_events WHERE projection_name = %s", (self.name,)
