@@ -7,6 +7,8 @@ import uuid
 from typing import Any
 
 import httpx
+import psycopg
+import pytest
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
@@ -15,6 +17,7 @@ from tests.support import ServiceProcess, wait_for
 from warriors.adapters.embedded_postgres import free_port
 from warriors.adapters.opensearch_server import OpenSearchServer
 from warriors.adapters.search_engine import IndexAction, SearchEngine
+from warriors.projections.base import ProjectionTargetUnavailable
 from warriors.projections.engine import ProjectionEngine
 from warriors.projections.live import run_live
 from warriors.projections.rebuild import rebuild_blue_green
@@ -151,3 +154,37 @@ async def test_with_the_engine_down_a_search_with_a_position_answers_from_postgr
     finally:
         service.stop()
         await asyncio.to_thread(opensearch.start)
+
+
+async def test_a_write_blocked_index_is_waited_out_not_taken_for_poison(
+    fresh_database: str, fresh_pool: Pool, search_engine: SearchEngine
+) -> None:
+    """`index.blocks.write` (or read-only past the disk's flood stage) refuses every write
+    with 403 cluster_block_exception: the projection waits, parks and FAILs nothing, and
+    goes on once the block is lifted."""
+    write_history(fresh_database, 20)
+    read_model, search = await engines(fresh_pool, search_engine)
+    await read_model.catch_up()
+    await search.catch_up()
+    index = await search_engine.alias_target()
+    assert index is not None
+    await search_engine.client.indices.put_settings(index=index, body={"index.blocks.write": True})
+    try:
+        write_history(fresh_database, 10)
+        await read_model.catch_up()
+        before = checkpoint(fresh_database, SEARCH)
+        with pytest.raises(ProjectionTargetUnavailable, match="cluster_block_exception"):
+            await search.run_batch()
+        assert checkpoint(fresh_database, SEARCH) == before
+    finally:
+        await search_engine.client.indices.put_settings(index=index, body={"index.blocks.write": False})
+    await search.catch_up()
+    assert searchable(fresh_database)
+    with psycopg.connect(fresh_database) as conn:
+        row = conn.execute(
+            "SELECT o.status, (SELECT count(*) FROM projection_parked_events p WHERE p.projection_name = %s)"
+            " FROM projection_offsets o WHERE o.projection_name = %s",
+            (SEARCH, SEARCH),
+        ).fetchone()
+    assert row == ("RUNNING", 0)
+    assert await search_engine.count() == counted(fresh_database) == 18 + 9

@@ -184,7 +184,9 @@ class SearchEngine:
             raise SearchUnavailable(f"{self.kind}: {exc}") from exc
         except self._api_error as exc:
             status = _status(exc)
-            if status is None or status >= 500 or status in (404, 429):  # 404: no index (yet)
+            if (
+                status is None or status >= 500 or status in (404, 429) or _blocked(exc)
+            ):  # 404: no index (yet)
                 raise SearchUnavailable(f"{self.kind}: {exc}") from exc
             raise SearchRejected(f"{self.kind}: {exc}") from exc
 
@@ -284,7 +286,7 @@ class SearchEngine:
             if status < 300 or status in (404, 409):  # 409: not newer; 404: deleting what is not there
                 continue
             failures.append((status, result.get("error")))
-        if any(status >= 500 or status == 429 for status, _ in failures):
+        if any(status >= 500 or status == 429 or _blocked(error) for status, error in failures):
             raise SearchUnavailable(f"{self.kind}: bulk write failed: {failures[:3]}")
         if failures:
             raise SearchRejected(f"{self.kind}: bulk write refused: {failures[:3]}")
@@ -311,6 +313,13 @@ class SearchEngine:
         async with self._translated():
             response = await self.client.mget(index=index, body={"ids": list(ids)})
         return {doc["_id"]: doc["_source"] for doc in response["docs"] if doc.get("found")}
+
+
+def _blocked(error: object) -> bool:
+    """A block on the index or the cluster (`index.blocks.write`, read-only past the disk's
+    flood stage): the engine is not taking writes for now, which says nothing about the
+    document. Waited out like an engine that is down, never parked as a poison event."""
+    return "cluster_block_exception" in str(error)
 
 
 def _status(exc: Exception) -> int | None:

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
-from psycopg import AsyncConnection, OperationalError
+from psycopg import AsyncConnection, InterfaceError, OperationalError
 from psycopg_pool import AsyncConnectionPool
 
 from warriors.adapters.kafka_bus import DLQ_TOPIC, TOPIC, BusProducer, BusUnavailable, OutgoingMessage
@@ -43,7 +43,10 @@ VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING
 """
 
 
-TRANSIENT = (OperationalError, OSError, ProjectionTargetUnavailable)
+# The database or the target away for now (see the engine's _is_transient): the batch is tried again.
+TRANSIENT = (OperationalError, InterfaceError, OSError, ProjectionTargetUnavailable)
+# Before parking an event that failed alone, it is tried again after 0.2 s, then 0.4 s.
+RETRY_PAUSE_SECONDS = 0.2
 _PAST_START = StreamPosition(0, 1)  # "not from the beginning", for `Projection.intact`
 
 
@@ -199,6 +202,8 @@ class ProjectionConsumer:
                 error = f"{type(exc).__name__}: {exc}"
                 log.warning("consumer %s: event %s failed (attempt %d/%d): %s",
                             self.group, event.event_id, attempt, self.attempts, error)  # fmt: skip
+                if attempt < self.attempts:  # a pause, so that a passing cause can pass
+                    await asyncio.sleep(RETRY_PAUSE_SECONDS * attempt)
         await self._dead_letter(message, error)
         async with self.pool.connection() as conn, conn.transaction():  # parked: the rest goes on
             await lock_projection(conn, self.projection.name)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from psycopg import AsyncConnection, OperationalError
+from psycopg import AsyncConnection, InterfaceError, OperationalError
 from psycopg_pool import AsyncConnectionPool
 
 from warriors.eventstore.errors import translated_errors
@@ -325,4 +325,6 @@ class ProjectionEngine:
 
 
 def _is_transient(exc: BaseException) -> bool:
-    return isinstance(exc, OperationalError | OSError | ProjectionTargetUnavailable)
+    """The database or the target is away for now (a lost connection, an engine down or
+    blocked): tried again later, never taken for a poison event."""
+    return isinstance(exc, OperationalError | InterfaceError | OSError | ProjectionTargetUnavailable)
