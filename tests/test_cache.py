@@ -193,7 +193,7 @@ def caught_up(url: str, projection: str) -> bool:
 
 def _redis_count(url: str) -> int | None:
     with redis.Redis.from_url(url) as client:
-        count, ready = client.mget("warriors:count", "warriors:count:ready")
+        count, ready = client.mget("warriors:count", "warriors:ready")
     return int(count) if ready is not None and count is not None else None
 
 
@@ -234,3 +234,43 @@ async def wait_until(read: Callable[[], Awaitable[object]], wanted: object, what
                 await asyncio.sleep(0.05)  # polling, bounded by the time-out
     except TimeoutError:
         raise AssertionError(f"{what}: still {await read()!r} after 10s") from None
+
+
+async def test_a_replaying_cache_is_not_read(fresh_database: str, fresh_pool: Pool, redis_url: str) -> None:
+    """After a flush the cache replays from position 0: entries at old versions, deleted
+    warriors alive again until their tombstones come. Until it is caught up, reads go to
+    PostgreSQL."""
+    write_history(fresh_database, 10)  # w0: created, renamed, deleted; w1: created, renamed; ...
+    with psycopg.connect(fresh_database) as conn:
+        [(deleted,), (renamed,)] = conn.execute(
+            "SELECT aggregate_id FROM event_store WHERE event_type = 'WarriorCreated'"
+            " ORDER BY position LIMIT 2"
+        ).fetchall()
+    models = RedisReadModels(redis_url, count_fresh_seconds=60)
+    try:
+        read_model, _ = await engines(fresh_pool, models)
+        one_by_one = ProjectionEngine(fresh_pool, WarriorsCache(models), 1)
+        await one_by_one.register()
+        await read_model.catch_up()
+        await one_by_one.catch_up()
+        queries = WarriorQueries(fresh_pool, EventStore(fresh_pool, GroupCommitAppender(fresh_pool)), models)
+        with redis.Redis.from_url(redis_url) as client:
+            client.flushall()
+
+        await one_by_one.run_batch()  # notices the flush: back to position 0
+        await one_by_one.run_batch()  # w0 created: in Redis as alive, at version 1
+        assert (await models.entry(deleted)) is not None
+        assert await queries.warrior(deleted) is None  # deleted in the store: 404, not Redis' w0
+        for _ in range(3):  # w0 renamed, w0 deleted, w1 created (at version 1, its old name)
+            await one_by_one.run_batch()
+        entry = await models.entry(renamed)
+        assert entry is not None
+        assert entry.version == 1
+        found = await queries.warrior(renamed)
+        assert found is not None
+        assert (found.name, found.version) == ("Bulk 1 renamed", 2)
+
+        await one_by_one.catch_up()  # caught up: served from Redis again
+        assert await models.count() == counted(fresh_database) == 9
+    finally:
+        await models.close()

@@ -6,11 +6,12 @@ Keys (all under `warriors:`):
   not known yet) and `gone` (1: deleted at that version). Expires after the cache TTL.
 - `warriors:versions`: hash id -> last version the projection applied (negative once
   deleted): what makes the projection's applies idempotent.
-- `warriors:count`, `warriors:count:ready`: the count of living warriors; only served
-  while `ready` stands. The projection sets it, with an expiry (CACHE_COUNT_FRESH_SECONDS),
-  each time it is caught up with the store (since it started from position 0), and
-  renews it while it stays caught up: a projection that stops, fails or falls behind
-  stops renewing it, and within that time readers count in PostgreSQL again.
+- `warriors:count`: the count of living warriors.
+- `warriors:ready`: the cache is complete and current, so its entries and its count may
+  be served. The projection sets it, with an expiry (CACHE_COUNT_FRESH_SECONDS), each time
+  it is caught up with the store (since it started from position 0), and renews it while
+  it stays caught up: during a replay (a flushed Redis: old versions, no tombstones yet)
+  and once a projection stops, fails or falls behind, readers use PostgreSQL.
 - `warriors:epoch`: set when the projection starts from position 0. A flushed Redis
   loses it, which tells the projection to replay (and the readers to use PostgreSQL).
 
@@ -33,7 +34,7 @@ from redis.exceptions import RedisError
 PREFIX = "warriors:"
 VERSIONS = f"{PREFIX}versions"
 COUNT = f"{PREFIX}count"
-COUNT_READY = f"{PREFIX}count:ready"
+READY = f"{PREFIX}ready"
 EPOCH = f"{PREFIX}epoch"
 BREAKER_SECONDS = 1.0
 
@@ -137,12 +138,18 @@ class RedisReadModels:
         [entry] = await self.entries([warrior_id])
         return entry
 
-    async def entries(self, warrior_ids: Sequence[UUID]) -> list[CacheEntry | None]:
-        """Several entries in one round trip."""
+    async def entries(
+        self, warrior_ids: Sequence[UUID], *, to_serve: bool = False
+    ) -> list[CacheEntry | None]:
+        """Several entries in one round trip. `to_serve` (a reader's lookup): none while
+        the cache is not ready (replaying, or its projection stopped or behind)."""
         async with self._translated(), self.client.pipeline(transaction=False) as pipe:
+            pipe.exists(READY)
             for warrior_id in warrior_ids:
                 pipe.hmget(entry_key(warrior_id), "v", "doc", "gone")
-            rows = await pipe.execute()
+            ready, *rows = await pipe.execute()
+        if to_serve and not ready:
+            return [None] * len(warrior_ids)
         return [
             CacheEntry(int(v), doc or None, gone == b"1") if v is not None else None for v, doc, gone in rows
         ]
@@ -170,7 +177,7 @@ class RedisReadModels:
     async def count(self) -> int | None:
         """The count, or None when it cannot be trusted (not caught up since a replay)."""
         async with self._translated():
-            count, ready, epoch = await self.client.mget(COUNT, COUNT_READY, EPOCH)
+            count, ready, epoch = await self.client.mget(COUNT, READY, EPOCH)
         if count is None or ready is None or epoch is None:
             return None
         return int(count)
@@ -187,15 +194,13 @@ class RedisReadModels:
         """Ready for the next `count_fresh_seconds`; only while the epoch stands: a flush in
         between must not make a partial count look ready."""
         async with self._translated():
-            await self._mark_ready(
-                keys=[COUNT_READY, EPOCH, COUNT], args=[round(self.count_fresh_seconds * 1000)]
-            )
+            await self._mark_ready(keys=[READY, EPOCH, COUNT], args=[round(self.count_fresh_seconds * 1000)])
 
     async def clear(self) -> None:
         """Remove every key of the read models (a replay from position 0 follows): the
         readiness and the epoch first, so nothing partial is ever served."""
         async with self._translated():
-            await self.client.delete(COUNT_READY, EPOCH)
+            await self.client.delete(READY, EPOCH)
             async for keys in _batches(self.client.scan_iter(match=f"{PREFIX}*", count=1000)):
                 await self.client.unlink(*keys)
 

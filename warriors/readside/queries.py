@@ -111,7 +111,7 @@ class GroupedCacheLookup(Grouped[UUID, CacheEntry | None]):
         return await self._submit(warrior_id)
 
     async def _execute(self, items: list[UUID]) -> list[CacheEntry | None]:
-        return await self._cache.entries(items)
+        return await self._cache.entries(items, to_serve=True)
 
 
 _NEWEST = f"SELECT {_COLUMNS} FROM {READ_MODEL} ORDER BY created_at DESC, id DESC LIMIT %(limit)s"
