@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import psycopg
 from confluent_kafka import Consumer, Message, Producer
+from psycopg import AsyncConnection
 
 from tests.history import copy_events, read_model_rows, replay_into_shadow, write_history
 from tests.support import LoggedProcess, ProjectorProcess, ServiceProcess, wait_for
@@ -19,6 +20,7 @@ from warriors.adapters.embedded_postgres import free_port
 from warriors.adapters.kafka_broker import KafkaBroker
 from warriors.adapters.kafka_bus import DLQ_TOPIC, TOPIC
 from warriors.adapters.redis_cache import RedisReadModels
+from warriors.projections.status import RELAY, ProjectionStatus, projection_statuses
 
 
 def bus_env(broker: KafkaBroker) -> dict[str, str]:
@@ -193,4 +195,43 @@ def test_the_relay_and_the_projector_wait_for_a_broker_not_up_yet(fresh_database
             process.stop()
         late.stop()
         shutil.rmtree(late.data_dir, ignore_errors=True)
+    assert exact(fresh_database)
+
+
+def kafka_statuses(url: str) -> dict[str, ProjectionStatus]:
+    async def read() -> dict[str, ProjectionStatus]:
+        async with await AsyncConnection.connect(url) as conn:
+            return {s.name: s for s in await projection_statuses(conn, kafka=True)}
+
+    return asyncio.run(read())
+
+
+def test_a_dead_consumer_shows_as_lag_not_as_caught_up(fresh_database: str, broker: KafkaBroker) -> None:
+    """The consumer records its lag only after a batch; killed, it records nothing. Its
+    projection's lag must grow all the same (what /projections, the Dagster lag check and
+    the lag sensor report), and fall back to 0 once a consumer catches up."""
+    write_history(fresh_database, 100)
+    feeder = relay(fresh_database, broker)
+    projector = ProjectorProcess(fresh_database, env=bus_env(broker))
+    try:
+        wait_for(lambda: len(read_model_rows(fresh_database)) == living(fresh_database), timeout=120,
+                 what="the read model fed from Kafka")  # fmt: skip
+        wait_for(lambda: kafka_statuses(fresh_database)["warriors_read_model"].lag_events == 0, what="no lag")
+        projector.process.kill()
+        projector.stop()
+        write_history(fresh_database, 20)  # 42 events, published by the relay, consumed by nobody
+        wait_for(
+            lambda: kafka_statuses(fresh_database)[RELAY].lag_events == 0, what="the relay to publish them"
+        )
+        wait_for(lambda: kafka_statuses(fresh_database)["warriors_read_model"].lag_seconds > 1,
+                 what="the lag's age to grow")  # fmt: skip
+        behind = kafka_statuses(fresh_database)["warriors_read_model"]
+        assert behind.lag_events == 42
+        assert behind.consumer_lag == 42
+        projector = ProjectorProcess(fresh_database, env=bus_env(broker))
+        wait_for(lambda: kafka_statuses(fresh_database)["warriors_read_model"].lag_events == 0, timeout=120,
+                 what="a new consumer to catch up")  # fmt: skip
+    finally:
+        projector.stop()
+        feeder.stop()
     assert exact(fresh_database)

@@ -64,6 +64,29 @@ def consumer_group(projection: str) -> str:
     return f"warriors-{projection}"
 
 
+# Per consumer group: the events the relay has published that were stored after the
+# group's last recorded progress (counted up to 10,000), and the age of the oldest: the
+# messages it has not consumed since, from live facts (the store and the relay's
+# checkpoint), whether or not the consumer is alive to say so. A group that never
+# recorded anything has consumed nothing. (The BRIN index on created_at keeps this to
+# the recent end of the store.)
+_UNCONSUMED = """
+SELECT g.group_id,
+       (SELECT count(*) FROM (
+            SELECT 1 FROM event_store e
+            WHERE e.created_at > g.progressed AND e.position <= %(relayed)s LIMIT 10000) AS x),
+       coalesce(extract(epoch FROM now() - CASE
+           WHEN g.progressed = '-infinity' THEN (  -- consumed nothing: the oldest event published
+               SELECT e.created_at FROM event_store e WHERE e.position <= %(relayed)s
+               ORDER BY e.position LIMIT 1)
+           ELSE (SELECT min(e.created_at) FROM event_store e
+                 WHERE e.created_at > g.progressed AND e.position <= %(relayed)s) END), 0)::float8
+FROM (SELECT wanted.group_id, coalesce(max(l.updated_at), '-infinity') AS progressed
+      FROM unnest(%(groups)s::text[]) AS wanted(group_id)
+      LEFT JOIN bus_consumer_lag l ON l.group_id = wanted.group_id
+      GROUP BY wanted.group_id) AS g
+"""
+
 _CONSUMER_LAG = """
 SELECT group_id, sum(greatest(end_offset - committed, 0))::bigint FROM bus_consumer_lag GROUP BY group_id
 """
@@ -87,25 +110,39 @@ async def projection_statuses(
         for row in await cursor.fetchall()
     ]
     if kafka:
+        relay = next((s for s in statuses if s.name == RELAY), None)
         cursor = await conn.execute(_CONSUMER_LAG)
         lags = {group: int(lag) for group, lag in await cursor.fetchall()}
-        relay = next((s for s in statuses if s.name == RELAY), None)
-        statuses = [_through_kafka(s, relay, lags) for s in statuses]
+        unconsumed: dict[str, tuple[int, float]] = {}
+        if relay is not None:
+            groups = [consumer_group(s.name) for s in statuses if s.name != RELAY]
+            cursor = await conn.execute(_UNCONSUMED, {"groups": groups, "relayed": relay.position})
+            unconsumed = {
+                group: (int(events), float(seconds)) for group, events, seconds in await cursor.fetchall()
+            }
+        statuses = [_through_kafka(s, relay, lags, unconsumed) for s in statuses]
     return [s for s in statuses if name is None or s.name == name]
 
 
 def _through_kafka(
-    status: ProjectionStatus, relay: ProjectionStatus | None, lags: dict[str, int]
+    status: ProjectionStatus,
+    relay: ProjectionStatus | None,
+    lags: dict[str, int],
+    unconsumed: dict[str, tuple[int, float]],
 ) -> ProjectionStatus:
+    """The relay's lag plus the group's. The group's is the larger of what it recorded at
+    its last batch (offsets) and what it has not consumed since (below): a consumer that
+    died or hangs records nothing, and its lag must grow all the same."""
     if status.name == RELAY or relay is None:
         return status
     group = consumer_group(status.name)
-    consumer_lag = lags.get(group, 0)
+    since_events, since_seconds = unconsumed.get(group, (0, 0.0))
+    consumer_lag = max(lags.get(group, 0), since_events)
     return replace(
         status,
         position=relay.position,
         lag_events=relay.lag_events + consumer_lag,
-        lag_seconds=relay.lag_seconds,
+        lag_seconds=max(relay.lag_seconds, since_seconds),
         consumer_group=group,
         consumer_lag=consumer_lag,
     )
