@@ -240,10 +240,10 @@ async def _relay(url: str, bootstrap: str) -> None:
 async def _topics_ready(bootstrap: str, stop: asyncio.Event) -> None:
     """The topics exist: created if missing, retried while the broker is not up yet."""
     settings = get_settings()
-    partitions, replication = settings.kafka_partitions, settings.kafka_replication
+    shape = (settings.kafka_partitions, settings.kafka_replication, settings.kafka_retention_hours)
     await retry_until_stopped(
         "creating the Kafka topics",
-        lambda: asyncio.to_thread(ensure_topics, bootstrap, partitions, replication, TOPICS_TIMEOUT_SECONDS),
+        lambda: asyncio.to_thread(ensure_topics, bootstrap, *shape, TOPICS_TIMEOUT_SECONDS),
         stop, (KafkaException, BusUnavailable), log,
     )  # fmt: skip
 

@@ -61,6 +61,12 @@ class Settings(BaseSettings):
     )
     kafka_partitions: int = Field(default=3, ge=1, description="Partitions of warrior-events (at creation).")
     kafka_replication: int = Field(default=1, ge=1, description="Replication of the topics (at creation).")
+    kafka_retention_hours: int = Field(
+        default=168,
+        ge=1,
+        description="How long the topics keep a record (retention.ms, set at creation). Recovery never"
+        " depends on it: a sink is rebuilt from the event store.",
+    )
     search_url: str | None = Field(
         default=None, description="Search engine for ?term= and suggest. Unset: PostgreSQL search."
     )

@@ -34,11 +34,20 @@ class OutgoingMessage:
     headers: list[tuple[str, str | bytes | None]]
 
 
-def ensure_topics(bootstrap_servers: str, partitions: int, replication: int, timeout: float = 30.0) -> None:
-    """Create the event topic and its dead-letter topic unless they exist (idempotent)."""
+def ensure_topics(
+    bootstrap_servers: str,
+    partitions: int,
+    replication: int,
+    retention_hours: int = 168,
+    timeout: float = 30.0,
+) -> None:
+    """Create the event topic and its dead-letter topic unless they exist (idempotent),
+    with their retention set explicitly rather than left to the broker's default. An
+    existing topic is left as it is (change it with the broker's kafka-configs tool)."""
     admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    config = {"retention.ms": str(retention_hours * 3600 * 1000)}
     wanted = [
-        NewTopic(name, num_partitions=partitions, replication_factor=replication)
+        NewTopic(name, num_partitions=partitions, replication_factor=replication, config=config)
         for name in (TOPIC, DLQ_TOPIC)
     ]
     for name, future in admin.create_topics(wanted, request_timeout=timeout).items():

@@ -18,12 +18,13 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 from psycopg import AsyncConnection, InterfaceError, OperationalError
 from psycopg_pool import AsyncConnectionPool
 
 from warriors.adapters.kafka_bus import DLQ_TOPIC, TOPIC, BusProducer, BusUnavailable, OutgoingMessage
 from warriors.bus import envelope
+from warriors.eventstore.reader import read_after
 from warriors.eventstore.records import START, StoredEvent, StreamPosition
 from warriors.projections.base import Projection, ProjectionTargetUnavailable
 from warriors.projections.engine import lock_projection
@@ -45,6 +46,8 @@ VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING
 
 # The database or the target away for now (see the engine's _is_transient): the batch is tried again.
 TRANSIENT = (OperationalError, InterfaceError, OSError, ProjectionTargetUnavailable)
+# Events per batch when a sink is built from the event store.
+REPLAY_BATCH = 1000
 # Before parking an event that failed alone, it is tried again after 0.2 s, then 0.4 s.
 RETRY_PAUSE_SECONDS = 0.2
 _PAST_START = StreamPosition(0, 1)  # "not from the beginning", for `Projection.intact`
@@ -67,7 +70,7 @@ class ProjectionConsumer:
         self.dead_letters = dead_letters
         self.batch_size = batch_size
         self.attempts = attempts
-        self._from_start = False
+        self._needs_store_replay = False  # set on assignment (a group that never committed) or a lost sink
         self.consumer = Consumer(
             {
                 "bootstrap.servers": bootstrap_servers,
@@ -87,16 +90,16 @@ class ProjectionConsumer:
                 batch = [m for m in messages if not _skippable(m)]
                 if batch:
                     await self._process(batch, stop)
-                elif not messages and await asyncio.to_thread(self._at_end):
-                    await self._still_caught_up()
+                elif not messages:
+                    await self._idle()
         finally:
             await asyncio.to_thread(self.consumer.close)
 
     def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """A group that never committed reads from the start: the projection may take
-        that as its position 0 (a cache marks its epoch)."""
+        """A group that never committed builds its sink from the event store first (see
+        `_intact`), then reads the topic (from its earliest record: the overlap is harmless)."""
         committed = consumer.committed(partitions, 10.0)
-        self._from_start = all(tp.offset < 0 for tp in committed)
+        self._needs_store_replay = self._needs_store_replay or all(tp.offset < 0 for tp in committed)
 
     def _at_end(self) -> bool:
         """Every partition this member holds is read to its end (cached watermarks)."""
@@ -109,11 +112,15 @@ class ProjectionConsumer:
                 return False
         return True
 
-    async def _still_caught_up(self) -> None:
-        """Idle at the end of the topic: the projection is told it is still caught up (the
-        cache renews its count's readiness, which lapses when nobody renews it)."""
+    async def _idle(self) -> None:
+        """No message for a while: a sink that must be built from the store is built now
+        (a new group on a quiet topic, a cache flushed while nothing is written), and at
+        the end of the topic the projection is told it is still caught up (the cache
+        renews its readiness, which lapses when nobody renews it)."""
         try:
-            await self.projection.caught_up()
+            await self._intact()
+            if await asyncio.to_thread(self._at_end):
+                await self.projection.caught_up()
         except TRANSIENT as exc:
             log.warning("consumer %s: %r", self.group, exc)
 
@@ -154,23 +161,65 @@ class ProjectionConsumer:
             log.warning("consumer %s: lag not recorded: %r", self.group, exc)
 
     async def _intact(self) -> bool:
-        """As the engine does: a projection whose target lost its data (a flushed cache)
-        is reset and read again from the topic's beginning."""
-        if await self.projection.intact(START if self._from_start else _PAST_START):
-            self._from_start = False
-            return True
-        log.warning(
-            "consumer %s: %s lost its data; reading the topic from the start",
-            self.group,
-            self.projection.name,
-        )
-        async with self.pool.connection() as conn, conn.transaction():
-            await lock_projection(conn, self.projection.name)
-            await self.projection.reset(conn)
-        for tp in self.consumer.assignment():
-            self.consumer.seek(TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING))
-        self._from_start = True
-        return False
+        """Before a batch: the sink holds everything before it. A group that never
+        committed (a new projection, a new group), or a sink that lost its data (a flushed
+        cache, a lost index alias: reset here, whichever member notices), is first built
+        from the event store, the source of truth, with the gap-safe reader; then the topic
+        goes on from where the group stands. Never from the topic's beginning: retention
+        may have dropped it, and a member only reads its own partitions. Events applied
+        twice across the overlap are harmless (the applies' version guards)."""
+        if not self._needs_store_replay:
+            if await self.projection.intact(_PAST_START):
+                return True
+            log.warning("consumer %s: %s lost its data; rebuilding it from the event store",
+                        self.group, self.projection.name)  # fmt: skip
+            async with self.pool.connection() as conn, conn.transaction():
+                await lock_projection(conn, self.projection.name)
+                await self.projection.reset(conn)
+            self._needs_store_replay = True
+        await self._replay_store()  # a transient error: tried again, from the start of the store
+        self._needs_store_replay = False
+        return True
+
+    async def _replay_store(self) -> None:
+        """Every stored event into the sink, in batches under the projection's lock (as the
+        consumers' batches); an event that fails alone is parked, as from the topic."""
+        await self.projection.intact(START)  # a fresh start: the cache opens its epoch
+        position, total = START, 0
+        while True:
+            async with self.pool.connection() as conn, conn.transaction():
+                await lock_projection(conn, self.projection.name)
+                events = await read_after(conn, position, REPLAY_BATCH)
+                if events:
+                    await self._apply_from_store(conn, events)
+            if not events:
+                break
+            position, total = events[-1].stream_position, total + len(events)
+            if total % (REPLAY_BATCH * 20) < REPLAY_BATCH:
+                log.info("consumer %s: %d events replayed from the store", self.group, total)
+        log.info("consumer %s: %s built from the event store (%d events); on with the topic",
+                 self.group, self.projection.name, total)  # fmt: skip
+
+    async def _apply_from_store(self, conn: AsyncConnection[Any], events: list[StoredEvent]) -> None:
+        try:
+            async with conn.transaction():  # a savepoint
+                await self.projection.apply(conn, events)
+            return
+        except TRANSIENT:
+            raise
+        except Exception as exc:
+            log.warning("consumer %s: a replayed batch failed (%r); event by event", self.group, exc)
+        for event in events:
+            try:
+                async with conn.transaction():
+                    await self.projection.apply(conn, [event])
+            except TRANSIENT:
+                raise
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                await self._dead_letter_event(event, error)
+                await self.projection.skip(conn, event)
+                await conn.execute(_PARK, (self.projection.name, event.event_id, event.position, error))
 
     async def _apply(self, batch: list[tuple[Message, StoredEvent]]) -> None:
         """The whole batch in one transaction (under the projection's lock, as the
@@ -209,6 +258,24 @@ class ProjectionConsumer:
             await lock_projection(conn, self.projection.name)
             await self.projection.skip(conn, event)
             await conn.execute(_PARK, (self.projection.name, event.event_id, event.position, error))
+
+    async def _dead_letter_event(self, event: StoredEvent, error: str) -> None:
+        """A poison event met in a replay from the store: to the dead-letter topic as the
+        relay would have published it, with the same headers a consumed one gets."""
+        headers = [
+            *envelope.headers(event),
+            ("error", error.encode()),
+            ("projection", self.projection.name.encode()),
+            ("original_position", str(event.position).encode()),
+        ]
+        try:
+            await self.dead_letters.publish(
+                DLQ_TOPIC, [OutgoingMessage(envelope.key(event), envelope.value(event), headers)]
+            )
+        except BusUnavailable as exc:
+            raise ProjectionTargetUnavailable(f"the dead-letter topic is unreachable: {exc}") from exc
+        log.error("consumer %s: event %s (replayed from the store) to %s: %s",
+                  self.group, event.event_id, DLQ_TOPIC, error)  # fmt: skip
 
     async def _dead_letter(self, message: Message, error: str) -> None:
         original = message.headers() or []
