@@ -147,14 +147,20 @@ class ProjectionsResource(_Database):
         """The projection against what it should hold: the read model against the events;
         the search index and the cache against the read model."""
 
+        kafka = bool(get_settings().kafka_bootstrap_servers)
+
         async def check(conn: AsyncConnection[Any]) -> ConsistencyReport:
             async with opened(name) as projection:
                 if isinstance(projection, WarriorsReadModel):
-                    return await check_read_model(conn, projection.name, projection.table, sample_size)
+                    return await check_read_model(
+                        conn, projection.name, projection.table, sample_size, kafka=kafka
+                    )
                 if isinstance(projection, WarriorsSearch):
-                    return await check_search(conn, projection.engine, projection.name, sample_size)
+                    return await check_search(
+                        conn, projection.engine, projection.name, sample_size, kafka=kafka
+                    )
                 assert isinstance(projection, WarriorsCache)
-                return await check_cache(conn, projection.models, projection.name, sample_size)
+                return await check_cache(conn, projection.models, projection.name, sample_size, kafka=kafka)
 
         return self._on_connection(check)
 
