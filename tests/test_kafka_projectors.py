@@ -372,3 +372,37 @@ def test_the_consistency_checks_hold_when_fed_from_kafka(
     finally:
         for process in processes:
             process.stop()
+
+
+def test_a_position_waits_for_the_consumer_to_apply_a_deletion(
+    fresh_database: str, broker: KafkaBroker
+) -> None:
+    """Fed from Kafka, `?position=` of a deletion is answered once the read model applied
+    it, not as soon as the store holds it (before, a stored deletion counted as applied:
+    a read answered while the consumer had applied nothing)."""
+    write_history(fresh_database, 3)  # w0: created, renamed, deleted
+    with psycopg.connect(fresh_database) as conn:
+        deleted, position = conn.execute(
+            "SELECT aggregate_id, position FROM event_store WHERE event_type = 'WarriorDeleted'"
+        ).fetchone() or (None, None)
+    feeder = relay(fresh_database, broker)  # published, but no consumer yet
+    service = ServiceProcess(
+        fresh_database, free_port(), env={**bus_env(broker), "READ_WAIT_TIMEOUT_SECONDS": "1"}
+    )
+    projector: ProjectorProcess | None = None
+    try:
+        wait_for(lambda: kafka_statuses(fresh_database)[RELAY].lag_events == 0, what="the relay")
+        url = f"{service.base_url}/api/v1/queries/warriors/count?position={position}"
+        early = httpx.get(url, timeout=10)
+        assert early.status_code == 503, early.text  # the read model is behind: it says so
+        projector = ProjectorProcess(fresh_database, env=bus_env(broker))
+        wait_for(
+            lambda: httpx.get(url, timeout=10).status_code == 200, timeout=120, what="the deletion applied"
+        )
+        assert httpx.get(url, timeout=10).json() == {"count": 2}  # w1 and w2; w0 gone
+        assert deleted not in {row[0] for row in read_model_rows(fresh_database)}
+    finally:
+        service.stop()
+        feeder.stop()
+        if projector is not None:
+            projector.stop()

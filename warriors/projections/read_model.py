@@ -32,6 +32,12 @@ RETIRED_SUFFIX = "__retired"
 SWAP_LOCK_TIMEOUT = "200ms"
 
 
+DELETIONS = "read_model_deletions"
+_RECORD_DELETIONS = f"""
+INSERT INTO {DELETIONS} (id, version) SELECT * FROM unnest(%s::uuid[], %s::int[])
+ON CONFLICT (id) DO UPDATE SET version = greatest({DELETIONS}.version, excluded.version)
+"""
+
 _DELETED_AT = """
 SELECT aggregate_id, max(event_version) FROM event_store
 WHERE aggregate_id = ANY(%s) AND event_type = 'WarriorDeleted' GROUP BY aggregate_id
@@ -104,8 +110,9 @@ class WarriorsReadModel:
             row[0]: _Row(row[1], row[2], tuple(row[3]), row[4], row[5], row[6])
             for row in await cursor.fetchall()
         }
+        passed_deleted: dict[UUID, int] = {}
         if self.redelivery:
-            events = await self._without_deleted(conn, events, before)
+            events, passed_deleted = await self._without_deleted(conn, events, before)
         after = dict(before)
         for event in events:
             after[event.aggregate_id] = _evolve(after.get(event.aggregate_id), event)
@@ -123,6 +130,9 @@ class WarriorsReadModel:
             await conn.execute(self._upsert, (orjson.dumps(upserts).decode(),))
         if deletes:
             await conn.execute(self._delete, (deletes,))
+        gone = {**passed_deleted, **{a: row.version for a, row in after.items() if row.deleted}}
+        if self.keeps_count and gone:  # only the live read model: what `?position=` reads fed from Kafka
+            await conn.execute(_RECORD_DELETIONS, (list(gone), list(gone.values())))
         if self.keeps_count:
             born = sum(1 for a, row in after.items() if not row.deleted and a not in before)
             if delta := born - len(deletes):
@@ -181,15 +191,20 @@ class WarriorsReadModel:
 
     async def _without_deleted(
         self, conn: AsyncConnection[Any], events: list[StoredEvent], rows: dict[UUID, "_Row"]
-    ) -> list[StoredEvent]:
+    ) -> tuple[list[StoredEvent], dict[UUID, int]]:
         """Drop the events of warriors without a row that the store says were deleted at
-        or after that event's version: already applied, then deleted (a redelivery)."""
+        or after that event's version: already applied, then deleted (a redelivery), or
+        deleted later (its row would only come and go). Returns the events kept, and the
+        deletions (warrior: version) that dropping stood for: the read model's state for
+        those warriors is as after their deletion."""
         missing = list({e.aggregate_id for e in events if e.aggregate_id not in rows})
         if not missing:
-            return events
+            return events, {}
         cursor = await conn.execute(_DELETED_AT, (missing,))
         deleted_at = {aggregate_id: version for aggregate_id, version in await cursor.fetchall()}
-        return [e for e in events if e.event_version > deleted_at.get(e.aggregate_id, 0)]
+        kept = [e for e in events if e.event_version > deleted_at.get(e.aggregate_id, 0)]
+        dropped = {e.aggregate_id for e in events} - {e.aggregate_id for e in kept}
+        return kept, {a: deleted_at[a] for a in dropped}
 
     async def intact(self, checkpoint: StreamPosition) -> bool:
         return True  # its rows move in the engine's own transaction
@@ -202,6 +217,8 @@ class WarriorsReadModel:
 
     async def reset(self, conn: AsyncConnection[Any]) -> None:
         await conn.execute(self._reset)
+        if self.keeps_count:
+            await conn.execute(f"TRUNCATE {DELETIONS}")
         if self.keeps_count:
             await conn.execute("UPDATE warrior_count SET total = 0")
 

@@ -199,12 +199,14 @@ WHERE e.position = %(position)s
 
 # Fed from Kafka, the read model has no single checkpoint (partitions move on their own):
 # the event at a position is applied when its warrior's row has reached its version, or
-# (a deletion, or an event followed by one) when the row is gone.
+# (a deletion, or an event followed by one) when the read model has applied a deletion at
+# that version or later: not when the store merely holds one, which says nothing of
+# whether the consumer has got that far.
 _REACHED_BY_AGGREGATE = """
 SELECT CASE
     WHEN r.version IS NOT NULL THEN r.version >= e.event_version
-    ELSE EXISTS (SELECT 1 FROM event_store d WHERE d.aggregate_id = e.aggregate_id
-                 AND d.event_type = 'WarriorDeleted' AND d.event_version >= e.event_version)
+    ELSE EXISTS (SELECT 1 FROM read_model_deletions d
+                 WHERE d.id = e.aggregate_id AND d.version >= e.event_version)
 END
 FROM event_store e LEFT JOIN warriors_read_model r ON r.id = e.aggregate_id
 WHERE e.position = %(position)s
