@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run services services-stop test test-tools lint format bench bench-tools bench-write bench-read bench-search bench-bus bench-load bench-search-classes bench-deployed clean-data
+.PHONY: install run services services-stop test test-tools lint format bench bench-tools bench-write bench-read bench-search bench-bus bench-load bench-search-classes bench-deployed soak clean-data
 
 # Debian packages are installed with sudo unless running as root.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -47,6 +47,11 @@ test-tools:
 
 test: lint test-tools
 	$(BIN)/pytest
+
+## make soak: the production-mode fault test (tests/test_production_faults.py) for longer:
+## SOAK_SECONDS (default 300) of writers and random faults; SOAK_SEED repeats a run.
+soak: $(STAMP) test-tools
+	SOAK_SECONDS=$${SOAK_SECONDS:-300} $(BIN)/pytest -s tests/test_production_faults.py
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .

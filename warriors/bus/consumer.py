@@ -71,6 +71,7 @@ class ProjectionConsumer:
         self.batch_size = batch_size
         self.attempts = attempts
         self._needs_store_replay = False  # set on assignment (a group that never committed) or a lost sink
+        self._expected: dict[int, int | None] = {}  # partition -> the offset its next message should have
         self.consumer = Consumer(
             {
                 "bootstrap.servers": bootstrap_servers,
@@ -88,6 +89,7 @@ class ProjectionConsumer:
             while not stop.is_set():
                 messages = await asyncio.to_thread(self._next_messages)
                 batch = [m for m in messages if not _skippable(m)]
+                self._notice_gaps(batch)
                 if batch:
                     await self._process(batch, stop)
                 elif not messages:
@@ -100,6 +102,27 @@ class ProjectionConsumer:
         `_intact`), then reads the topic (from its earliest record: the overlap is harmless)."""
         committed = consumer.committed(partitions, 10.0)
         self._needs_store_replay = self._needs_store_replay or all(tp.offset < 0 for tp in committed)
+        for tp in committed:  # where each partition's next message should be
+            self._expected[tp.partition] = tp.offset if tp.offset >= 0 else None
+
+    def _notice_gaps(self, batch: list[Message]) -> None:
+        """Offsets are contiguous (an idempotent producer, no transactions): a message
+        further on than the partition's next one means records this group had not read
+        are gone from the topic (retention deleted them). They are not gone from the
+        store: the sink is built from it before this batch."""
+        for message in batch:
+            partition, offset = message.partition(), message.offset()
+            if partition is None or offset is None:
+                continue
+            expected = self._expected.get(partition)
+            if expected is not None and offset > expected:
+                log.warning(
+                    "consumer %s: partition %d jumped from offset %d to %d (records gone from the topic);"
+                    " the sink is rebuilt from the event store",
+                    self.group, partition, expected, offset,
+                )  # fmt: skip
+                self._needs_store_replay = True
+            self._expected[partition] = offset + 1
 
     def _at_end(self) -> bool:
         """Every partition this member holds is read to its end (cached watermarks)."""
