@@ -9,7 +9,7 @@ from typing import Any
 
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from uuid_utils.compat import uuid7
+from uuid_utils import uuid7  # its own UUID type: str() of it is 7x cheaper than of compat's uuid.UUID
 
 from api.common.problems import problem
 
