@@ -115,3 +115,14 @@ async def with_read_model(
     for engine in engines:
         await engine.register()
     return engines
+
+
+def poison_a_warrior(url: str) -> None:
+    """A living warrior at version 2 gets an unreadable update (version 3, which a
+    projection fails on) and then a good rename (version 4, "After the park")."""
+    with psycopg.connect(url) as conn:
+        [living] = conn.execute(
+            "SELECT aggregate_id FROM event_store GROUP BY 1 HAVING max(event_version) = 2 LIMIT 1"
+        ).fetchall()
+    copy_events(url, [(living[0], "WarriorUpdated", 3, {"dob": "soon"})])  # unreadable
+    copy_events(url, [(living[0], "WarriorUpdated", 4, {"name": "After the park"})])

@@ -16,8 +16,8 @@ from psycopg_pool import AsyncConnectionPool
 from tests.history import (
     ROWS,
     checkpoint,
-    copy_events,
     head,
+    poison_a_warrior,
     read_model_rows,
     replay_into_shadow,
     write_history,
@@ -218,12 +218,7 @@ async def test_a_replay_passes_over_an_event_parked_by_another_process(
     (another engine): its later replay from 0 must pass over that event too, not FAIL on it
     again."""
     write_history(fresh_database, 30)
-    with psycopg.connect(fresh_database) as conn:
-        [living] = conn.execute(
-            "SELECT aggregate_id FROM event_store GROUP BY 1 HAVING max(event_version) = 2 LIMIT 1"
-        ).fetchall()
-    copy_events(fresh_database, [(living[0], "WarriorUpdated", 3, {"dob": "soon"})])  # unreadable
-    copy_events(fresh_database, [(living[0], "WarriorUpdated", 4, {"name": "After the park"})])
+    poison_a_warrior(fresh_database)
     live = ProjectionEngine(fresh_pool, WarriorsReadModel(), 20)
     await live.register()
     await live.catch_up()

@@ -13,7 +13,15 @@ import pytest
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from tests.history import checkpoint, copy_events, head, read_model_rows, replay_into_shadow, write_history
+from tests.history import (
+    checkpoint,
+    copy_events,
+    head,
+    poison_a_warrior,
+    read_model_rows,
+    replay_into_shadow,
+    write_history,
+)
 from tests.support import ROOT
 from warriors.projections.engine import ProjectionEngine
 from warriors.projections.read_model import WarriorsReadModel
@@ -119,12 +127,7 @@ def rebuild_command(url: str) -> subprocess.CompletedProcess[str]:
 
 async def test_the_rebuild_passes_over_parked_events(fresh_database: str, fresh_pool: Pool) -> None:
     write_history(fresh_database, 50)
-    with psycopg.connect(fresh_database) as conn:
-        [living] = conn.execute(
-            "SELECT aggregate_id FROM event_store GROUP BY 1 HAVING max(event_version) = 2 LIMIT 1"
-        ).fetchall()
-    copy_events(fresh_database, [(living[0], "WarriorUpdated", 3, {"dob": "soon"})])  # unreadable
-    copy_events(fresh_database, [(living[0], "WarriorUpdated", 4, {"name": "After the park"})])
+    poison_a_warrior(fresh_database)
     engine = await live_engine(fresh_pool)
     await engine.catch_up()
     await engine.park()

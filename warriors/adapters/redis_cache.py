@@ -144,11 +144,12 @@ class RedisReadModels:
         """Several entries in one round trip. `to_serve` (a reader's lookup): none while
         the cache is not ready (replaying, or its projection stopped or behind)."""
         async with self._translated(), self.client.pipeline(transaction=False) as pipe:
-            pipe.exists(READY)
+            if to_serve:
+                pipe.exists(READY)
             for warrior_id in warrior_ids:
                 pipe.hmget(entry_key(warrior_id), "v", "doc", "gone")
-            ready, *rows = await pipe.execute()
-        if to_serve and not ready:
+            rows = await pipe.execute()
+        if to_serve and not rows.pop(0):
             return [None] * len(warrior_ids)
         return [
             CacheEntry(int(v), doc or None, gone == b"1") if v is not None else None for v, doc, gone in rows
