@@ -1,5 +1,8 @@
 # The platform's Python services: the APIs, the projector, and the Dagster webserver and
 # daemon. Dependencies are installed with the same constraints as `make`.
+# No secret is built in: passwords and URLs come from the environment at run time
+# (docker-compose.yml, from .env), and the COPY lines below name what goes into the
+# image, so `.env` never does.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
@@ -17,5 +20,7 @@ RUN pip install -c constraints.txt . \
     && chown -R warriors /app/dagster-home
 USER warriors
 
+# 0.0.0.0 inside the container, which the port mapping needs; compose publishes it on
+# the host's loopback only.
 EXPOSE 8000
 CMD ["sh", "-c", "warriors migrate && exec uvicorn api.gateway:create_app --factory --host 0.0.0.0 --port 8000 --workers ${HTTP_WORKERS:-2} --no-access-log"]

@@ -1,19 +1,81 @@
 """What can be checked of the full-stack files without a Docker engine."""
 
+import asyncio
+import base64
 import re
+import secrets
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
+import psycopg
+import redis
 import yaml
 
-from warriors.adapters.search_engine import EngineKind
+from warriors.adapters.search_engine import EngineKind, SearchEngine
 from warriors.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
+# `${NAME:?message}`: compose refuses to start while NAME is unset or empty.
+REQUIRED = re.compile(r"\$\{(?P<name>[A-Z_][A-Z0-9_]*):\?(?P<message>[^}]*)\}")
+# `${NAME:-default}`: an optional setting.
+OPTIONAL = re.compile(r"\$\{(?P<name>[A-Z_][A-Z0-9_]*):-(?P<default>[^}]*)\}")
+# Variables that hold a secret by their name alone.
+SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|AUTH")
+DATA_STORES = ("postgres", "elasticsearch", "redis", "kafka")
+LOOPBACK = "127.0.0.1"
+
+
+def _compose() -> dict[str, Any]:
+    compose: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return compose
+
+
+def _environment(service: dict[str, Any]) -> dict[str, str]:
+    """A service's environment, whichever of the two forms (mapping or `KEY=value` list)."""
+    environment = service.get("environment", {})
+    if isinstance(environment, list):
+        return dict(str(item).partition("=")[::2] for item in environment)
+    return {str(key): str(value) for key, value in environment.items()}
+
+
+def _strings(node: object) -> Iterator[str]:
+    """Every string value in a parsed YAML tree."""
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for value in node.values():
+            yield from _strings(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _strings(value)
+
+
+def _required_variables(compose: dict[str, Any]) -> set[str]:
+    """The variables compose refuses to start without."""
+    return {match["name"] for text in _strings(compose) for match in REQUIRED.finditer(text)}
+
+
+def _command_lines(service: dict[str, Any]) -> list[str]:
+    """The service's command and health check, each as one string."""
+    lines = []
+    for node in (service.get("command"), service.get("healthcheck", {}).get("test")):
+        if isinstance(node, list):
+            lines.append(" ".join(str(part) for part in node))
+        elif node is not None:
+            lines.append(str(node))
+    return lines
+
+
+def _with_values(text: str, values: dict[str, str]) -> str:
+    """`text` as compose would interpolate it, with these values for the variables."""
+    return REQUIRED.sub(lambda match: values[match["name"]], text)
+
 
 def test_compose_services_are_wired_together() -> None:
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    services = compose["services"]
+    services = _compose()["services"]
     assert {"postgres", "api", "projector", "dagster-webserver", "dagster-daemon"} <= set(services)
     for name, service in services.items():
         assert "healthcheck" in service, f"{name} has no health check"
@@ -26,9 +88,11 @@ def test_compose_services_are_wired_together() -> None:
                                 ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"))  # fmt: skip
     assert env["DATABASE_URL"] == f"postgresql://{user}:{password}@postgres:5432/{database}"
     assert services["api"]["build"] == services["projector"]["build"] == "."
-    assert env["SEARCH_URL"] == "http://elasticsearch:9200"
+    elastic_password = services["elasticsearch"]["environment"]["ELASTIC_PASSWORD"]
+    assert env["SEARCH_URL"] == f"http://elastic:{elastic_password}@elasticsearch:9200"
     assert env["SEARCH_ENGINE"] in {kind.value for kind in EngineKind}
-    assert env["REDIS_URL"].startswith("redis://redis:")
+    redis_password = services["redis"]["environment"]["REDISCLI_AUTH"]
+    assert env["REDIS_URL"] == f"redis://:{redis_password}@redis:6379/0"
     assert services["projector"]["environment"] == env
     assert {"elasticsearch", "redis", "kafka"} <= set(services["api"]["depends_on"])
     assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
@@ -40,12 +104,145 @@ def test_compose_services_are_wired_together() -> None:
     assert dagster_env["DAGSTER_POSTGRES_URL"].startswith(
         f"postgresql+psycopg2://{user}:{password}@postgres:5432/"
     )
-    assert dagster_env["DATABASE_URL"] == env["DATABASE_URL"]
+    for variable in ("DATABASE_URL", "SEARCH_URL", "SEARCH_ENGINE", "REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS"):
+        assert dagster_env[variable] == env[variable], variable
+
+
+def test_no_data_store_is_published_no_default_password_dagster_and_the_api_on_loopback() -> None:
+    compose = _compose()
+    services: dict[str, dict[str, Any]] = compose["services"]
+
+    # Published: the API and the Dagster UI only, on the host's loopback only (the API's
+    # address may be overridden, with 127.0.0.1 as its default; the UI's may not).
+    for name in DATA_STORES:
+        assert "ports" not in services[name], f"{name} is published on the host"
+    for name, service in services.items():
+        assert service.get("network_mode") != "host", f"{name} shares the host's network"
+    assert {name for name, service in services.items() if service.get("ports")} == {
+        "api",
+        "dagster-webserver",
+    }
+    api_bind = re.compile(r"(127\.0\.0\.1|\$\{[A-Z_]+:-127\.0\.0\.1\}):8000:8000")
+    for port in services["api"]["ports"]:
+        assert isinstance(port, str), f"api: write the port as a quoted string: {port!r}"
+        assert api_bind.fullmatch(port), f"api is published beyond loopback: {port}"
+    for port in services["dagster-webserver"]["ports"]:
+        assert isinstance(port, str), f"dagster-webserver: write the port as a quoted string: {port!r}"
+        assert port == f"{LOOPBACK}:3000:3000", f"the Dagster UI is published beyond loopback: {port}"
+
+    # No literal secret: every secret variable, and the password of every URL, is a
+    # `${NAME:?...}` that compose refuses to start without.
+    required = _required_variables(compose)
+    for text in _strings(compose):
+        for match in REQUIRED.finditer(text):
+            # Some compose-go releases try the `-` (default) forms first when a hyphen
+            # comes before the `?`, and read `${NAME:?see a-b}` as a default.
+            assert "-" not in match["message"], f"hyphen in the message of {match[0]}"
+    assert {"POSTGRES_PASSWORD", "REDIS_PASSWORD", "ELASTIC_PASSWORD"} <= required
+    markers = {name: f"interpolated{index}" for index, name in enumerate(sorted(required))}
+    urls = 0
+    for name, service in services.items():
+        for variable, value in _environment(service).items():
+            if SECRET_NAME.search(variable):
+                assert REQUIRED.fullmatch(value), f"{name}: {variable} is not a required ${{...:?}}"
+            if "://" in value:
+                urls += 1
+                password = urlsplit(_with_values(value, markers)).password
+                assert password is None or password in markers.values(), (
+                    f"{name}: {variable} has a literal password"
+                )
+    assert urls >= 6, "the URLs were not found"
+    for name in ("api", "dagster-webserver"):
+        for variable in ("DATABASE_URL", "SEARCH_URL", "REDIS_URL"):
+            url = _environment(services[name])[variable]
+            assert urlsplit(_with_values(url, markers)).password in markers.values(), (
+                f"{name}: {variable} has no password"
+            )
+
+    # Redis requires a password, the one the clients and the health check give.
+    command = services["redis"]["command"]
+    assert "--requirepass" in command
+    redis_password = command[command.index("--requirepass") + 1]
+    assert REQUIRED.fullmatch(redis_password)
+    assert _environment(services["redis"])["REDISCLI_AUTH"] == redis_password
+    assert "redis-cli" in " ".join(services["redis"]["healthcheck"]["test"])
+
+    # No command prints a secret or takes one from compose on its command line (then in
+    # `ps` and `docker inspect`), except redis-server's --requirepass (it replaces its
+    # process title at start). `$$NAME` is left to the container's shell.
+    for name, service in services.items():
+        for line in _command_lines(service):
+            assert not re.search(r"\becho\b|\bset -x\b|\bprintenv\b", line), f"{name}: {line}"
+            compose_values = line.replace("$$", "")
+            if name == "redis":
+                compose_values = compose_values.replace(f"--requirepass {redis_password}", "")
+            assert "$" not in compose_values, f"{name}: a value on the command line: {line}"
+            assert not re.search(r"\s-a\s|--pass|-u\s*\S+:|://[^/\s]*:[^/\s]*@", line), f"{name}: {line}"
+
+    # Elasticsearch with security on; its health check authenticates.
+    elastic = _environment(services["elasticsearch"])
+    assert elastic["xpack.security.enabled"] == "true"
+    assert REQUIRED.fullmatch(elastic["ELASTIC_PASSWORD"])
+    assert "$$ELASTIC_PASSWORD" in " ".join(services["elasticsearch"]["healthcheck"]["test"])
+
+    # The secrets live in `.env`, which git ignores; `.env.example` names each required
+    # variable, empty (a copy not filled in is refused), and each optional one.
+    ignored = {line.strip() for line in (ROOT / ".gitignore").read_text().splitlines()}
+    assert ignored & {".env", "/.env"}, ".env is not in .gitignore"
+    example = (ROOT / ".env.example").read_text()
+    assigned = dict(re.findall(r"^([A-Z_][A-Z0-9_]*)=(.*)$", example, flags=re.MULTILINE))
+    for variable in sorted(required):
+        assert variable in assigned, f".env.example does not name {variable}"
+        assert assigned[variable] == "", f".env.example gives {variable} a value"
+    for text in _strings(compose):
+        for match in OPTIONAL.finditer(text):
+            assert match["name"] in example, f".env.example does not mention {match['name']}"
+
+
+def test_compose_urls_give_the_clients_their_passwords() -> None:
+    """With the variables set as in `.env`, each client authenticates (the search adapter
+    turns the URL's userinfo into an Authorization header)."""
+    compose = _compose()
+    services = compose["services"]
+    # What the documented generators print (docs/security.md): URL-safe, unescaped.
+    values = {name: secrets.token_urlsafe(32) for name in _required_variables(compose)}
+    env = {key: _with_values(value, values) for key, value in _environment(services["api"]).items()}
+    conninfo = psycopg.conninfo.conninfo_to_dict(env["DATABASE_URL"])
+    assert (conninfo["user"], conninfo["password"]) == ("warriors", values["POSTGRES_PASSWORD"])
+    client = redis.Redis.from_url(env["REDIS_URL"])
+    assert client.connection_pool.connection_kwargs["password"] == values["REDIS_PASSWORD"]
+    client.close()
+
+    async def authorization() -> set[str]:
+        engine = SearchEngine(env["SEARCH_URL"], EngineKind(env["SEARCH_ENGINE"]))
+        try:
+            clients = (engine.client, engine._query_client)
+            return {
+                node.config.headers["authorization"] for c in clients for node in c.transport.node_pool.all()
+            }
+        finally:
+            await engine.close()
+
+    expected = base64.b64encode(f"elastic:{values['ELASTIC_PASSWORD']}".encode()).decode()
+    assert asyncio.run(authorization()) == {f"Basic {expected}"}
+
+
+def test_dockerfile_builds_in_no_secret() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    for line in dockerfile.splitlines():
+        instruction, *arguments = line.split() or [""]
+        if instruction in ("COPY", "ADD"):
+            sources = [argument for argument in arguments[:-1] if not argument.startswith("--")]
+            assert sources, line
+            for source in sources:
+                assert source.rstrip("/") not in {".", "*"}, f"the build context (with .env) goes in: {line}"
+                assert not source.startswith(".env"), line
+    assert not re.search(r"^(ENV|ARG)\b.*(PASSWORD|SECRET|TOKEN)", dockerfile, flags=re.MULTILINE)
 
 
 def test_dockerfile_places_dagster_files_where_compose_expects_them() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    compose = _compose()
     home = compose["services"]["dagster-daemon"]["environment"]["DAGSTER_HOME"]
     assert f"COPY dagster.yaml .{home.removeprefix('/app')}/dagster.yaml" in dockerfile
     assert "COPY workspace.yaml ./" in dockerfile
