@@ -23,4 +23,5 @@ USER warriors
 # 0.0.0.0 inside the container, which the port mapping needs; compose publishes it on
 # the host's loopback only.
 EXPOSE 8000
-CMD ["sh", "-c", "warriors migrate && exec uvicorn api.gateway:create_app --factory --host 0.0.0.0 --port 8000 --workers ${HTTP_WORKERS:-2} --no-access-log"]
+# The API's role cannot migrate: compose's one-shot `migrate` service does it as the owner.
+CMD ["sh", "-c", "exec uvicorn api.gateway:create_app --factory --host 0.0.0.0 --port 8000 --workers ${HTTP_WORKERS:-2} --no-access-log"]

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.read_path import probe_lag
-from bench.tools import Server, machine, save
+from bench.tools import Server, machine, save, writer_key
 from tests.support import LoggedProcess, ProjectorProcess
 from warriors.adapters.embedded_postgres import EmbeddedPostgres, free_port
 from warriors.adapters.kafka_broker import KafkaBroker
@@ -42,12 +42,13 @@ def main() -> None:
         try:
             bootstrap = broker.start()
             apply_migrations(url)
+            key = writer_key(url, "bench bus_lag")  # the probes and the load are creations
             socket_url = postgres.socket_url()
             kafka = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "KAFKA_PARTITIONS": "3"}
             for r in range(args.rounds):  # interleaved: the machine's noise hits both alike
                 for path, env in (("store-tailing", {}), ("through Kafka", kafka)):
                     result: dict[str, Any] = asyncio.run(
-                        _run(args, url, socket_url, env, workdir / f"{r}-{len(env)}")
+                        _run(args, url, socket_url, env, workdir / f"{r}-{len(env)}", key)
                     )
                     result["path"] = path
                     report["runs"].append(result)
@@ -69,7 +70,7 @@ def main() -> None:
 
 
 async def _run(
-    args: argparse.Namespace, url: str, socket_url: str, bus: dict[str, str], workdir: Path
+    args: argparse.Namespace, url: str, socket_url: str, bus: dict[str, str], workdir: Path, key: str
 ) -> dict[str, float]:
     workdir.mkdir(parents=True)
     env = {"DATABASE_URL": socket_url, **bus}
@@ -78,7 +79,7 @@ async def _run(
     if bus:
         processes.append(LoggedProcess(["-m", "warriors.cli", "relay"], env, "bench-relay"))
     try:
-        return await probe_lag(service.url, url, args.rate, args.seconds, workdir)
+        return await probe_lag(service.url, url, args.rate, args.seconds, workdir, key)
     finally:
         for process in processes:
             process.stop()

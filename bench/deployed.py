@@ -40,7 +40,7 @@ import httpx
 import psycopg
 
 from bench.platform import Platform, cpu_by_group, process_groups, python_processes, read_pids
-from bench.tools import RESULTS, LoadResult, machine, require, save, wrk
+from bench.tools import RESULTS, LoadResult, bearer, lua_table, machine, require, save, write_private, wrk
 from tests.dataset import created_events, words
 from tests.history import copy_events
 from warriors.adapters.embedded_postgres import free_port
@@ -61,21 +61,24 @@ class Phase:
     lag: dict[str, float] = field(default_factory=dict)
 
 
-def create_script(path: Path, seed: int) -> Path:
-    """wrk's request(): a different warrior each time, like tests/dataset.warrior."""
+def create_script(path: Path, seed: int, key: str) -> Path:
+    """wrk's request(): a different warrior each time, like tests/dataset.warrior, sent
+    with `key` (the file is 0600: it holds the key)."""
     w = words()
 
     def table(values: list[str]) -> str:
         return "{" + ",".join(json.dumps(v, ensure_ascii=False) for v in values) + "}"
 
-    path.write_text(
+    headers = lua_table({"Content-Type": "application/json", **bearer(key)})
+    write_private(
+        path,
         f"local first = {table(w['first_names'])}\n"
         f"local surnames = {table(w['common_surnames'])}\n"
         f"local skills = {table(w['skills'])}\n"
         "local counter = 0\n"
         f"setup = function(thread) thread:set('seed', {seed} + counter); counter = counter + 1 end\n"
         "init = function() math.randomseed(seed) end\n"
-        "local headers = {['Content-Type'] = 'application/json'}\n"
+        f"local headers = {headers}\n"
         "request = function()\n"
         "  local name = first[math.random(#first)] .. ' ' .. surnames[math.random(#surnames)]\n"
         "  if math.random() < 0.3 then name = name .. ' ' .. surnames[math.random(#surnames)] end\n"
@@ -88,7 +91,6 @@ def create_script(path: Path, seed: int) -> Path:
         "    name, math.random(1900, 2010), math.random(12), math.random(28), table.concat(picked, ','))\n"
         f"  return wrk.format('POST', '{CREATE_PATH}', headers, body)\n"
         "end\n",
-        encoding="utf-8",
     )
     return path
 
@@ -343,7 +345,11 @@ def main() -> None:
             args, platform, "platform: /health/live", path_script(workdir / "live.lua", "/health/live")
         )
         print("load: creations ...", flush=True)
-        script = create_script(workdir / "create.lua", int.from_bytes(os.urandom(3), "big"))
+        # The writes carry the run's own key (operator: it can write too); the reads
+        # and /health/live go without, as anonymous readers do.
+        script = create_script(
+            workdir / "create.lua", int.from_bytes(os.urandom(3), "big"), platform.api_key()
+        )
         phases["create"] = measure(
             args, platform, "platform: create warrior", script, platform.postgres.url()
         )

@@ -102,7 +102,8 @@ def run_step(
             [args.loadgen, "-base", platform.url, "-surface", args.surface,
              "-create-rate", str(rate), "-search-rate", str(rate), "-ramp", f"{args.ramp}s",
              "-hold", f"{args.hold}s", "-timeout", f"{args.timeout}s", "-seed", str(step_seed),
-             "-max-in-flight", str(args.max_in_flight), "-out", str(out)],
+             "-max-in-flight", str(args.max_in_flight), "-out", str(out),
+             "-key-file", str(platform.key_file)],  # creations carry the run's key; reads go without
             check=True, stdout=subprocess.DEVNULL,
         )  # fmt: skip
         wall = time.monotonic() - started

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.tools import ROOT
+from bench.tools import READS_OPEN, ROOT
 from warriors.adapters.embedded_postgres import EmbeddedPostgres, free_port
 from warriors.adapters.kafka_broker import KafkaBroker
 from warriors.adapters.opensearch_server import OpenSearchServer
@@ -25,10 +25,12 @@ SERVICE_VARIABLES = ["KAFKA_BOOTSTRAP_SERVERS", "SEARCH_URL", "REDIS_URL"]
 
 
 class Platform:
-    """`warriors run` in its own process group, its output in `log`."""
+    """`warriors run` in its own process group, its output in `log`. On start it makes
+    an operator key in `key_file` (mode 0600), which the benchmarks' writes carry."""
 
     def __init__(self, data_dir: Path, env: dict[str, str], log: Path) -> None:
         self.data_dir = data_dir
+        self.key_file = data_dir / "api-key"
         self.http_port, self.dagster_port, self.pg_port = free_port(), free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.http_port}"
         self.log = log
@@ -40,8 +42,12 @@ class Platform:
                 **os.environ,
                 "DATABASE_URL": "",  # the embedded server, as make run without DATABASE_URL
                 **dict.fromkeys(SERVICE_VARIABLES, ""),
+                **READS_OPEN,
                 **env,
                 "DATA_DIR": str(data_dir),
+                # In the run's own folder: a developer's API_KEY_FILE would otherwise be
+                # replaced by this throwaway database's key.
+                "API_KEY_FILE": str(self.key_file),
                 "HTTP_PORT": str(self.http_port),
                 "DAGSTER_PORT": str(self.dagster_port),
                 "EMBEDDED_PG_PORT": str(self.pg_port),
@@ -67,6 +73,11 @@ class Platform:
                 pass
             time.sleep(0.5)  # polling the platform's readiness, bounded by the deadline
         sys.exit(f"warriors run was not ready within {timeout:.0f}s; see {self.log}")
+
+    def api_key(self) -> str:
+        """The operator key `warriors run` made on start (ready: the file is written
+        before the HTTP workers start). A secret: never print it."""
+        return self.key_file.read_text().strip()
 
     def pids(self) -> list[int]:
         """The roots of its process trees: `warriors run` and the postmaster."""

@@ -15,6 +15,7 @@
 
 import argparse
 import asyncio
+import os
 import statistics
 import subprocess
 import sys
@@ -30,7 +31,19 @@ import psycopg
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from bench.tools import LoadResult, Server, load_options, machine, median, print_table, save, wrk
+from bench.tools import (
+    KEY_VARIABLE,
+    LoadResult,
+    Server,
+    bearer,
+    load_options,
+    machine,
+    median,
+    print_table,
+    save,
+    writer_key,
+    wrk,
+)
 from tests.support import ProjectorProcess
 from warriors.adapters.embedded_postgres import EmbeddedPostgres, free_port
 from warriors.eventstore.database import apply_migrations
@@ -40,6 +53,7 @@ from warriors.projections.read_model import WarriorsReadModel
 FIRST = ["Miyamoto", "José", "Bruce", "Tomoe", "Ip", "Chuck", "Zhang", "Ana", "Hattori", "Nakano"]
 LAST = ["Musashi", "Aldo", "Lee", "Gozen", "Man", "Norris", "Sanfeng", "Maria", "Hanzo", "Takeko"]
 SKILLS = ["Katana", "Kick", "Boxing", "Judo", "Wing Chun", "Archery", "Naginata", "Capoeira", "Bo", "Combat"]
+JSON = {"Content-Type": "application/json"}  # a write without it answers 415
 TERMS = [
     "musashi",
     "jose",
@@ -182,23 +196,28 @@ async def lag(args: argparse.Namespace, url: str, socket_url: str, workdir: Path
         "api.gateway:create_app", free_port(), args.workers, {"DATABASE_URL": socket_url}, workdir / "l.log"
     )
     projector = ProjectorProcess(socket_url, name="bench-projector")
+    key = writer_key(url, "bench read_path lag")  # the probes and the load are creations
     try:
-        return await probe_lag(service.url, url, args.lag_rate, args.lag_seconds, workdir)
+        return await probe_lag(service.url, url, args.lag_rate, args.lag_seconds, workdir, key)
     finally:
         projector.stop()
         service.stop()
 
 
-async def probe_lag(service_url: str, url: str, rate: int, seconds: int, workdir: Path) -> dict[str, float]:
+async def probe_lag(
+    service_url: str, url: str, rate: int, seconds: int, workdir: Path, key: str
+) -> dict[str, float]:
     """While vegeta writes `rate` creations/s for `seconds`, probe: the time from each
-    probe's 202 until its warrior is in the read model (whatever feeds it)."""
+    probe's 202 until its warrior is in the read model (whatever feeds it). The load and
+    the probes carry `key` (a writer key); vegeta's wrapper gets it in its environment."""
     body = orjson.dumps({"name": "Lag Probe", "dob": "1990-01-01"})
-    await _warm_up(service_url, url, body)
+    headers = {**JSON, **bearer(key)}
+    await _warm_up(service_url, url, body, headers)
     load = subprocess.Popen(
-        [sys.executable, "-c", "import bench.tools as t, sys, pathlib;"
+        [sys.executable, "-c", "import bench.tools as t, os, pathlib;"
          f"t.vegeta('{service_url}/api/v1/commands/warriors', {body!r}, {rate}, {seconds},"
-         f"'load', pathlib.Path('{workdir}'))"],
-        cwd=Path(__file__).resolve().parent.parent,
+         f"'load', pathlib.Path('{workdir}'), headers=t.bearer(os.environ[t.KEY_VARIABLE]))"],
+        cwd=Path(__file__).resolve().parent.parent, env={**os.environ, KEY_VARIABLE: key},
     )  # fmt: skip
     lags: list[float] = []
     try:
@@ -209,7 +228,7 @@ async def probe_lag(service_url: str, url: str, rate: int, seconds: int, workdir
             await asyncio.sleep(2)  # let the load reach its rate before probing
             deadline = time.monotonic() + seconds - 4
             while time.monotonic() < deadline:
-                answer = await client.post("/api/v1/commands/warriors", content=body)
+                answer = await client.post("/api/v1/commands/warriors", content=body, headers=headers)
                 accepted = time.perf_counter()
                 warrior = answer.json()["id"]
                 while True:
@@ -225,11 +244,14 @@ async def probe_lag(service_url: str, url: str, rate: int, seconds: int, workdir
     return {"probes": len(lags), "rate": rate, "p50_ms": cut[49], "p99_ms": cut[98]}
 
 
-async def _warm_up(service_url: str, url: str, body: bytes) -> None:
+async def _warm_up(service_url: str, url: str, body: bytes, headers: dict[str, str]) -> None:
     """One write, waited for until visible: the pipeline is flowing (a consumer group has
     joined, connections are open) before anything is measured."""
     async with httpx.AsyncClient(base_url=service_url) as client:
-        warrior = (await client.post("/api/v1/commands/warriors", content=body)).json()["id"]
+        answer = await client.post("/api/v1/commands/warriors", content=body, headers=headers)
+        if answer.status_code != 202:  # say why (a refused key: 401/403), not a KeyError
+            sys.exit(f"the warm-up write answered {answer.status_code}: {answer.text[:300]}")
+        warrior = answer.json()["id"]
     async with await AsyncConnection.connect(url, autocommit=True) as conn:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:

@@ -15,8 +15,14 @@ from typing import Any
 
 import httpx
 
+from warriors.security.identity import Role
+from warriors.security.key_store import create_key
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
+# The variable that hands a key to a child process (vegeta's wrapper in read_path): the
+# environment, unlike a command line, is readable by the same user only.
+KEY_VARIABLE = "BENCH_API_KEY"
 
 
 @dataclass
@@ -49,6 +55,30 @@ def require(tool: str) -> str:
     return path
 
 
+def writer_key(database_url: str, name: str) -> str:
+    """A new writer key in a migrated database: what the benchmarks' writes carry (the key
+    is a secret: it goes into headers, 0600 files and child environments, never into
+    printed output, command lines or results)."""
+    return create_key(database_url, Role.WRITER, name)[1]
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def lua_table(headers: dict[str, str]) -> str:
+    """A Lua table literal of `headers` for a wrk script (JSON strings are Lua strings)."""
+    return "{" + ", ".join(f"[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers.items()) + "}"
+
+
+def write_private(path: Path, text: str) -> Path:
+    """Write `text` to a new file readable by its owner only (wrk scripts holding a key)."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+        file.write(text)
+    return path
+
+
 def wrk(url: str, concurrency: int, seconds: int, script: Path, label: str) -> LoadResult:
     """Closed-loop load: `concurrency` connections, each sending as fast as answered."""
     out = subprocess.run(
@@ -68,11 +98,21 @@ def _wrk_ms(out: str, percentile: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def vegeta(url: str, body: bytes, rate: int, seconds: int, label: str, workdir: Path) -> LoadResult:
-    """Open-loop load: `rate` requests/s whatever the answers' latency (no coordinated omission)."""
+def vegeta(
+    url: str,
+    body: bytes,
+    rate: int,
+    seconds: int,
+    label: str,
+    workdir: Path,
+    headers: dict[str, str] | None = None,
+) -> LoadResult:
+    """Open-loop load: `rate` requests/s whatever the answers' latency (no coordinated omission).
+    The target (with `headers`: an API key) goes to vegeta on stdin, not its command line."""
     body_file = workdir / "body.json"
     body_file.write_bytes(body)
-    target = f"POST {url}\nContent-Type: application/json\n@{body_file}\n"
+    lines = "".join(f"{name}: {value}\n" for name, value in (headers or {}).items())
+    target = f"POST {url}\nContent-Type: application/json\n{lines}@{body_file}\n"
     attack = subprocess.run(
         [require("vegeta"), "attack", f"-rate={rate}", f"-duration={seconds}s", "-max-workers=512"],
         input=target.encode(), capture_output=True, check=True,
@@ -86,6 +126,11 @@ def vegeta(url: str, body: bytes, rate: int, seconds: int, label: str, workdir: 
     )  # fmt: skip
 
 
+# Reads are measured as anonymous readers send them: open whatever a developer's
+# environment or .env.services says (writes need a key in any case).
+READS_OPEN = {"READ_AUTH": "open"}
+
+
 class Server:
     """An ASGI app under uvicorn with `workers` processes, as `make run` serves it."""
 
@@ -95,7 +140,7 @@ class Server:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", app, "--factory", "--host", "127.0.0.1", "--port", str(port),
              "--workers", str(workers), "--no-access-log", "--log-level", "warning"],
-            cwd=ROOT, env={**os.environ, **env}, stdout=self._log, stderr=subprocess.STDOUT,
+            cwd=ROOT, env={**os.environ, **READS_OPEN, **env}, stdout=self._log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

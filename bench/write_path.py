@@ -22,7 +22,18 @@ from pathlib import Path
 
 import orjson
 
-from bench.tools import LoadResult, Server, machine, save, vegeta, wrk
+from bench.tools import (
+    LoadResult,
+    Server,
+    bearer,
+    lua_table,
+    machine,
+    save,
+    vegeta,
+    write_private,
+    writer_key,
+    wrk,
+)
 from warriors.adapters.embedded_postgres import EmbeddedPostgres, free_port
 from warriors.eventstore.database import apply_migrations
 
@@ -31,6 +42,7 @@ PATH = "/api/v1/commands/warriors"
 METADATA = {
     "correlation_id": "01936d2e-7a1c-7b3e-9f10-4c2b8e1d2a33",
     "causation_id": "01936d2e-7a1c-7b3e-9f10-4c2b8e1d2a33",
+    "user_id": "api-key:01936d2e-7a1c-7b3e-9f10-4c2b8e1d2a34",  # the writer key's subject, as the API records it
     "client_ip": "127.0.0.1",
     "user_agent": "wrk",
     "occurred_at": "2026-11-26T12:00:00+00:00",
@@ -47,13 +59,16 @@ def median(runs: list[LoadResult]) -> LoadResult:
     return sorted(runs, key=lambda r: r.requests_per_second)[len(runs) // 2]
 
 
-def wrk_script(workdir: Path) -> Path:
-    script = workdir / "post.lua"
+def wrk_script(workdir: Path, headers: dict[str, str]) -> Path:
+    """The creation every connection sends, with `headers` (the writer key) besides the
+    content type. The framework ceiling gets the same script, key included: it ignores
+    the header, but parses the same request bytes, so the ratio measures what checking
+    the key costs the platform, not a longer request (the file is 0600: it holds the key)."""
     body = orjson.dumps(BODY).decode()
-    script.write_text(
-        f'wrk.method = "POST"\nwrk.body = [[{body}]]\nwrk.headers["Content-Type"] = "application/json"\n'
+    table = lua_table({"Content-Type": "application/json", **headers})
+    return write_private(
+        workdir / "post.lua", f'wrk.method = "POST"\nwrk.body = [[{body}]]\nwrk.headers = {table}\n'
     )
-    return script
 
 
 def pgbench(server: EmbeddedPostgres, url: str, concurrency: int, seconds: int, workdir: Path) -> LoadResult:
@@ -118,7 +133,8 @@ def _run(
         conn.execute("CREATE DATABASE bench_raw")
     apply_migrations(platform_url)
     apply_migrations(raw_url)
-    script = wrk_script(workdir)
+    auth = bearer(writer_key(platform_url, "bench write_path"))  # creations need the writer role
+    script = wrk_script(workdir, auth)
     metrics_dir = workdir / "metrics"
     metrics_dir.mkdir()
     # As `make run` serves it: the Unix socket, multiprocess Prometheus metrics on. pgbench
@@ -149,7 +165,7 @@ def _run(
                 print(f"  {c} clients, round {round_ + 1}: {latest}", flush=True)
             results.extend(median(runs) for runs in rounds.values())
         sustained = vegeta(service.url + PATH, orjson.dumps(BODY), args.rate, args.rate_seconds,
-                           "platform: fixed rate", workdir)  # fmt: skip
+                           "platform: fixed rate", workdir, headers=auth)  # fmt: skip
     finally:
         service.stop()
         trivial.stop()

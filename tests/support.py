@@ -13,6 +13,8 @@ import httpx
 
 from warriors.adapters.opensearch_server import OpenSearchServer
 from warriors.adapters.search_engine import EngineKind, SearchEngine
+from warriors.security.identity import Role, key_subject
+from warriors.security.key_store import create_key
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,11 +61,32 @@ class LoggedProcess:
         self._log.close()
 
 
+def auth_headers(database_url: str, role: Role) -> dict[str, str]:
+    """Headers carrying a new API key of `role` in the database at `database_url`."""
+    _, key = create_key(database_url, role, f"tests ({role})")
+    return {"Authorization": f"Bearer {key}"}
+
+
 class ServiceProcess(LoggedProcess):
     """`uvicorn api.gateway:create_app` in a subprocess, on a real socket."""
 
-    def __init__(self, database_url: str, port: int, workers: int = 1, env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        database_url: str,
+        port: int,
+        workers: int = 1,
+        env: dict[str, str] | None = None,
+        *,
+        with_key: bool = True,
+    ):
         self.base_url = f"http://127.0.0.1:{port}"
+        # What a test sends to be allowed everything: an operator's API key, made in the
+        # (migrated) database unless `with_key` is False (a database that is not there).
+        self.headers: dict[str, str] = {}
+        self.user_id = ""  # what the events it writes record as their user_id
+        if with_key:
+            record, key = create_key(database_url, Role.OPERATOR, "tests")
+            self.headers, self.user_id = {"Authorization": f"Bearer {key}"}, key_subject(str(record.id))
         super().__init__(
             ["-m", "uvicorn", "api.gateway:create_app", "--factory", "--host", "127.0.0.1",
              "--port", str(port), "--workers", str(workers), "--no-access-log"],

@@ -153,7 +153,7 @@ def test_with_redis_down_the_service_answers_from_postgresql(
     service = ServiceProcess(fresh_database, free_port(), env=env)
     projector = ProjectorProcess(fresh_database, env=env)
     try:
-        with httpx.Client(base_url=service.base_url, timeout=10) as client:
+        with httpx.Client(base_url=service.base_url, headers=service.headers, timeout=10) as client:
             created = client.post("/api/v1/commands/warriors", json={"name": "Cached", "dob": "1990-01-01"})
             warrior = created.json()["id"]
             wait_for(

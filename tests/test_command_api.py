@@ -18,7 +18,7 @@ VALID = {"name": "Musashi", "dob": "1584-03-12", "fight_skills": ["Katana", "Nit
 
 @pytest.fixture
 def client(service: ServiceProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=service.base_url, timeout=10) as client:
+    with httpx.Client(base_url=service.base_url, headers=service.headers, timeout=10) as client:
         yield client
 
 
@@ -39,11 +39,13 @@ def create(
     return response
 
 
-def test_create_answers_202_with_location_and_stores_the_event(client: httpx.Client, postgres: str) -> None:
+def test_create_answers_202_with_location_and_stores_the_event(
+    client: httpx.Client, postgres: str, service: ServiceProcess
+) -> None:
     response = create(
         client,
         {"name": "  José  ", "dob": "1990-01-01", "fight_skills": [" Capoeira ", "Kick"]},
-        {"X-Correlation-Id": "corr-123", "X-User-Id": "user-7", "User-Agent": "tests/1.0"},
+        {"X-Correlation-Id": "corr-123", "X-User-Id": "not-me", "User-Agent": "tests/1.0"},
     )
     body = response.json()
     assert set(body) == {"id", "version", "position"}
@@ -58,7 +60,7 @@ def test_create_answers_202_with_location_and_stores_the_event(client: httpx.Cli
     assert data == {"name": "José", "dob": "1990-01-01", "fight_skills": ["Capoeira", "Kick"]}
     assert metadata["correlation_id"] == "corr-123"
     assert metadata["causation_id"] == "corr-123"
-    assert metadata["user_id"] == "user-7"
+    assert metadata["user_id"] == service.user_id, "the key's identity, never a client header"
     assert metadata["user_agent"] == "tests/1.0"
     assert metadata["client_ip"] == "127.0.0.1"
     assert "occurred_at" in metadata
@@ -178,9 +180,9 @@ def test_if_match_mismatch_answers_409_and_malformed_400(client: httpx.Client) -
 async def test_twenty_concurrent_updates_with_one_if_match_one_wins(
     service: ServiceProcess, postgres: str
 ) -> None:
-    with httpx.Client(base_url=service.base_url) as sync_client:
+    with httpx.Client(base_url=service.base_url, headers=service.headers) as sync_client:
         warrior_id = create(sync_client).json()["id"]
-    async with httpx.AsyncClient(base_url=service.base_url, timeout=10) as client:
+    async with httpx.AsyncClient(base_url=service.base_url, headers=service.headers, timeout=10) as client:
         answers = await asyncio.gather(
             *(
                 client.patch(
@@ -195,9 +197,9 @@ async def test_twenty_concurrent_updates_with_one_if_match_one_wins(
 
 
 async def test_concurrent_updates_without_if_match_all_land(service: ServiceProcess, postgres: str) -> None:
-    with httpx.Client(base_url=service.base_url) as sync_client:
+    with httpx.Client(base_url=service.base_url, headers=service.headers) as sync_client:
         warrior_id = create(sync_client).json()["id"]
-    async with httpx.AsyncClient(base_url=service.base_url, timeout=10) as client:
+    async with httpx.AsyncClient(base_url=service.base_url, headers=service.headers, timeout=10) as client:
         answers = await asyncio.gather(
             *(client.patch(f"{COMMANDS}/{warrior_id}", json={"name": f"Racer {i}"}) for i in range(10))
         )
@@ -235,7 +237,7 @@ async def test_concurrent_requests_with_one_key_store_one_event(
 ) -> None:
     before = event_count(postgres)
     key = {"Idempotency-Key": f"burst-{before}"}
-    async with httpx.AsyncClient(base_url=service.base_url, timeout=10) as client:
+    async with httpx.AsyncClient(base_url=service.base_url, headers=service.headers, timeout=10) as client:
         answers = await asyncio.gather(*(client.post(COMMANDS, json=VALID, headers=key) for _ in range(10)))
     assert {a.status_code for a in answers} == {202}
     assert len({a.json()["id"] for a in answers}) == 1

@@ -15,6 +15,7 @@ from tests.history import event_count
 from tests.support import ProjectorProcess, ServiceProcess, wait_for
 from warriors.adapters.embedded_postgres import free_port
 from warriors.config import Settings
+from warriors.security.identity import new_key
 
 WARRIOR = "/warrior"
 COUNTING = "/counting-warriors"
@@ -29,7 +30,7 @@ COMPAT_ROUTES = [
 
 @pytest.fixture
 def client(service: ServiceProcess, projector: ProjectorProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=service.base_url, timeout=10) as client:
+    with httpx.Client(base_url=service.base_url, headers=service.headers, timeout=10) as client:
         yield client
 
 
@@ -215,9 +216,11 @@ def test_routes_are_in_the_openapi_document_under_compat(client: httpx.Client) -
 
 def test_database_down_answers_503() -> None:
     nowhere = f"postgresql://warriors@127.0.0.1:{free_port()}/warriors"  # nothing listens there
-    service = ServiceProcess(nowhere, free_port(), env={"DB_POOL_TIMEOUT_SECONDS": "0.5"})
+    service = ServiceProcess(nowhere, free_port(), env={"DB_POOL_TIMEOUT_SECONDS": "0.5"}, with_key=False)
     try:
-        with httpx.Client(base_url=service.base_url, timeout=15) as client:
+        # A key the database cannot be asked about: the write answers 503, not 401.
+        unknown_key = {"Authorization": f"Bearer {new_key()}"}
+        with httpx.Client(base_url=service.base_url, headers=unknown_key, timeout=15) as client:
             for method, path in COMPAT_ROUTES:
                 body = {"name": "Nowhere", "dob": "1990-01-01"} if method == "POST" else None
                 response = client.request(method, path, json=body)

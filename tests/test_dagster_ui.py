@@ -52,8 +52,9 @@ def create(client: httpx.Client, name: str) -> str:
 class Traffic:
     """Writers creating warriors and readers fetching existing ones, until stopped."""
 
-    def __init__(self, base_url: str, existing: list[str]) -> None:
+    def __init__(self, base_url: str, headers: dict[str, str], existing: list[str]) -> None:
         self.base_url = base_url
+        self.headers = headers
         self.existing = existing
         self.written: list[str] = []
         self.reads = 0
@@ -73,12 +74,12 @@ class Traffic:
             thread.join(timeout=30)
 
     def _write(self) -> None:
-        with httpx.Client(base_url=self.base_url, timeout=10) as client:
+        with httpx.Client(base_url=self.base_url, headers=self.headers, timeout=10) as client:
             while not self._stop.is_set():
                 self.written.append(create(client, f"During {len(self.written)}"))
 
     def _read(self) -> None:
-        with httpx.Client(base_url=self.base_url, timeout=10) as client:
+        with httpx.Client(base_url=self.base_url, headers=self.headers, timeout=10) as client:
             while not self._stop.is_set():
                 warrior_id = random.choice(self.existing)
                 status = client.get(f"{QUERIES}/{warrior_id}").status_code
@@ -90,11 +91,11 @@ class Traffic:
 def test_rebuild_through_graphql_under_live_writes(
     dagster: DagsterStack, service: ServiceProcess, projector: ProjectorProcess, postgres: str
 ) -> None:
-    with httpx.Client(base_url=service.base_url, timeout=10) as client:
+    with httpx.Client(base_url=service.base_url, headers=service.headers, timeout=10) as client:
         existing = [create(client, f"Before {i}") for i in range(200)]
     wait_for(lambda: checkpoint(postgres) >= head(postgres), timeout=60, what="the projector to catch up")
 
-    with Traffic(service.base_url, existing) as traffic:
+    with Traffic(service.base_url, service.headers, existing) as traffic:
         wait_for(lambda: len(traffic.written) >= 20, timeout=30, what="writes before the rebuild")
         written_before = len(traffic.written)
         run_id = launch(dagster, "rebuild_projection")

@@ -28,7 +28,7 @@ def test_database_down_answers_503_and_recovers(own_postgres: EmbeddedPostgres) 
     apply_migrations(own_postgres.url())
     service = ServiceProcess(own_postgres.url(), free_port(), env={"DB_POOL_TIMEOUT_SECONDS": "1"})
     try:
-        with httpx.Client(base_url=service.base_url, timeout=15) as client:
+        with httpx.Client(base_url=service.base_url, headers=service.headers, timeout=15) as client:
             before = client.post(COMMANDS, json=BODY)
             assert before.status_code == 202
 
@@ -42,6 +42,12 @@ def test_database_down_answers_503_and_recovers(own_postgres: EmbeddedPostgres) 
             ready = client.get("/health/ready")
             assert ready.status_code == 503
             assert ready.json()["status"] == "unavailable"
+            assert ready.json()["checks"]["database"].startswith("the event store is unavailable: ")
+            # Anyone else learns no host, port, socket path or driver message.
+            anonymous = httpx.get(f"{service.base_url}/health/ready", timeout=15)
+            assert anonymous.json() == {"status": "unavailable", "checks": {"database": "unavailable"}}
+            assert "event store" not in down.text  # the driver's message is logged, not answered
+            assert down.json()["detail"] == "The database is not answering; retry later."
 
             own_postgres.start()
 

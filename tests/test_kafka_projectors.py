@@ -68,7 +68,7 @@ def test_the_read_models_fed_from_kafka_end_exact(
     processes = [relay(fresh_database, broker), ProjectorProcess(fresh_database, env=with_cache)]
     service = ServiceProcess(fresh_database, free_port(), env=bus_env(broker))
     try:
-        with httpx.Client(base_url=service.base_url, timeout=10) as client:
+        with httpx.Client(base_url=service.base_url, headers=service.headers, timeout=10) as client:
             body = {"name": "Bus", "dob": "1990-01-01"}
             created = [client.post("/api/v1/commands/warriors", json=body) for _ in range(100)]
             wait_for(lambda: len(read_model_rows(fresh_database)) == living(fresh_database), timeout=120,

@@ -79,7 +79,7 @@ def test_every_event_reaches_the_topic_in_order(fresh_database: str, broker: Kaf
     try:
 
         def writer(n: int) -> None:  # concurrent writers through the API while the relay runs
-            with httpx.Client(base_url=service.base_url, timeout=10) as client:
+            with httpx.Client(base_url=service.base_url, headers=service.headers, timeout=10) as client:
                 for i in range(50):
                     client.post(COMMANDS, json={"name": f"Live {n}-{i}", "dob": "1990-01-01"})
 
@@ -107,7 +107,9 @@ def test_a_killed_relay_and_a_stopped_broker_lose_nothing(fresh_database: str, b
     relay = RelayProcess(fresh_database, broker.bootstrap_servers())
     try:
         broker.stop()
-        with httpx.Client(base_url=service.base_url, timeout=10) as client:  # the store takes writes
+        with httpx.Client(
+            base_url=service.base_url, headers=service.headers, timeout=10
+        ) as client:  # the store takes writes
             for i in range(50):
                 answer = client.post(
                     "/api/v1/commands/warriors", json={"name": f"Down {i}", "dob": "1990-01-01"}

@@ -4,8 +4,10 @@ Ctrl-C, and data that survives a restart."""
 
 import os
 import signal
+import stat
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -67,6 +69,16 @@ def command_line(pid: int) -> str:
         return ""
 
 
+CONNECTED_USERS = (
+    "SELECT usename FROM pg_stat_activity WHERE datname = 'warriors' AND pid <> pg_backend_pid()"
+)
+
+
+def caught_up(base: str, auth: dict[str, str]) -> bool:
+    projections = httpx.get(f"{base}/api/v1/queries/projections", headers=auth)
+    return bool(projections.json()[0]["lag_events"] == 0)
+
+
 def stop_with_ctrl_c(process: subprocess.Popen[bytes]) -> int:
     process.send_signal(signal.SIGINT)
     return process.wait(timeout=60)
@@ -78,6 +90,8 @@ def test_run_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
     env |= {"DATA_DIR": str(tmp_path / "data"), "EMBEDDED_PG_PORT": str(pg_port),
             "HTTP_PORT": str(http_port), "HTTP_WORKERS": "1", "DAGSTER_PORT": str(dagster_port)}  # fmt: skip
     log = tmp_path / "run.log"
+    key_file = tmp_path / "data" / "api-key"
+    keys: set[str] = set()
     base = f"http://127.0.0.1:{http_port}"
     embedded = EmbeddedPostgres(tmp_path / "data" / "postgres", pg_port)
     created: list[str] = []
@@ -87,32 +101,48 @@ def test_run_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
             process = start_platform(env, log)
             wait_for(lambda: httpx.get(f"{base}/health/ready", timeout=1).status_code == 200,
                      timeout=90, what="the platform to be ready")  # fmt: skip
-            answer = httpx.post(
-                f"{base}/api/v1/commands/warriors", json={"name": f"Run {round_}", "dob": "1990-01-01"}
+            # The local operator key: made on the first start, kept (mode 0600) and reused.
+            key = key_file.read_text().strip()
+            assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+            keys.add(key)
+            auth = {"Authorization": f"Bearer {key}"}
+            refused = httpx.post(
+                f"{base}/api/v1/commands/warriors", json={"name": "No key", "dob": "1990-01-01"}
             )
+            assert refused.status_code == 401
+            answer = httpx.post(
+                f"{base}/api/v1/commands/warriors", json={"name": f"Run {round_}", "dob": "1990-01-01"},
+                headers=auth,
+            )  # fmt: skip
             assert answer.status_code == 202
             assert answer.headers["location"].startswith("/api/v1/queries/warriors/")
             created.append(answer.json()["id"])
             read = httpx.get(base + answer.headers["location"])  # the query service is routed too
             assert read.status_code == 200
             assert read.json()["name"] == f"Run {round_}"
-            wait_for(lambda: httpx.get(f"{base}/api/v1/queries/projections").json()[0]["lag_events"] == 0,
-                     timeout=30, what="the live projector to catch up")  # fmt: skip
+            wait_for(partial(caught_up, base, auth), timeout=30, what="the live projector to catch up")
             wait_for(
                 lambda: code_location_loaded(f"http://127.0.0.1:{dagster_port}"),
                 timeout=120,
                 what="the Dagster UI",
             )
+            # The services log in as their least-privileged roles, not as the superuser.
+            with psycopg.connect(embedded.url()) as conn:
+                users = {row[0] for row in conn.execute(CONNECTED_USERS)}
+            assert {"warriors_api", "warriors_projector"} <= users, users
+            assert "postgres" not in users, users
             if round_ == 0:  # a killed projector is restarted; the platform stays up
                 restarted = kill_projector(process.pid)
                 assert httpx.get(f"{base}/health/live").status_code == 200
                 again = httpx.post(
-                    f"{base}/api/v1/commands/warriors", json={"name": "After", "dob": "1990-01-01"}
-                )
+                    f"{base}/api/v1/commands/warriors", json={"name": "After", "dob": "1990-01-01"},
+                    headers=auth,
+                )  # fmt: skip
                 assert again.status_code == 202
                 created.append(again.json()["id"])
-                wait_for(lambda: httpx.get(f"{base}/api/v1/queries/projections").json()[0]["lag_events"] == 0,
-                         timeout=30, what="the restarted projector to catch up")  # fmt: skip
+                wait_for(
+                    partial(caught_up, base, auth), timeout=30, what="the restarted projector to catch up"
+                )
                 assert restarted in descendants(process.pid)
             # The webserver and the daemon share the one code server warriors run supervises:
             # neither spawned its own.
@@ -125,6 +155,9 @@ def test_run_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
             assert stop_with_ctrl_c(process) == 0
             assert not embedded.running(), "Ctrl-C must stop the embedded PostgreSQL too"
         output = log.read_text()
+        assert len(keys) == 1, "the second start reuses the first start's key"
+        assert f"API key (operator) created in {key_file} (mode 0600)" in output
+        assert keys.pop() not in output, "the key itself is never printed"
         assert "command API  http://127.0.0.1" in output
         assert "live projector listening" in output
         assert f"Dagster UI   http://127.0.0.1:{dagster_port}" in output

@@ -37,9 +37,10 @@ class Writers(threading.Thread):
     """Creations, renames and deletions through the API until stopped; counts what was
     accepted (202) and what failed."""
 
-    def __init__(self, base_url: str, rng: random.Random) -> None:
+    def __init__(self, base_url: str, headers: dict[str, str], rng: random.Random) -> None:
         super().__init__(daemon=True)
         self.base_url = base_url
+        self.headers = headers
         self.rng = rng
         self.stopping = threading.Event()
         self.accepted = 0
@@ -47,7 +48,7 @@ class Writers(threading.Thread):
         self.living: list[str] = []
 
     def run(self) -> None:
-        with httpx.Client(base_url=self.base_url, timeout=10) as client:
+        with httpx.Client(base_url=self.base_url, headers=self.headers, timeout=10) as client:
             while not self.stopping.is_set():
                 try:
                     self._one(client)
@@ -83,7 +84,7 @@ def test_the_production_mode_under_faults_ends_equal_to_the_store(
     service = ServiceProcess(fresh_database, free_port(), env=env)
     feeder: list[LoggedProcess] = [relay(fresh_database, broker)]
     members: list[LoggedProcess] = [ProjectorProcess(fresh_database, env=env) for _ in range(2)]
-    writers = Writers(service.base_url, rng)
+    writers = Writers(service.base_url, service.headers, rng)
 
     def kill_member() -> None:
         index = rng.randrange(len(members))

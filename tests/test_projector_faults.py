@@ -113,7 +113,9 @@ def test_poison_event_fails_the_projection_until_parked(fresh_database: str) -> 
     try:
 
         def failed_status() -> dict[str, Any] | None:
-            [status] = httpx.get(f"{service.base_url}/api/v1/queries/projections").json()
+            [status] = httpx.get(
+                f"{service.base_url}/api/v1/queries/projections", headers=service.headers
+            ).json()
             return status if status["status"] == "FAILED" else None
 
         status = wait_for(failed_status, timeout=30, what="the projection to fail")
@@ -133,7 +135,7 @@ def test_poison_event_fails_the_projection_until_parked(fresh_database: str) -> 
         wait_for(
             lambda: checkpoint(fresh_database) == head(fresh_database), timeout=30, what="the next event"
         )
-        [status] = httpx.get(f"{service.base_url}/api/v1/queries/projections").json()
+        [status] = httpx.get(f"{service.base_url}/api/v1/queries/projections", headers=service.headers).json()
         assert status["status"] == "RUNNING"
         renamed = httpx.get(f"{service.base_url}/api/v1/queries/warriors/{living[0]}").json()
         assert (renamed["name"], renamed["version"]) == ("After the park", 4)

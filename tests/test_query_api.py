@@ -17,7 +17,7 @@ QUERIES = "/api/v1/queries/warriors"
 
 @pytest.fixture
 def client(service: ServiceProcess, projector: ProjectorProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=service.base_url, timeout=10) as client:
+    with httpx.Client(base_url=service.base_url, headers=service.headers, timeout=10) as client:
         yield client
 
 
@@ -158,7 +158,7 @@ async def test_read_after_write_under_concurrent_load(
             if reread.status_code != 200 or reread.json()["name"] != name + "!":
                 failures.append(f"{name} after PATCH: {reread.status_code} {reread.text[:80]}")
 
-    async with httpx.AsyncClient(base_url=service.base_url, timeout=20) as client:
+    async with httpx.AsyncClient(base_url=service.base_url, headers=service.headers, timeout=20) as client:
         await asyncio.gather(*(one_client(client, n) for n in range(32)))
     assert failures == []
 
@@ -172,7 +172,7 @@ async def test_count_is_exact_after_1000_creations_and_100_deletions(
         async with limit:
             return await client.request(method, url, json=body)
 
-    async with httpx.AsyncClient(base_url=service.base_url, timeout=30) as client:
+    async with httpx.AsyncClient(base_url=service.base_url, headers=service.headers, timeout=30) as client:
         before_answer = await client.get(f"{QUERIES}/count")
         created = await asyncio.gather(
             *(

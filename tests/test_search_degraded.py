@@ -182,7 +182,7 @@ def degraded(module_database: str) -> Iterator[Degraded]:
     projector = ProjectorProcess(module_database)  # the read model only (SEARCH_URL unset)
     service = ServiceProcess(module_database, free_port(), env={"SEARCH_URL": engine.url})
     try:
-        with httpx.Client(base_url=service.base_url, timeout=10) as client:
+        with httpx.Client(base_url=service.base_url, headers=service.headers, timeout=10) as client:
             for name, skills in WARRIORS:
                 created = client.post(
                     "/api/v1/commands/warriors",
@@ -284,7 +284,7 @@ def test_ready_answers_within_a_second_whatever_the_budget(
     }
     service = ServiceProcess(module_database, free_port(), env=env)
     try:
-        with httpx.Client(base_url=service.base_url, timeout=10) as client:
+        with httpx.Client(base_url=service.base_url, headers=service.headers, timeout=10) as client:
             for _ in range(3):  # a check still running is waited on again, not started anew
                 response, elapsed = get(client, "/health/ready")
                 assert elapsed < BOUND, f"/health/ready took {elapsed:.3f}s"

@@ -139,7 +139,9 @@ async def test_with_the_engine_down_a_search_with_a_position_answers_from_postgr
     await search.catch_up()
     service = ServiceProcess(fresh_database, free_port(), env={"SEARCH_URL": opensearch.url()})
     try:
-        async with httpx.AsyncClient(base_url=service.base_url, timeout=10) as client:
+        async with httpx.AsyncClient(
+            base_url=service.base_url, headers=service.headers, timeout=10
+        ) as client:
             query = {"term": "renamed", "position": str(head(fresh_database))}
             on_engine = await client.get("/api/v1/queries/warriors", params=query)
             assert on_engine.status_code == 200

@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
+from uuid import UUID
 
 import typer
 from confluent_kafka import KafkaException
@@ -38,6 +39,7 @@ from warriors.bus.consumer import ProjectionConsumer
 from warriors.bus.relay import KafkaRelay
 from warriors.config import PROJECT_ROOT, get_settings
 from warriors.eventstore.database import apply_migrations
+from warriors.eventstore.roles import ServiceRole, enable_logins, local_passwords, url_as
 from warriors.http_server import serve_command
 from warriors.projections.base import Projection
 from warriors.projections.catalog import ProjectionName, all_projections, opened, rebuild
@@ -45,6 +47,8 @@ from warriors.projections.engine import ProjectionEngine, ProjectionNotFailed, r
 from warriors.projections.live import run_live
 from warriors.projections.rebuild import RebuildFailed, RebuildInProgress
 from warriors.retrying import Stopped, retry_until_stopped
+from warriors.security.identity import Role
+from warriors.security.key_store import UnknownKey, create_key, ensure_local_key, list_keys, revoke_key
 from warriors.services import start_all, stop_all
 from warriors.supervisor import Supervisor
 
@@ -116,6 +120,10 @@ def run() -> None:
 def _serve(url: str, service_url: str, metrics_dir: str, code_dir: str) -> None:
     settings = get_settings()
     _say(f"migrations: {apply_migrations(url)} applied, schema up to date")
+    key_file = settings.local_key_file()
+    made = ensure_local_key(url, key_file)
+    _say(f"API key (operator) {'created in' if made else 'in'} {key_file} (mode 0600): send it as"
+         f' -H "Authorization: Bearer $(cat {key_file})"')  # fmt: skip
     base = f"http://{settings.http_host}:{settings.http_port}"
     _say(f"command API  {base}/api/v1/commands/warriors")
     _say(f"query API    {base}/api/v1/queries/warriors")
@@ -126,9 +134,15 @@ def _serve(url: str, service_url: str, metrics_dir: str, code_dir: str) -> None:
          f" {urlsplit(dagster_storage).path.lstrip('/')}, home {dagster_home})")  # fmt: skip
     _say(f"{settings.http_workers} HTTP worker(s), the live projector, Dagster (webserver, daemon and"
          " one code server); press Ctrl-C to stop")  # fmt: skip
+    api_url, projector_url = _service_urls(url, service_url)
     # Prometheus' multiprocess mode adds up the metrics of all HTTP workers.
-    env = {**os.environ, "DATABASE_URL": service_url, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
-    dagster_env = {**env, "DAGSTER_HOME": str(dagster_home), "DAGSTER_POSTGRES_URL": dagster_storage}
+    env = {**os.environ, "DATABASE_URL": api_url, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
+    projector_env = {**env, "DATABASE_URL": projector_url}
+    dagster_env = {
+        **projector_env,
+        "DAGSTER_HOME": str(dagster_home),
+        "DAGSTER_POSTGRES_URL": dagster_storage,
+    }
     create_storage(dagster_env)
     bin_dir = Path(sys.executable).parent
     supervisor = Supervisor(Printer(sys.stdout))
@@ -136,9 +150,9 @@ def _serve(url: str, service_url: str, metrics_dir: str, code_dir: str) -> None:
         "api.gateway:create_app", settings.http_host, settings.http_port, settings.http_workers
     )
     supervisor.add_process("http", shlex.join(http), env=env)
-    supervisor.add_process("projector", f"{sys.executable} -m warriors.cli project", env=env)
+    supervisor.add_process("projector", f"{sys.executable} -m warriors.cli project", env=projector_env)
     if settings.kafka_bootstrap_servers:
-        supervisor.add_process("relay", f"{sys.executable} -m warriors.cli relay", env=env)
+        supervisor.add_process("relay", f"{sys.executable} -m warriors.cli relay", env=projector_env)
     code_socket = Path(code_dir) / "code.sock"
     workspace = code_server_workspace(dagster_home, code_socket)
     code_server = shlex.join([sys.executable, *code_server_args(code_socket)])
@@ -156,6 +170,41 @@ def _serve(url: str, service_url: str, metrics_dir: str, code_dir: str) -> None:
     returncode = supervisor.loop()
     if returncode not in (0, 128 + signal.SIGINT, 128 + signal.SIGTERM):
         raise typer.Exit(returncode)
+
+
+def _service_urls(url: str, service_url: str) -> tuple[str, str]:
+    """The URLs of the HTTP services and of the projections. On the embedded server, each
+    logs in as its own least-privileged role (passwords made once, kept with the data);
+    with DATABASE_URL, everything uses that URL (give production its roles with
+    `warriors db-roles`: docs/security.md)."""
+    if get_settings().database_url:
+        return service_url, service_url
+    passwords = local_passwords(_embedded().data_dir)
+    enable_logins(url, passwords)
+    _say("services connect as warriors_api (HTTP) and warriors_projector (projections, Dagster)")
+    return (
+        url_as(service_url, ServiceRole.API, passwords[ServiceRole.API]),
+        url_as(service_url, ServiceRole.PROJECTOR, passwords[ServiceRole.PROJECTOR]),
+    )
+
+
+@app.command("db-roles")
+def db_roles() -> None:
+    """Give the services' roles (warriors_api, warriors_projector; made by the migrations)
+    a login with API_DB_PASSWORD and PROJECTOR_DB_PASSWORD. Run it as the owner (the
+    DATABASE_URL that migrates); run it again to rotate the passwords."""
+    settings = get_settings()
+    secrets = {
+        ServiceRole.API: settings.api_db_password,
+        ServiceRole.PROJECTOR: settings.projector_db_password,
+    }
+    missing = [f"{role.name}_DB_PASSWORD" for role, secret in secrets.items() if secret is None]
+    if missing:
+        _say(f"set {' and '.join(missing)} first")
+        raise typer.Exit(2)
+    with _database() as url:
+        enable_logins(url, {role: secret.get_secret_value() for role, secret in secrets.items() if secret})
+    _say("warriors_api and warriors_projector can log in (passwords set, not shown)")
 
 
 @app.command()
@@ -369,6 +418,55 @@ def projections_rebuild(name: ProjectionName) -> None:
 
     with _database() as url:
         asyncio.run(go(url))
+
+
+keys = typer.Typer(
+    help="API keys: create (printed once), list, revoke. Roles: reader, writer, operator.",
+    no_args_is_help=True,
+)
+app.add_typer(keys, name="keys")
+
+
+@keys.command("create")
+def keys_create(
+    role: Annotated[Role, typer.Option(help="reader, writer (also reads) or operator (everything).")],
+    name: Annotated[str, typer.Option(help="Whose or what for, shown by `keys list`.")] = "unnamed",
+) -> None:
+    """Create a key and print it on standard output, its only line (it is stored hashed:
+    keep it, it cannot be shown again)."""
+    with _database() as url:
+        try:
+            record, key = create_key(url, role, name)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--name") from None
+    _say(f"created key {record.id} ({record.role}, {record.name!r})")
+    typer.echo(key)
+
+
+@keys.command("list")
+def keys_list() -> None:
+    """Every key: id, role, name, created, revoked (never the key itself)."""
+    with _database() as url:
+        records = list_keys(url)
+    for record in records:
+        revoked = f"revoked {record.revoked_at:%Y-%m-%d %H:%M:%S}" if record.revoked_at else "active"
+        created = f"{record.created_at:%Y-%m-%d %H:%M:%S}"
+        typer.echo(f"{record.id}  {record.role:<8}  {created}  {revoked:<27}  {record.name}")
+    if not records:
+        _say("no keys yet: `warriors keys create --role writer --name NAME`")
+
+
+@keys.command("revoke")
+def keys_revoke(key_id: Annotated[UUID, typer.Argument(help="The key's id (from `keys list`).")]) -> None:
+    """Revoke a key: refused by the database at once, by every service within
+    AUTH_CACHE_SECONDS."""
+    with _database() as url:
+        try:
+            record = revoke_key(url, key_id)
+        except UnknownKey as exc:
+            _say(str(exc))
+            raise typer.Exit(1) from None
+    _say(f"revoked key {record.id} ({record.role}, {record.name!r})")
 
 
 services_app = typer.Typer(

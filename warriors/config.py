@@ -4,15 +4,19 @@ This is the only place that reads the environment. Every variable is listed in t
 README's Configuration section.
 """
 
+import re
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from warriors.adapters.search_engine import BREAKER_SECONDS, QUERY_TIMEOUT_MS, EngineKind
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# An ALLOWED_HOSTS entry: a DNS name or IPv4 address, or an IPv6 address in brackets.
+_HOST_NAME = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?|\[[0-9a-f:.]+\]")
 
 
 class Settings(BaseSettings):
@@ -31,6 +35,29 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = 8000
     http_workers: int = Field(default=2, ge=1, description="ASGI worker processes.")
+    allowed_hosts: str = Field(
+        default="",
+        description="The host names the HTTP service answers to, comma-separated (e.g."
+        " `warriors.example.com,127.0.0.1`; IPv6 in brackets), matched case-insensitively without"
+        " the port; a request naming another Host answers 400, which defeats DNS rebinding."
+        " Empty: any host (the default, for `make run`).",
+    )
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_names_only(cls, value: str) -> str:
+        for entry in value.split(","):
+            name = entry.strip().lower()
+            if name and not _HOST_NAME.fullmatch(name):
+                raise ValueError(
+                    f"{entry.strip()!r} is not a host name: give names or addresses without a"
+                    " scheme, port or path (IPv6 in brackets, e.g. [::1])"
+                )
+        return value
+
+    def allowed_host_names(self) -> frozenset[str]:
+        """ALLOWED_HOSTS as lower-case names; empty: any host is allowed."""
+        return frozenset(name for entry in self.allowed_hosts.split(",") if (name := entry.strip().lower()))
 
     db_pool_min_size: int = Field(default=4, ge=1)
     db_pool_max_size: int = Field(default=16, ge=1)
@@ -130,6 +157,41 @@ class Settings(BaseSettings):
         description="Serve the load test's own routes (/warrior, /counting-warriors; api/compat). On so"
         " the stress test runs as is; switch it off in production.",
     )
+
+    read_auth: Literal["open", "required"] = Field(
+        default="open",
+        description="open: anyone may read (a key sent anyway must be valid); required: reads need a"
+        " key (role reader or higher). Writes always need writer, operator endpoints operator.",
+    )
+    auth_cache_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="How long a worker remembers a key's role: a revoked key is refused within this.",
+    )
+    compat_open_writes: bool = Field(
+        default=False,
+        description="Let anyone POST /warrior (the load test's route) without a key. Only for a load"
+        " test on a closed network: anyone who reaches the port can then create warriors.",
+    )
+    api_db_password: SecretStr | None = Field(
+        default=None,
+        description="`warriors db-roles`: the password of warriors_api (the HTTP services).",
+    )
+    projector_db_password: SecretStr | None = Field(
+        default=None,
+        description="`warriors db-roles`: the password of warriors_projector (projector, relay, Dagster).",
+    )
+    api_key_file: Path | None = Field(
+        default=None,
+        description="`make run`: where the local operator key is kept (mode 0600). Unset: DATA_DIR/api-key.",
+    )
+
+    @property
+    def read_auth_required(self) -> bool:
+        return self.read_auth == "required"
+
+    def local_key_file(self) -> Path:
+        return self.api_key_file or self.data_dir / "api-key"
 
 
 @lru_cache(maxsize=1)

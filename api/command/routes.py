@@ -7,48 +7,67 @@ from uuid import UUID
 
 import orjson
 from fastapi import APIRouter, Request
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from api.command.openapi import CHANGE_BODY, CREATE_BODY, SKILLS_BODY, AcceptedBody
-from api.common.problems import PROBLEM_RESPONSES, BadRequest
-from api.common.routing import PrefixCheckedRoute
-from warriors.application.warrior_commands import Accepted, RequestContext, WarriorCommands
+from api.common.access import GuardedRoute, identity, requires
+from api.common.problems import PROBLEM_RESPONSES, BadRequest, UnsupportedMediaType
+from warriors.application.warrior_commands import (
+    Accepted,
+    RequestContext,
+    WarriorCommands,
+    client_user_agent,
+)
 from warriors.eventstore.records import IdempotencyKey
+from warriors.security.identity import Role
 
 QUERY_PATH = "/api/v1/queries/warriors"
 _KEY = re.compile(r"[\x21-\x7e]{1,255}")
 _ETAG = re.compile(r'\s*(?:W/)?"?([0-9]{1,9})"?\s*')
+_CAUSATION_ID = re.compile(r"[\x21-\x7e]{1,128}")  # as X-Correlation-Id (api/common/middleware.py)
 
-router = APIRouter(prefix="/api/v1/commands/warriors", tags=["commands"], route_class=PrefixCheckedRoute)
+router = APIRouter(prefix="/api/v1/commands/warriors", tags=["commands"], route_class=GuardedRoute)
 
 
 # Headers are read from the request directly rather than declared as FastAPI parameters:
 # dependency solving was 8% of the write path's CPU (profiled with py-spy). They are
-# documented here instead.
-def _header(name: str, description: str) -> dict[str, Any]:
+# documented here instead, each with the exact shape it must have (anything else: 400).
+def _header(name: str, description: str, pattern: str, max_length: int) -> dict[str, Any]:
     return {
         "name": name,
         "in": "header",
         "required": False,
-        "schema": {"type": "string"},
+        "schema": {"type": "string", "minLength": 1, "maxLength": max_length, "pattern": pattern},
         "description": description,
     }
 
 
-_IDEMPOTENCY_KEY = _header("Idempotency-Key", "Retries with the same key and body return the first answer.")
-_IF_MATCH = _header("If-Match", 'The version you read, e.g. `"3"`; another version answers 409.')
-_CORRELATION = _header("X-Correlation-Id", "Echoed back; recorded in the event's metadata (made if absent).")
-_USER = _header("X-User-Id", "Recorded in the event's metadata.")
+_IDEMPOTENCY_KEY = _header(
+    "Idempotency-Key", "Retries with the same key and body return the first answer. 1-255 visible ASCII"
+    " characters; anything else answers 400.", r"^[\x21-\x7e]{1,255}$", 255,
+)  # fmt: skip
+_IF_MATCH = _header(
+    "If-Match", 'The version you read, e.g. `"3"` (or `W/"3"`); another version answers 409. `*`: any'
+    " version. Anything else answers 400.", r'^(\*|(W/)?"[0-9]{1,9}")$', 13,
+)  # fmt: skip
+_CORRELATION = _header(
+    "X-Correlation-Id", "Echoed back; recorded in the event's metadata (made if absent). 1-128 visible"
+    " ASCII characters; anything else answers 400.", r"^[\x21-\x7e]{1,128}$", 128,
+)  # fmt: skip
 
 
 def _documented(body: dict[str, Any] | None, *headers: dict[str, Any]) -> dict[str, Any]:
-    return {**(body or {}), "parameters": [*headers, _CORRELATION, _USER]}
+    """A command's OpenAPI extras: its body, the headers it reads, and the role it needs."""
+    return {**(body or {}), "parameters": [*headers, _CORRELATION], **requires(Role.WRITER)}
 
 
 _ANSWERS: dict[int | str, dict[str, Any]] = {
     202: {"model": AcceptedBody, "description": "Stored."},
     **PROBLEM_RESPONSES,
 }
+# A delete has no body, so no Content-Type to get wrong.
+_BODILESS_ANSWERS = {status: answer for status, answer in _ANSWERS.items() if status != 415}
 
 
 def _commands(request: Request) -> WarriorCommands:
@@ -56,8 +75,31 @@ def _commands(request: Request) -> WarriorCommands:
     return commands
 
 
+def is_json_media_type(content_type: str) -> bool:
+    """`application/json` or any `application/*+json`, parameters (`; charset=utf-8`) aside."""
+    if content_type == "application/json":  # what nearly every client sends: no parsing
+        return True
+    media_type = content_type.partition(";")[0].strip().lower()
+    return media_type == "application/json" or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    )
+
+
 async def _json_object(request: Request) -> dict[str, Any]:
-    raw = await request.body()
+    # Only a JSON Content-Type: the ones an HTML form or a cross-site fetch() may send
+    # without a CORS preflight (text/plain, application/x-www-form-urlencoded,
+    # multipart/form-data) never reach a command, whatever their body says.
+    content_type = request.headers.get("content-type")
+    if content_type is not None and not is_json_media_type(content_type):
+        raise UnsupportedMediaType("Send the body as JSON, with Content-Type: application/json.")
+    try:
+        raw = await request.body()
+    except ClientDisconnect:
+        # The client went away mid-body: nobody reads this answer, but it is counted (a
+        # 400 in http_requests_total) rather than logged as a server error.
+        raise BadRequest("The client disconnected before sending the whole body.") from None
+    if content_type is None and raw:
+        raise UnsupportedMediaType("The body has no Content-Type; send it as JSON, with application/json.")
     if not raw.strip():
         raise BadRequest("The body is empty; send a JSON object.")
     try:
@@ -74,12 +116,21 @@ def _context(request: Request) -> RequestContext:
     idempotency_key = headers.get("idempotency-key")
     return RequestContext(
         correlation_id=request.scope["state"]["correlation_id"],
-        causation_id=headers.get("x-causation-id") or request.scope["state"]["correlation_id"],
-        user_id=headers.get("x-user-id"),
+        causation_id=_causation_id(headers.get("x-causation-id"), request.scope["state"]["correlation_id"]),
+        user_id=identity(request).subject,  # the key's identity, never a client header
         client_ip=request.client.host if request.client else None,
-        user_agent=headers.get("user-agent"),
+        user_agent=client_user_agent(headers.get("user-agent")),
         idempotency_key=idempotency_key,
     )
+
+
+def _causation_id(header: str | None, correlation_id: str) -> str:
+    """The X-Causation-Id header, else the correlation id; 400 if it is malformed."""
+    if header is None:
+        return correlation_id
+    if not _CAUSATION_ID.fullmatch(header):
+        raise BadRequest("X-Causation-Id must be 1-128 visible ASCII characters.")
+    return header
 
 
 def _idempotency(request: Request, body: Any) -> IdempotencyKey | None:
@@ -174,7 +225,7 @@ async def replace_skills(warrior_id: UUID, request: Request) -> Response:
 
 @router.delete(
     "/{warrior_id}", status_code=202, summary="Delete a warrior",
-    openapi_extra=_documented(None, _IF_MATCH, _IDEMPOTENCY_KEY), responses=_ANSWERS,
+    openapi_extra=_documented(None, _IF_MATCH, _IDEMPOTENCY_KEY), responses=_BODILESS_ANSWERS,
 )  # fmt: skip
 async def delete_warrior(warrior_id: UUID, request: Request) -> Response:
     result = await _commands(request).delete(

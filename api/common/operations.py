@@ -3,11 +3,13 @@
 import os
 from collections.abc import Awaitable, Callable
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 from starlette.responses import JSONResponse, Response
 
-from api.common.routing import PrefixCheckedRoute
+from api.common.access import Access, GuardedRoute, Unauthenticated, requires
+from warriors.eventstore.errors import StoreUnavailable
+from warriors.security.identity import Role
 
 ReadyCheck = Callable[[], Awaitable[dict[str, str]]]
 
@@ -19,7 +21,7 @@ def operations_router(ready_check: ReadyCheck) -> APIRouter:
     """`ready_check` returns {dependency: "ok" | "degraded: ..." | error text}. Any error
     makes ready 503; a degraded dependency (Redis: the service answers from PostgreSQL)
     keeps it 200, with status "degraded"."""
-    router = APIRouter(tags=["operations"], route_class=PrefixCheckedRoute)
+    router = APIRouter(tags=["operations"], route_class=GuardedRoute)
 
     @router.get("/health/live", summary="The process is up")
     async def live() -> dict[str, str]:
@@ -30,18 +32,36 @@ def operations_router(ready_check: ReadyCheck) -> APIRouter:
         summary="Dependencies answer",
         responses={503: {"description": "A dependency is down; the body says which."}},
     )
-    async def ready() -> Response:
+    async def ready(request: Request) -> Response:
+        """Each check says ok, degraded or unavailable; an operator's key also gets what
+        went wrong (driver messages name hosts and socket paths: not for anyone)."""
         checks = await ready_check()
-        down = [name for name, state in checks.items() if state != "ok" and not state.startswith(DEGRADED)]
-        degraded = any(state.startswith(DEGRADED) for state in checks.values())
-        status = "unavailable" if down else "degraded" if degraded else "ok"
-        return JSONResponse({"status": status, "checks": checks}, status_code=503 if down else 200)
+        states = {name: _state(check) for name, check in checks.items()}
+        down = "unavailable" in states.values()
+        status = "unavailable" if down else "degraded" if "degraded" in states.values() else "ok"
+        shown = checks if await _is_operator(request) else states
+        return JSONResponse({"status": status, "checks": shown}, status_code=503 if down else 200)
 
-    @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    @router.get(
+        "/metrics", summary="Prometheus metrics (operators)", response_class=Response,
+        openapi_extra=requires(Role.OPERATOR),
+    )  # fmt: skip
     async def metrics() -> Response:
         return Response(_exposition(), media_type=CONTENT_TYPE_LATEST)
 
     return router
+
+
+def _state(check: str) -> str:
+    return check if check == "ok" else "degraded" if check.startswith(DEGRADED) else "unavailable"
+
+
+async def _is_operator(request: Request) -> bool:
+    access: Access = request.app.state.access
+    try:
+        return (await access.identify(request)).allows(Role.OPERATOR)
+    except (Unauthenticated, StoreUnavailable):  # readiness answers anyone, whatever the key
+        return False
 
 
 def _exposition() -> bytes:

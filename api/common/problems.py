@@ -10,13 +10,17 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 
+from api.common.access import Forbidden, Unauthenticated
 from warriors.application.warrior_commands import ConcurrencyConflict, IdempotencyKeyReused
 from warriors.domain.errors import InvalidCommand, VersionMismatch, WarriorNotFound
 from warriors.eventstore.errors import StoreUnavailable
 from warriors.readside.queries import ReadModelBehind, UnknownPosition
 
 PROBLEM_JSON = "application/problem+json"
+# Headers that go with an answer's status: how to authenticate, when to retry.
+_HEADERS = {401: {"WWW-Authenticate": 'Bearer realm="warriors"'}, 503: {"Retry-After": "1"}}
 log = logging.getLogger("warriors.api")
 
 
@@ -40,6 +44,10 @@ class BadRequest(Exception):
     """The request cannot be understood (unparseable body, malformed header): 400."""
 
 
+class UnsupportedMediaType(Exception):
+    """A body that is not sent as JSON (another Content-Type, or none): 415."""
+
+
 def problem(
     status: int,
     title: str,
@@ -59,23 +67,44 @@ def problem(
     return Response(orjson.dumps(body), status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
+def allowed_methods(request: Request) -> str:
+    """The `Allow` of a 405: the methods of every route with the request's path. Starlette's
+    own names only the first such route's (`PATCH` where DELETE is allowed too), and RFC
+    9110 (15.5.6) wants the resource's; found by the fuzzing (tests/test_fuzz_api.py)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        route_methods = getattr(route, "methods", None)
+        if route_methods and route.matches(request.scope)[0] is not Match.NONE:
+            methods.update(route_methods)
+    return ", ".join(sorted(methods))
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     """Map every error the services know to its problem answer; anything else is a 500
     without a stack trace (the trace goes to the log)."""
 
-    def on(exc_type: type[Exception], status: int, title: str) -> None:
+    def on(exc_type: type[Exception], status: int, title: str, detail: str | None = None) -> None:
+        """`detail`: say this instead of the error's own text (which goes to the log)."""
+        headers = _HEADERS.get(status)
+
         async def handler(request: Request, exc: Exception) -> Response:
-            headers = {"Retry-After": "1"} if status == 503 else None
-            return problem(status, title, str(exc), instance=request.url.path, headers=headers)
+            if detail is not None:
+                log.warning("%s %s: %s", request.method, request.url.path, exc)
+            said = detail if detail is not None else str(exc)
+            return problem(status, title, said, instance=request.url.path, headers=headers)
 
         app.add_exception_handler(exc_type, handler)
 
     on(BadRequest, 400, "Bad request")
+    on(UnsupportedMediaType, 415, "Unsupported media type")
+    on(Unauthenticated, 401, "Unauthorized")
+    on(Forbidden, 403, "Forbidden")
     on(WarriorNotFound, 404, "Warrior not found")
     on(VersionMismatch, 409, "Version conflict")
     on(ConcurrencyConflict, 409, "Concurrent modification")
     on(IdempotencyKeyReused, 409, "Idempotency key reused")
-    on(StoreUnavailable, 503, "Service unavailable")
+    # The driver's message names hosts and socket paths: it is logged, not answered.
+    on(StoreUnavailable, 503, "Service unavailable", "The database is not answering; retry later.")
     on(ReadModelBehind, 503, "Read model behind")
     on(UnknownPosition, 422, "Unknown position")
 
@@ -95,7 +124,10 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
-        return problem(exc.status_code, str(exc.detail), instance=request.url.path, headers=exc.headers)
+        headers = exc.headers
+        if exc.status_code == 405:
+            headers = {**(headers or {}), "Allow": allowed_methods(request)}
+        return problem(exc.status_code, str(exc.detail), instance=request.url.path, headers=headers)
 
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
@@ -111,9 +143,12 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": text}
     for status, text in {
         400: "The body is not a JSON object, or a header is malformed.",
+        401: "No API key, or one that is unknown or revoked (`WWW-Authenticate: Bearer`).",
+        403: "The API key's role is not enough for this.",
         404: "No such warrior (or it was deleted).",
         409: "If-Match names another version, or the Idempotency-Key was used for another request.",
         413: "The body is larger than MAX_BODY_BYTES.",
+        415: "The body is not sent as JSON: Content-Type must be application/json (or application/*+json).",
         422: "Invalid fields; `errors` names each one.",
         503: "The database is unavailable; retry after the Retry-After seconds.",
     }.items()

@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI
 
+from api.common.access import SECURITY_SCHEMES, Access
 from api.common.middleware import EdgeMiddleware
 from api.common.operations import DEGRADED, operations_router
 from api.common.problems import install_problem_handlers
@@ -73,6 +74,7 @@ def build_service(
             pool, store, cache, engine, fed_by_kafka=bool(settings.kafka_bootstrap_servers)
         )
         app.state.settings = settings
+        app.state.access = Access(pool, settings)
         app.state.answers = AnswerCache(settings.search_cache_seconds, settings.search_cache_entries)
         tune_garbage_collector()
         try:
@@ -137,8 +139,24 @@ def build_service(
     # responses themselves, so nothing that include_router() would add is lost.
     for router in [*routers, operations_router(ready)]:
         app.router.routes.extend(router.routes)
-    app.add_middleware(EdgeMiddleware, service=service, max_body_bytes=settings.max_body_bytes)
+    _document_security(app)
+    app.add_middleware(
+        EdgeMiddleware, service=service, max_body_bytes=settings.max_body_bytes,
+        allowed_hosts=settings.allowed_host_names(),
+    )  # fmt: skip
     return app
+
+
+def _document_security(app: FastAPI) -> None:
+    """Name the API-key schemes the routes' `security` refers to (api/common/access.py)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:  # build() fills it
+            build().setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 async def _database_check(store: EventStore) -> str:

@@ -16,17 +16,18 @@ from uuid import UUID
 from fastapi import APIRouter, Query, Request
 from starlette.responses import PlainTextResponse, Response
 
-from api.command.openapi import AcceptedBody
+from api.command.openapi import NOT_BLANK, AcceptedBody
 from api.command.routes import CREATE_OPENAPI, accepted_response, create_from_request
+from api.common.access import GuardedRoute, requires
 from api.common.problems import PROBLEM_RESPONSES, BadRequest, problem
-from api.common.routing import PrefixCheckedRoute
-from api.query.routes import TERM_MAX_LENGTH, found_warriors, warrior_count, warrior_response
+from api.query.routes import READ, TERM_MAX_LENGTH, found_warriors, warrior_count, warrior_response
 from warriors.readside.queries import MAX_RESULTS
+from warriors.security.identity import Role
 
 WARRIOR_PATH = "/warrior"
 COUNT_PATH = "/counting-warriors"
 
-router = APIRouter(tags=["compat"], route_class=PrefixCheckedRoute)
+router = APIRouter(tags=["compat"], route_class=GuardedRoute)
 
 
 def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -35,10 +36,10 @@ def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 @router.post(
     WARRIOR_PATH, status_code=201, summary="Create a warrior (load-test route)",
-    openapi_extra=CREATE_OPENAPI,
+    openapi_extra={**CREATE_OPENAPI, **requires(Role.WRITER, unless="compat_open_writes")},
     responses={
         201: {"model": AcceptedBody, "description": "Stored; the Location answers it at once."},
-        **_problems(400, 409, 413, 422, 503),
+        **_problems(400, 401, 403, 409, 413, 415, 422, 503),
     },
 )  # fmt: skip
 async def create_warrior(request: Request) -> Response:
@@ -51,8 +52,9 @@ async def create_warrior(request: Request) -> Response:
 
 
 @router.get(
-    WARRIOR_PATH + "/{warrior_id}", summary="One warrior (load-test route)", responses=_problems(404, 503)
-)
+    WARRIOR_PATH + "/{warrior_id}", summary="One warrior (load-test route)",
+    responses=_problems(401, 403, 404, 503), openapi_extra=READ,
+)  # fmt: skip
 async def get_warrior(warrior_id: str, request: Request) -> Response:
     """`GET /api/v1/queries/warriors/{id}`: the warrior, 404 if unknown or deleted."""
     try:
@@ -67,13 +69,21 @@ async def get_warrior(warrior_id: str, request: Request) -> Response:
     return await warrior_response(request, parsed)
 
 
-@router.get(WARRIOR_PATH, summary="Search warriors (load-test route)", responses=_problems(400, 422, 503))
+# `t` is required, but its absence answers 400 (the test's contract), not the 422 FastAPI
+# gives a missing required parameter: it is declared optional and documented by hand.
+_TERM = {
+    "name": "t", "in": "query", "required": True, "description": "Search term (not blank).",
+    "schema": {"type": "string", "minLength": 1, "maxLength": TERM_MAX_LENGTH, "pattern": NOT_BLANK},
+}  # fmt: skip
+
+
+@router.get(
+    WARRIOR_PATH, summary="Search warriors (load-test route)",
+    responses=_problems(400, 401, 403, 422, 503), openapi_extra={**READ, "parameters": [_TERM]},
+)  # fmt: skip
 async def search_warriors(
     request: Request,
-    t: Annotated[
-        str | None,
-        Query(max_length=TERM_MAX_LENGTH, description="Search term (required, not blank)."),
-    ] = None,
+    t: Annotated[str | None, Query(max_length=TERM_MAX_LENGTH, include_in_schema=False)] = None,
 ) -> Response:
     """`GET /api/v1/queries/warriors?term=`: the same search, at most 50. Without `t`, or
     with a blank one, 400: the test requires a term, and a blank term would silently list
@@ -85,7 +95,8 @@ async def search_warriors(
 
 @router.get(
     COUNT_PATH, summary="How many warriors exist (load-test route)", response_class=PlainTextResponse,
-    responses={200: {"content": {"text/plain": {"example": "1234"}}}, **_problems(503)},
+    responses={200: {"content": {"text/plain": {"example": "1234"}}}, **_problems(401, 403, 503)},
+    openapi_extra=READ,
 )  # fmt: skip
 async def count_warriors(request: Request) -> Response:
     """`GET /api/v1/queries/warriors/count`'s count, as the test reads it: `text/plain`

@@ -8,24 +8,30 @@ import orjson
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
+from api.common.access import GuardedRoute, identity, requires
 from api.common.problems import PROBLEM_RESPONSES, BadRequest
-from api.common.routing import PrefixCheckedRoute
 from warriors.domain.errors import WarriorNotFound
 from warriors.projections.read_model import READ_MODEL
 from warriors.projections.search import SEARCH
 from warriors.readside.answer_cache import AnswerCache
 from warriors.readside.queries import MAX_RESULTS, MAX_SUGGESTIONS, WarriorQueries
+from warriors.security.identity import Role
 
-router = APIRouter(prefix="/api/v1/queries", tags=["queries"], route_class=PrefixCheckedRoute)
+router = APIRouter(prefix="/api/v1/queries", tags=["queries"], route_class=GuardedRoute)
 
 Position = Annotated[
     int | None,
     Query(ge=1, description="Wait (bounded) until the read model has applied the event at this position "
-                            "(the `position` a command answered); 503 if it does not in time."),
+                            "(the `position` a command answered); 503 if it does not in time, 422 "
+                            "(`Unknown position`) if no event has this position."),
 ]  # fmt: skip
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    k: v for k, v in PROBLEM_RESPONSES.items() if k in (404, 422, 503)
+    k: v for k, v in PROBLEM_RESPONSES.items() if k in (401, 403, 404, 422, 503)
 }
+# Reads: open to anyone unless READ_AUTH=required. Operator endpoints: the operator role.
+READ = requires(Role.READER)
+OPERATE = requires(Role.OPERATOR)
+HISTORY_PAGE_MAX = 1000
 
 
 # Not blank, no control characters (PostgreSQL cannot even store NUL).
@@ -95,7 +101,7 @@ async def warrior_response(request: Request, warrior_id: UUID, min_version: int 
     return Response(document, media_type="application/json", headers={"ETag": f'"{version}"'})
 
 
-@router.get("/warriors", summary="List or search warriors", responses=_ERRORS)
+@router.get("/warriors", summary="List or search warriors", responses=_ERRORS, openapi_extra=READ)
 async def list_warriors(
     request: Request,
     term: Annotated[
@@ -109,12 +115,14 @@ async def list_warriors(
     return await found_warriors(request, term, limit, _wanted_position(request, position))
 
 
-@router.get("/warriors/count", summary="How many warriors exist", responses=_ERRORS)
+@router.get("/warriors/count", summary="How many warriors exist", responses=_ERRORS, openapi_extra=READ)
 async def count_warriors(request: Request, position: Position = None) -> Response:
     return _json({"count": await warrior_count(request, _wanted_position(request, position))})
 
 
-@router.get("/warriors/suggest", summary="Names starting with a prefix", responses=_ERRORS)
+@router.get(
+    "/warriors/suggest", summary="Names starting with a prefix", responses=_ERRORS, openapi_extra=READ
+)
 async def suggest_names(
     request: Request,
     prefix: Annotated[
@@ -127,7 +135,7 @@ async def suggest_names(
     return _json({"suggestions": await _queries(request).suggest(prefix, MAX_SUGGESTIONS)})
 
 
-@router.get("/warriors/{warrior_id}", summary="One warrior", responses=_ERRORS)
+@router.get("/warriors/{warrior_id}", summary="One warrior", responses=_ERRORS, openapi_extra=READ)
 async def get_warrior(
     warrior_id: UUID,
     request: Request,
@@ -140,21 +148,39 @@ async def get_warrior(
     return await warrior_response(request, warrior_id, min_version)
 
 
-@router.get("/warriors/{warrior_id}/history", summary="A warrior's events, oldest first", responses=_ERRORS)
-async def warrior_history(warrior_id: UUID, request: Request) -> Response:
-    events = await _queries(request).history(warrior_id)
-    if not events:
+@router.get(
+    "/warriors/{warrior_id}/history", summary="A warrior's events, oldest first",
+    responses=_ERRORS, openapi_extra=READ,
+)  # fmt: skip
+async def warrior_history(
+    warrior_id: UUID,
+    request: Request,
+    after_version: Annotated[int, Query(ge=0, description="Events after this version (a page's last).")] = 0,
+    limit: Annotated[int, Query(ge=1, le=HISTORY_PAGE_MAX, description="Most events in the page.")] = 100,
+) -> Response:
+    """A page of the warrior's events; a full page has a `Link: <...>; rel="next"` header.
+    Each event's metadata shows the writer's IP address and user agent to operators only."""
+    operator = identity(request).allows(Role.OPERATOR)
+    events = await _queries(request).history(warrior_id, after_version, limit, request_metadata=operator)
+    if events is None:
         raise WarriorNotFound(warrior_id)
-    return _json(events)
+    response = _json(events)
+    if len(events) == limit:
+        following = request.url.include_query_params(after_version=events[-1]["version"], limit=limit)
+        response.headers["Link"] = f'<{following.path}?{following.query}>; rel="next"'
+    return response
 
 
-@router.get("/statistics", summary="Warrior statistics", responses=_ERRORS)
+@router.get("/statistics", summary="Warrior statistics", responses=_ERRORS, openapi_extra=READ)
 async def statistics(request: Request) -> Response:
     """The total and, per day (UTC), warriors created and their average number of skills,
     from the `warrior_statistics` materialized view (refreshed on a schedule)."""
     return _json(await _queries(request).statistics())
 
 
-@router.get("/projections", summary="Each projection's position, lag and status", responses=_ERRORS)
+@router.get(
+    "/projections", summary="Each projection's position, lag and status (operators)",
+    responses=_ERRORS, openapi_extra=OPERATE,
+)  # fmt: skip
 async def projections(request: Request) -> Response:
     return _json(await _queries(request).projections())

@@ -14,6 +14,12 @@
 // In-flight requests are capped only by -max-in-flight (default 5,000); a send skipped by
 // the cap counts as an error. The summary is printed as JSON and written to -out.
 //
+// Writes need an API key with the writer role: -key-file PATH sends the key in that file
+// as `Authorization: Bearer KEY` on the creations (and with -key-on-reads on the
+// follow-ups and searches too; by default they go without, as anonymous readers do).
+// -header 'Name: value' (repeatable) adds a header to every request. Header values are
+// never printed nor written to the summary, only their names.
+//
 // Standard library only: go build -o warriors-loadgen .
 package main
 
@@ -53,6 +59,70 @@ type config struct {
 	invalid     float64
 	progress    time.Duration
 	sample      int
+	headers     headerList // on every request (-header)
+	keyFile     string
+	keyOnReads  bool
+	writeAuth   []header // the key's Authorization on writes
+	readAuth    []header // and on reads, with -key-on-reads
+}
+
+type header struct{ name, value string }
+
+// headerList: the repeatable -header flag, `Name: value` each.
+type headerList []header
+
+func (h *headerList) String() string { return strings.Join(h.names(), ", ") } // names only: values may be secrets
+
+func (h *headerList) names() []string {
+	var names []string
+	for _, x := range *h {
+		names = append(names, x.name)
+	}
+	return names
+}
+
+func (h *headerList) Set(text string) error {
+	name, value, found := strings.Cut(text, ":")
+	name, value = strings.TrimSpace(name), strings.TrimSpace(value)
+	if !found || !validHeaderName(name) {
+		return errors.New("want 'Name: value', a header name of letters, digits and -")
+	}
+	if strings.ContainsAny(value, "\r\n") {
+		return errors.New("a header value cannot hold a line break")
+	}
+	*h = append(*h, header{http.CanonicalHeaderKey(name), value})
+	return nil
+}
+
+func validHeaderName(name string) bool {
+	if name == "" {
+		return false
+	}
+	for _, r := range name {
+		if !(r == '-' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
+			return false
+		}
+	}
+	return true
+}
+
+// readKey: the API key in `path`, its first line without spaces around it.
+func readKey(path string) (string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	key, _, _ := strings.Cut(string(data), "\n")
+	key = strings.TrimSpace(key)
+	if key == "" {
+		return "", fmt.Errorf("%s holds no key", path)
+	}
+	for _, r := range key {
+		if r < 0x21 || r > 0x7e {
+			return "", fmt.Errorf("%s holds something that is not a key (a space or a control character)", path)
+		}
+	}
+	return key, nil
 }
 
 func parseFlags() config {
@@ -70,12 +140,32 @@ func parseFlags() config {
 	flag.Float64Var(&c.invalid, "invalid", 0.1, "share of invalid creations")
 	flag.DurationVar(&c.progress, "progress", 5*time.Second, "progress line on stderr every so often (0: none)")
 	flag.IntVar(&c.sample, "sample", 0, "print this many creation bodies and search terms (from -seed) and exit")
+	flag.Var(&c.headers, "header", "`Name: value` added to every request (repeatable)")
+	flag.StringVar(&c.keyFile, "key-file", "", "a `file` holding an API key (writer role), sent as 'Authorization: Bearer KEY' on creations")
+	flag.BoolVar(&c.keyOnReads, "key-on-reads", false, "send -key-file's key on the follow-ups and searches too")
 	flag.Parse()
 	if c.surface != "api" && c.surface != "compat" {
 		fail("-surface must be api or compat")
 	}
 	if c.createRate < 0 || c.searchRate < 0 || c.ramp < 0 || c.hold < 0 || c.ramp+c.hold <= 0 {
 		fail("rates and durations must be positive")
+	}
+	if c.keyFile != "" {
+		for _, h := range c.headers {
+			if h.name == "Authorization" || h.name == "X-Api-Key" {
+				fail("-key-file and -header " + h.name + " both send a key: give one")
+			}
+		}
+		key, err := readKey(c.keyFile)
+		if err != nil {
+			fail("-key-file: " + err.Error())
+		}
+		c.writeAuth = []header{{"Authorization", "Bearer " + key}}
+		if c.keyOnReads {
+			c.readAuth = c.writeAuth
+		}
+	} else if c.keyOnReads {
+		fail("-key-on-reads needs -key-file")
 	}
 	if c.seed == 0 {
 		c.seed = uint64(time.Now().UnixNano())
@@ -218,6 +308,20 @@ func (g *generator) send(method, target string, body []byte) answer {
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	for _, h := range g.cfg.headers {
+		if h.name == "Host" {
+			req.Host = h.value // Go sends req.Host, not a Host header
+		} else {
+			req.Header.Add(h.name, h.value)
+		}
+	}
+	auth := g.cfg.readAuth
+	if method != http.MethodGet && method != http.MethodHead {
+		auth = g.cfg.writeAuth
+	}
+	for _, h := range auth {
+		req.Header.Set(h.name, h.value)
 	}
 	resp, err := g.client.Do(req)
 	if err != nil {
@@ -382,6 +486,7 @@ type summary struct {
 	CPUSeconds        float64                  `json:"cpu_s"`
 	SendLag           lag                      `json:"send_lag"`
 	Data              string                   `json:"data"`
+	Headers           []string                 `json:"headers,omitempty"` // names only, never values
 	Streams           map[string]streamSummary `json:"streams"`
 }
 
@@ -452,8 +557,8 @@ func main() {
 		printSample(cfg, payloads, creationRand, terms)
 		return
 	}
-	fmt.Fprintf(os.Stderr, "[loadgen] seed %d, surface %s, %s; creations %.0f/s, searches %.0f/s, ramp %s, hold %s\n",
-		cfg.seed, cfg.surface, cfg.base, cfg.createRate, cfg.searchRate, cfg.ramp, cfg.hold)
+	fmt.Fprintf(os.Stderr, "[loadgen] seed %d, surface %s, %s; creations %.0f/s, searches %.0f/s, ramp %s, hold %s; headers: %s\n",
+		cfg.seed, cfg.surface, cfg.base, cfg.createRate, cfg.searchRate, cfg.ramp, cfg.hold, describeHeaders(cfg))
 
 	start := time.Now().Add(50 * time.Millisecond)
 	g.win = window{start: start, holdFrom: start.Add(cfg.ramp), holdTo: start.Add(cfg.ramp + cfg.hold)}
@@ -506,6 +611,7 @@ func main() {
 		InvalidShare: cfg.invalid, MaxInFlight: cfg.maxInFlight, PeakInFlight: g.peak.Load(),
 		Started: start.UTC().Format(time.RFC3339Nano), DurationSeconds: round(ended.Sub(start).Seconds(), 3),
 		AcceptedCreations: g.accepted.Load(), CPUSeconds: cpuSeconds(), Data: describeData(),
+		Headers: headerNames(cfg),
 		SendLag: lagOf(append(createLags, searchLags...)),
 		Streams: map[string]streamSummary{},
 	}
@@ -522,6 +628,26 @@ func main() {
 			fail(err.Error())
 		}
 	}
+}
+
+// headerNames: the headers sent besides Content-Type, by name (values may be secrets).
+func headerNames(c config) []string {
+	names := c.headers.names()
+	if len(c.writeAuth) > 0 {
+		where := "creations"
+		if len(c.readAuth) > 0 {
+			where = "every request"
+		}
+		names = append(names, fmt.Sprintf("Authorization (-key-file, %s)", where))
+	}
+	return names
+}
+
+func describeHeaders(c config) string {
+	if names := headerNames(c); len(names) > 0 {
+		return strings.Join(names, ", ")
+	}
+	return "none"
 }
 
 // printSample: what -seed makes, without sending anything.

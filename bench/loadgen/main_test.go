@@ -1,11 +1,17 @@
 package main
 
-// go test ./... (in bench/loadgen): the schedule and the data, without a server.
+// go test ./... (in bench/loadgen): the schedule, the data and the headers (against a
+// local test server).
 
 import (
 	"encoding/json"
 	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -140,6 +146,95 @@ func TestTermClasses(t *testing.T) {
 			if typo := tm.typo(word); editDistance(word, typo) != 1 {
 				t.Fatalf("typo %q of %q is not one edit away", typo, word)
 			}
+		}
+	}
+}
+
+func TestHeaderFlag(t *testing.T) {
+	var h headerList
+	for _, good := range []string{"Authorization: Bearer wk_abc", "x-api-key:wk_abc", "X-Trace: a: b"} {
+		if err := h.Set(good); err != nil {
+			t.Fatalf("%q: %v", good, err)
+		}
+	}
+	want := []header{{"Authorization", "Bearer wk_abc"}, {"X-Api-Key", "wk_abc"}, {"X-Trace", "a: b"}}
+	if len(h) != len(want) {
+		t.Fatalf("got %v", h)
+	}
+	for i := range want {
+		if h[i] != want[i] {
+			t.Fatalf("header %d: got %v, want %v", i, h[i], want[i])
+		}
+	}
+	if s := h.String(); strings.Contains(s, "wk_abc") {
+		t.Fatalf("String() shows a value: %q", s)
+	}
+	for _, bad := range []string{"no colon", ": empty name", "Bad Name: x", "X: a\r\nInjected: y"} {
+		if err := h.Set(bad); err == nil {
+			t.Fatalf("%q accepted", bad)
+		}
+	}
+}
+
+func TestReadKey(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, text string) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	if key, err := readKey(write("ok", "  wk_abc-_123 \nignored\n")); err != nil || key != "wk_abc-_123" {
+		t.Fatalf("got %q, %v", key, err)
+	}
+	for name, text := range map[string]string{"empty": "\n", "spaced": "wk_a b\n", "control": "wk_\x01\n"} {
+		if _, err := readKey(write(name, text)); err == nil {
+			t.Fatalf("%s: accepted", name)
+		}
+	}
+	if _, err := readKey(filepath.Join(dir, "missing")); err == nil {
+		t.Fatal("a missing file accepted")
+	}
+}
+
+// The key goes on writes only, unless -key-on-reads; -header on every request.
+func TestKeyOnWrites(t *testing.T) {
+	var mu sync.Mutex
+	seen := map[string][2]string{} // method -> (Authorization, X-Trace)
+	server := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		seen[r.Method] = [2]string{r.Header.Get("Authorization"), r.Header.Get("X-Trace")}
+	}))
+	defer server.Close()
+	auth := []header{{"Authorization", "Bearer wk_abc"}}
+	for _, onReads := range []bool{false, true} {
+		c := config{base: server.URL, surface: "api", timeout: 5 * time.Second, headers: headerList{{"X-Trace", "t"}}, writeAuth: auth}
+		if onReads {
+			c.readAuth = auth
+		}
+		g := newGenerator(c)
+		for _, method := range []string{http.MethodPost, http.MethodGet} {
+			if a := g.send(method, server.URL+"/x", []byte("{}")); a.err != nil || a.status != http.StatusOK {
+				t.Fatalf("%s: %v %d", method, a.err, a.status)
+			}
+		}
+		mu.Lock()
+		post, get := seen[http.MethodPost], seen[http.MethodGet]
+		mu.Unlock()
+		wantRead := ""
+		if onReads {
+			wantRead = "Bearer wk_abc"
+		}
+		if post != [2]string{"Bearer wk_abc", "t"} {
+			t.Fatalf("POST sent %q", post)
+		}
+		if get != [2]string{wantRead, "t"} {
+			t.Fatalf("GET (key on reads %v) sent %q", onReads, get)
+		}
+		if names := strings.Join(headerNames(c), ","); strings.Contains(names, "wk_abc") {
+			t.Fatalf("the summary's header names show the key: %q", names)
 		}
 	}
 }

@@ -77,8 +77,11 @@ def _with_values(text: str, values: dict[str, str]) -> str:
 def test_compose_services_are_wired_together() -> None:
     services = _compose()["services"]
     assert {"postgres", "api", "projector", "dagster-webserver", "dagster-daemon"} <= set(services)
+    one_shots = {name for name, service in services.items() if service.get("restart") == "no"}
+    assert one_shots == {"migrate"}
     for name, service in services.items():
         assert "healthcheck" in service, f"{name} has no health check"
+        assert name in one_shots or not service["healthcheck"].get("disable"), f"{name}: health check off"
         for dependency in service.get("depends_on", {}):
             assert dependency in services
     env = services["api"]["environment"]
@@ -86,17 +89,39 @@ def test_compose_services_are_wired_together() -> None:
     assert set(env) <= settings_fields, "compose sets a variable the services do not read"
     user, password, database = (services["postgres"]["environment"][k] for k in
                                 ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"))  # fmt: skip
-    assert env["DATABASE_URL"] == f"postgresql://{user}:{password}@postgres:5432/{database}"
+    # Only `migrate` holds the owner's password: it migrates, gives the services' roles
+    # their logins and creates Dagster's storage; everything else waits for its success.
+    migrate = services["migrate"]
+    assert set(migrate["environment"]) <= settings_fields | {"DAGSTER_POSTGRES_URL"}
+    assert (
+        migrate["environment"]["DATABASE_URL"] == f"postgresql://{user}:{password}@postgres:5432/{database}"
+    )
+    assert " && ".join(["warriors migrate", "warriors db-roles", "warriors dagster-storage"]) in " ".join(
+        migrate["command"]
+    )
+    role_passwords = {"warriors_api": migrate["environment"]["API_DB_PASSWORD"],
+                      "warriors_projector": migrate["environment"]["PROJECTOR_DB_PASSWORD"]}  # fmt: skip
+    roles = {"api": "warriors_api", "relay": "warriors_projector", "projector": "warriors_projector",
+             "dagster-webserver": "warriors_projector", "dagster-daemon": "warriors_projector"}  # fmt: skip
+    for name, role in roles.items():
+        url = services[name]["environment"]["DATABASE_URL"]
+        assert url == f"postgresql://{role}:{role_passwords[role]}@postgres:5432/{database}", name
+        assert "warriors migrate" not in " ".join(services[name].get("command", [])), name
+    for name in ("api", "relay", "projector", "dagster-webserver"):
+        assert services[name]["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}
     assert services["api"]["build"] == services["projector"]["build"] == "."
     elastic_password = services["elasticsearch"]["environment"]["ELASTIC_PASSWORD"]
     assert env["SEARCH_URL"] == f"http://elastic:{elastic_password}@elasticsearch:9200"
     assert env["SEARCH_ENGINE"] in {kind.value for kind in EngineKind}
     redis_password = services["redis"]["environment"]["REDISCLI_AUTH"]
     assert env["REDIS_URL"] == f"redis://:{redis_password}@redis:6379/0"
-    assert services["projector"]["environment"] == env
+    projector_env = services["projector"]["environment"]
+    assert {k: v for k, v in projector_env.items() if k != "DATABASE_URL"} == {
+        k: v for k, v in env.items() if k not in ("DATABASE_URL", "HTTP_WORKERS")
+    }
     assert {"elasticsearch", "redis", "kafka"} <= set(services["api"]["depends_on"])
     assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
-    assert services["relay"]["environment"] == env
+    assert services["relay"]["environment"] == projector_env
     assert "warriors relay" in " ".join(services["relay"]["command"])
     dagster_env = services["dagster-daemon"]["environment"]
     assert dagster_env == services["dagster-webserver"]["environment"]
@@ -105,7 +130,7 @@ def test_compose_services_are_wired_together() -> None:
         f"postgresql+psycopg2://{user}:{password}@postgres:5432/"
     )
     for variable in ("DATABASE_URL", "SEARCH_URL", "SEARCH_ENGINE", "REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS"):
-        assert dagster_env[variable] == env[variable], variable
+        assert dagster_env[variable] == projector_env[variable], variable
 
 
 def test_no_data_store_is_published_no_default_password_dagster_and_the_api_on_loopback() -> None:
@@ -208,7 +233,7 @@ def test_compose_urls_give_the_clients_their_passwords() -> None:
     values = {name: secrets.token_urlsafe(32) for name in _required_variables(compose)}
     env = {key: _with_values(value, values) for key, value in _environment(services["api"]).items()}
     conninfo = psycopg.conninfo.conninfo_to_dict(env["DATABASE_URL"])
-    assert (conninfo["user"], conninfo["password"]) == ("warriors", values["POSTGRES_PASSWORD"])
+    assert (conninfo["user"], conninfo["password"]) == ("warriors_api", values["API_DB_PASSWORD"])
     client = redis.Redis.from_url(env["REDIS_URL"])
     assert client.connection_pool.connection_kwargs["password"] == values["REDIS_PASSWORD"]
     client.close()
@@ -249,7 +274,7 @@ def test_dockerfile_places_dagster_files_where_compose_expects_them() -> None:
     for service in ("dagster-webserver", "dagster-daemon"):
         command = " ".join(compose["services"][service]["command"])
         assert "-w workspace.yaml" in command
-        assert "warriors dagster-storage" in command
+    assert "warriors dagster-storage" in " ".join(compose["services"]["migrate"]["command"])
 
 
 def test_dockerfile_starts_what_exists() -> None:
@@ -260,5 +285,5 @@ def test_dockerfile_starts_what_exists() -> None:
     from api.gateway import create_app
 
     assert callable(create_app)
-    assert "warriors migrate" in dockerfile
+    assert "warriors migrate" not in dockerfile, "the API's role cannot migrate (compose's `migrate` does)"
     assert 'warriors = "warriors.cli:app"' in (ROOT / "pyproject.toml").read_text()

@@ -184,3 +184,101 @@ def test_snapshot_round_trip() -> None:
 
 def test_command_ids_are_not_shared() -> None:
     assert commands.create_warrior(uuid4(), VALID, TODAY).warrior_id != WID
+
+
+# Hostile input (docs/security.md): names and skills are stored NFC, and nothing in them
+# may hide or disguise text.
+
+
+def test_names_and_skills_are_stored_nfc() -> None:
+    (event,) = create({**VALID, "name": " Jose\u0301 Zoe\u0308 ", "fight_skills": ["Cafe\u0301 fight"]})
+    assert isinstance(event, WarriorCreated)
+    assert event.name == "Jos\u00e9 Zo\u00eb"
+    assert event.fight_skills == ("Caf\u00e9 fight",)
+    changed = {"name": "Rene\u0301", "fight_skills": ["A\u030angstro\u0308m"]}
+    change = commands.change_warrior(WID, changed, TODAY)
+    assert isinstance(change, commands.ChangeWarrior)
+    assert change.name == "Ren\u00e9"
+    assert change.fight_skills == ("\u00c5ngstr\u00f6m",)
+    assert commands.replace_skills(WID, {"fight_skills": ["Cafe\u0301"]}).fight_skills == ("Caf\u00e9",)
+
+
+def test_the_length_limits_count_characters_after_nfc() -> None:
+    (event,) = create({**VALID, "name": "e\u0301" * 100, "fight_skills": ["o\u0308" * 50]})
+    assert isinstance(event, WarriorCreated)
+    assert event.name == "\u00e9" * 100
+    refused = fields_refused({**VALID, "name": "e\u0301" * 101, "fight_skills": ["o\u0308" * 51]})
+    assert refused["name"] == "name must be at most 100 characters (got 101)"
+    assert refused["fight_skills[0]"] == "a skill must be at most 50 characters (got 51)"
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("Mu\u200bsashi", "name must not contain invisible formatting characters (U+200B)"),
+        ("Mu\u200csashi", "(U+200C)"),  # joiners change nothing in Latin letters
+        ("Mu\u200dsashi", "(U+200D)"),
+        ("\u200eMusashi", "(U+200E)"),  # not whitespace: not trimmed away either
+        ("Musashi\u200f", "(U+200F)"),
+        ("\u202eihsasuM", "(U+202E)"),  # shown as "Musashi"
+        ("Mu\u202asashi", "(U+202A)"),
+        ("Mu\u2066sashi\u2069", "(U+2066)"),
+        ("Mu\u2060sashi", "(U+2060)"),
+        ("Mu\u2064sashi", "(U+2064)"),
+        ("\ufeffMusashi", "(U+FEFF)"),
+        ("Mu\u00adsashi", "(U+00AD)"),
+        ("Musashi\U000e0068\U000e0069", "(U+E0068)"),  # tag characters: hidden "hi"
+        ("\U0001f3f4\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f", "(U+E0067)"),
+        ("\u0645\u06cc\u200b\u062e\u0648\u0627\u0647\u0645", "(U+200B)"),  # only joiners pass there
+        ("\U0001f468\u200d", "(U+200D)"),  # a joiner with nothing to join
+        ("a\u200d\U0001f468", "(U+200D)"),
+        ("Mu\u2028sashi", "name must not contain line or paragraph separators (U+2028)"),
+        ("Mu\u2029sashi", "(U+2029)"),
+        ("Mu\u0085sashi", "name must not contain control characters"),
+        ("Mu\x1bsashi", "name must not contain control characters"),
+        ("\u200b", "name must not be blank (it has only invisible characters)"),
+        ("\u200b \u2060\ufeff", "name must not be blank (it has only invisible characters)"),
+        ("\u3164", "name must not be blank (it has only invisible characters)"),  # Hangul filler
+        ("\u2800 \uffa0", "name must not be blank (it has only invisible characters)"),
+        ("\u3000\u2028 ", "name must not be blank"),  # only (Unicode) white space: trimmed away
+    ],
+)
+def test_text_that_hides_characters_is_refused(name: str, message: str) -> None:
+    refused = fields_refused({**VALID, "name": name, "fight_skills": [name]})
+    assert message in refused["name"]
+    assert message.replace("name", "a skill") in refused["fight_skills[0]"]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "\U0001f468\u200d\U0001f469\u200d\U0001f467",  # a family: one emoji
+        "Tomoe \U0001f3f3\ufe0f\u200d\U0001f308",  # rainbow flag (emoji, VS16, ZWJ, emoji)
+        "\U0001f469\U0001f3fd\u200d\U0001f4bb",  # woman technologist, skin tone
+        "\U0001f3c3\u200d\u2642\ufe0f",  # man running
+        "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645",  # Persian, with its ZWNJ
+        "\u0915\u094d\u200d\u0937",  # Devanagari: a ZWJ chooses the conjunct's form
+        "\U0001f1ef\U0001f1f5 Musashi",  # a country flag: regional indicators
+        "Tomoe \U0001f5e1\ufe0f",
+    ],
+)
+def test_joiners_that_change_what_is_drawn_are_kept(name: str) -> None:
+    (event,) = create({**VALID, "name": name, "fight_skills": [name]})
+    assert isinstance(event, WarriorCreated)
+    assert event.name == name
+    assert event.fight_skills == (name,)
+
+
+@pytest.mark.parametrize(
+    "skills",
+    [
+        ["Caf\u00e9", "CAFE\u0301"],  # normalisation and case
+        ["Cafe\u0301", "caf\u00e9"],
+        ["Stra\u00dfe", "STRASSE"],  # full case folding
+        ["\u0390", "\u03aa\u0301"],  # equal only once the case-folded forms are NFC again
+    ],
+)
+def test_skills_equal_but_for_normalisation_or_case_are_duplicates(skills: list[str]) -> None:
+    assert fields_refused({**VALID, "fight_skills": skills}) == {
+        "fight_skills[1]": "duplicates fight_skills[0] (case-insensitive)"
+    }

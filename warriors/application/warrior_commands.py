@@ -38,6 +38,9 @@ from warriors.eventstore.store import AggregateStream, EventStore
 _LATEST_ZONE = timezone(timedelta(hours=14))
 MAX_DECIDE_ATTEMPTS = 20
 _BACKOFF_SECONDS = 0.002  # times the attempt number, jittered, between lost races
+# The longest User-Agent kept in an event's metadata: enough for any real browser's, and
+# a client cannot make every one of its events carry kilobytes of header.
+USER_AGENT_MAX_LENGTH = 256
 
 
 def latest_today() -> date:
@@ -52,9 +55,19 @@ class ConcurrencyConflict(Exception):
     """The command kept losing races on a busy aggregate; the client may retry."""
 
 
+def client_user_agent(raw: str | None) -> str | None:
+    """A client's User-Agent as event metadata keeps it: without control characters (nor
+    any other character that does not print: line breaks would forge lines in whatever
+    shows it), at most USER_AGENT_MAX_LENGTH characters; None if nothing is left."""
+    if raw is None or (len(raw) <= USER_AGENT_MAX_LENGTH and raw.isprintable()):
+        return raw or None
+    return "".join(ch for ch in raw if ch.isprintable())[:USER_AGENT_MAX_LENGTH] or None
+
+
 @dataclass(frozen=True, slots=True)
 class RequestContext:
-    """Who sent a command and how; recorded as each event's metadata."""
+    """Who sent a command and how; recorded as each event's metadata (the client's
+    headers bounded and validated by the API: see `client_user_agent`)."""
 
     correlation_id: str
     causation_id: str

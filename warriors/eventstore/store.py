@@ -96,12 +96,16 @@ class EventStore:
                 row = await cur.fetchone()
         return RecordedAnswer(*row) if row else None
 
-    async def aggregate_events(self, aggregate_id: UUID) -> list[StoredEvent]:
+    async def aggregate_events(
+        self, aggregate_id: UUID, after_version: int = 0, limit: int | None = None
+    ) -> list[StoredEvent]:
+        """The aggregate's events after `after_version`, oldest first, at most `limit`."""
         with translated_errors():
             async with self.pool.connection() as conn, conn.cursor(row_factory=tuple_row) as cur:
                 await cur.execute(
-                    f"SELECT {EVENT_COLUMNS} FROM event_store WHERE aggregate_id = %s ORDER BY event_version",
-                    (aggregate_id,),
+                    f"SELECT {EVENT_COLUMNS} FROM event_store WHERE aggregate_id = %s AND event_version > %s"
+                    " ORDER BY event_version LIMIT %s",
+                    (aggregate_id, after_version, limit),
                 )
                 return [stored_event(row) for row in await cur.fetchall()]
 

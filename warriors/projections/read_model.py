@@ -146,16 +146,22 @@ class WarriorsReadModel:
 
     async def create_shadow(self, conn: AsyncConnection[Any], shadow: BlueGreenProjection) -> None:
         """`CREATE TABLE shadow (LIKE live INCLUDING ALL)`: the same columns, defaults,
-        generated columns, indexes and constraints (index names differ; grants are not
-        copied)."""
+        generated columns, indexes and constraints (index names differ), then the live
+        table's owner and grants, which LIKE does not copy: once swapped in, the services'
+        roles keep their rights on it (docs/security.md)."""
         assert isinstance(shadow, WarriorsReadModel)
         for table in (shadow.table, self.table + RETIRED_SUFFIX):
             await _drop_table(conn, table)
-        await conn.execute(
-            sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(
-                sql.Identifier(shadow.table), sql.Identifier(self.table)
-            )
-        )
+        live, new = sql.Identifier(self.table), sql.Identifier(shadow.table)
+        await conn.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(new, live))
+        owner, grants = await _owner_and_grants(conn, self.table)
+        for grantee, privilege in grants:
+            if privilege in _PRIVILEGES:  # a closed set, so it can be spliced into the GRANT
+                grant = sql.SQL("GRANT {} ON {} TO {}").format(
+                    sql.SQL(privilege), new, sql.Identifier(grantee)
+                )
+                await conn.execute(grant)
+        await conn.execute(sql.SQL("ALTER TABLE {} OWNER TO {}").format(new, sql.Identifier(owner)))
 
     async def swap_in(self, conn: AsyncConnection[Any], shadow: BlueGreenProjection) -> None:
         """The count follows the shadow's rows, then two renames: live -> retired, shadow
@@ -221,6 +227,20 @@ class WarriorsReadModel:
             await conn.execute(f"TRUNCATE {DELETIONS}")
         if self.keeps_count:
             await conn.execute("UPDATE warrior_count SET total = 0")
+
+
+_PRIVILEGES = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER"})
+_GRANTS = """
+SELECT pg_get_userbyid(c.relowner), pg_get_userbyid(a.grantee), a.privilege_type
+FROM pg_class c LEFT JOIN LATERAL aclexplode(c.relacl) a ON a.grantee NOT IN (0, c.relowner)
+WHERE c.oid = %s::regclass
+"""
+
+
+async def _owner_and_grants(conn: AsyncConnection[Any], table: str) -> tuple[str, list[tuple[str, str]]]:
+    """The table's owner and its (grantee, privilege) grants to roles other than the owner."""
+    rows = await (await conn.execute(_GRANTS, (table,))).fetchall()
+    return rows[0][0], [(grantee, privilege) for _, grantee, privilege in rows if grantee is not None]
 
 
 async def _drop_table(conn: AsyncConnection[Any], table: str) -> None:

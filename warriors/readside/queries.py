@@ -370,12 +370,19 @@ class WarriorQueries:
                 row = await cursor.fetchone()
         return int(row[0]) if row else 0
 
-    async def history(self, warrior_id: UUID) -> list[dict[str, Any]]:
-        events = await self.store.aggregate_events(warrior_id)
+    async def history(
+        self, warrior_id: UUID, after_version: int, limit: int, *, request_metadata: bool
+    ) -> list[dict[str, Any]] | None:
+        """A page of the warrior's events after `after_version` (None: it never existed).
+        Without `request_metadata`, the writers' IP address and user agent are left out."""
+        events = await self.store.aggregate_events(warrior_id, after_version, limit)
+        if not events and (after_version == 0 or not await self.store.aggregate_events(warrior_id, 0, 1)):
+            return None
         return [
             {"version": e.event_version, "event_type": e.event_type, "event_id": str(e.event_id),
              "position": e.position, "created_at": e.created_at.isoformat(),
-             "data": UPCASTERS.upcast(e.event_type, e.schema_version, e.data), "metadata": e.metadata}
+             "data": UPCASTERS.upcast(e.event_type, e.schema_version, e.data),
+             "metadata": e.metadata if request_metadata else _without_request(e.metadata)}
             for e in events
         ]  # fmt: skip
 
@@ -482,3 +489,11 @@ def _rounded(average: float | None) -> float | None:
 
 def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+# What a request's metadata says about the person who sent it: shown to operators only.
+REQUEST_METADATA = frozenset({"client_ip", "user_agent"})
+
+
+def _without_request(metadata: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in metadata.items() if key not in REQUEST_METADATA}

@@ -1,0 +1,53 @@
+"""The services' PostgreSQL roles (created by migration 0011, without a login): giving them
+a login with a password, and the URLs the services connect with.
+
+`warriors run` does this for the embedded server, with passwords it generates once and
+keeps next to the server's data (mode 0600); a deployment runs `warriors db-roles` as the
+owner with API_DB_PASSWORD and PROJECTOR_DB_PASSWORD set (docker-compose's `migrate`).
+"""
+
+import os
+import secrets
+from enum import StrEnum
+from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql
+
+
+class ServiceRole(StrEnum):
+    API = "warriors_api"  # the HTTP services
+    PROJECTOR = "warriors_projector"  # the projector, the relay, Dagster's runs
+
+
+def enable_logins(owner_url: str, passwords: dict[ServiceRole, str]) -> None:
+    """Let each role log in with its password (set again each time: a rotation is a rerun)."""
+    with psycopg.connect(owner_url, autocommit=True) as conn:
+        for role, password in passwords.items():
+            if not password:
+                raise ValueError(f"no password for the role {role}")
+            conn.execute(
+                sql.SQL("ALTER ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(role), sql.Literal(password))
+            )
+
+
+def local_passwords(folder: Path) -> dict[ServiceRole, str]:
+    """Each role's password for the embedded server: made on first use, in `folder` with
+    mode 0600 from the start."""
+    passwords = {}
+    for role in ServiceRole:
+        path = folder / f"{role}-password"
+        if not path.exists():
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "w") as file:
+                file.write(secrets.token_urlsafe(32))
+        passwords[role] = path.read_text().strip()
+    return passwords
+
+
+def url_as(url: str, role: ServiceRole, password: str) -> str:
+    """`url` (host, port, database, options kept) with the role's credentials instead."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{quote(role, safe='')}:{quote(password, safe='')}@{host}"))
