@@ -103,7 +103,9 @@ def test_run_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
                      timeout=90, what="the platform to be ready")  # fmt: skip
             # The local operator key: made on the first start, kept (mode 0600) and reused.
             key = key_file.read_text().strip()
-            assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+            secrets = ["superuser-password", "warriors_api-password", "warriors_projector-password"]
+            for secret in (key_file, *(tmp_path / "data" / "postgres" / name for name in secrets)):
+                assert stat.S_IMODE(secret.stat().st_mode) == 0o600, secret
             keys.add(key)
             auth = {"Authorization": f"Bearer {key}"}
             refused = httpx.post(

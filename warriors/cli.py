@@ -47,6 +47,7 @@ from warriors.projections.engine import ProjectionEngine, ProjectionNotFailed, r
 from warriors.projections.live import run_live
 from warriors.projections.rebuild import RebuildFailed, RebuildInProgress
 from warriors.retrying import Stopped, retry_until_stopped
+from warriors.secret_files import without_password
 from warriors.security.identity import Role
 from warriors.security.key_store import UnknownKey, create_key, ensure_local_key, list_keys, revoke_key
 from warriors.services import start_all, stop_all
@@ -394,10 +395,10 @@ def _dagster_storage(database_url: str) -> str:
 
 @app.command("dagster-storage")
 def dagster_storage() -> None:
-    """Create Dagster's storage database if missing and print its URL (the full stack runs
-    this before the Dagster webserver and daemon)."""
+    """Create Dagster's storage database if missing and print its URL, without its password
+    (the full stack runs this before the Dagster webserver and daemon)."""
     with _database() as url:
-        typer.echo(_dagster_storage(url))
+        typer.echo(without_password(_dagster_storage(url)))
 
 
 @projections.command("rebuild")
@@ -499,10 +500,12 @@ def db_start(
     data_dir: Annotated[Path | None, typer.Option(help="Data folder (default: DATA_DIR/postgres).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default: EMBEDDED_PG_PORT).")] = None,
 ) -> None:
-    """Start the embedded PostgreSQL and print its URL (it keeps running)."""
+    """Start the embedded PostgreSQL and print its URL without the password, which is in
+    the data folder's `superuser-password` (mode 0600). It keeps running."""
     server = _embedded()
     server = EmbeddedPostgres(data_dir or server.data_dir, port or server.port)
-    typer.echo(server.start())
+    typer.echo(without_password(server.start()))
+    _say(f"the password is in {server.password_file}")
 
 
 @app.command("db-stop")

@@ -16,6 +16,7 @@ from warriors.adapters.kafka_broker import KafkaBroker
 from warriors.adapters.opensearch_server import OpenSearchServer
 from warriors.adapters.redis_server import RedisServer
 from warriors.config import PROJECT_ROOT, get_settings
+from warriors.secret_files import write_secret
 
 ENV_FILE = PROJECT_ROOT / ".env.services"
 
@@ -65,5 +66,4 @@ def stop_all(say: Callable[[str], None]) -> None:
 def write_env_file(path: Path, urls: dict[str, str]) -> None:
     lines = ["# Written by `make services` (warriors services start); removed by `make services-stop`."]
     lines += [f"{variable}={url}" for variable, url in urls.items()]
-    path.write_text("\n".join(lines) + "\n")
-    path.chmod(0o600)  # the Redis URL carries its password
+    write_secret(path, "\n".join(lines) + "\n")  # the Redis URL carries its password

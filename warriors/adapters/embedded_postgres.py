@@ -34,6 +34,7 @@ from pathlib import Path
 import psycopg
 
 from warriors.adapters.service_user import make_traversable, service_user
+from warriors.secret_files import write_secret
 
 log = logging.getLogger("warriors.postgres")
 
@@ -140,8 +141,7 @@ class EmbeddedPostgres:
         # over 127.0.0.1. The builtin C.UTF-8 locale sorts bytewise like C, but lower() and
         # text search lowercase every script (plain C lowercases only ASCII).
         secret = secrets.token_urlsafe(24)
-        self.password_file.write_text(secret + "\n")
-        self.password_file.chmod(0o600)
+        write_secret(self.password_file, secret + "\n")
         with tempfile.NamedTemporaryFile("w", dir=self.data_dir, delete=False) as pwfile:
             pwfile.write(secret + "\n")
         try:

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import redis
 
+from warriors.secret_files import write_secret
+
 START_TIMEOUT_SECONDS = 30.0
 
 
@@ -57,16 +59,15 @@ class RedisServer:
             )
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if not self.password_file.exists():
-            self.password_file.write_text(secrets.token_urlsafe(24) + "\n")
-            self.password_file.chmod(0o600)
+            write_secret(self.password_file, secrets.token_urlsafe(24) + "\n")
         config = self.data_dir / "redis.conf"
-        config.write_text(
+        write_secret(
+            config,
             f"port {self.port}\nbind 127.0.0.1\nprotected-mode yes\ndir {self.data_dir.resolve()}\n"
             f"pidfile {self.pid_file.resolve()}\nlogfile {self.log_file.resolve()}\n"
             f"requirepass {self._password()}\n"
-            'save ""\nappendonly no\ndaemonize yes\nmaxmemory 512mb\nmaxmemory-policy volatile-lru\n'
+            'save ""\nappendonly no\ndaemonize yes\nmaxmemory 512mb\nmaxmemory-policy volatile-lru\n',
         )
-        config.chmod(0o600)
         subprocess.run([binary, str(config)], check=True)
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         while not self._answers():

@@ -6,7 +6,6 @@ keeps next to the server's data (mode 0600); a deployment runs `warriors db-role
 owner with API_DB_PASSWORD and PROJECTOR_DB_PASSWORD set (docker-compose's `migrate`).
 """
 
-import os
 import secrets
 from enum import StrEnum
 from pathlib import Path
@@ -14,6 +13,8 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
+
+from warriors.secret_files import write_secret
 
 
 class ServiceRole(StrEnum):
@@ -39,9 +40,7 @@ def local_passwords(folder: Path) -> dict[ServiceRole, str]:
     for role in ServiceRole:
         path = folder / f"{role}-password"
         if not path.exists():
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(descriptor, "w") as file:
-                file.write(secrets.token_urlsafe(32))
+            write_secret(path, secrets.token_urlsafe(32))
         passwords[role] = path.read_text().strip()
     return passwords
 

@@ -1,6 +1,5 @@
 """API keys in PostgreSQL (`api_keys`): create, list, revoke, and find a key's identity."""
 
-import os
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -13,6 +12,7 @@ from psycopg_pool import AsyncConnectionPool
 from uuid_utils.compat import uuid7
 
 from warriors.eventstore.errors import translated_errors
+from warriors.secret_files import write_secret
 from warriors.security.identity import Identity, Role, key_digest, key_subject, looks_like_key, new_key
 
 NAME_MAX_LENGTH = 100
@@ -105,10 +105,5 @@ def ensure_local_key(database_url: str, path: Path) -> bool:
     if path.exists() and key_is_valid(database_url, path.read_text().strip()):
         return False
     _, key = create_key(database_url, Role.OPERATOR, LOCAL_KEY_NAME)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staged = path.with_name(f".{path.name}.{os.getpid()}")
-    descriptor = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w") as file:
-        file.write(key + "\n")
-    os.replace(staged, path)
+    write_secret(path, key + "\n")
     return True
