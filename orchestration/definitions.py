@@ -13,6 +13,7 @@ from orchestration.jobs import (
     daily_statistics,
     rebuild_projection,
     refresh_statistics,
+    replay_parked,
     take_snapshots,
 )
 from orchestration.resources import EventStoreResource, ProjectionsResource, StatisticsResource
@@ -51,6 +52,7 @@ defs = dg.Definitions(
     asset_checks=CHECKS,
     jobs=[
         rebuild_projection,
+        replay_parked,
         catch_up_all,
         refresh_statistics,
         daily_statistics,

@@ -1,10 +1,12 @@
 """Jobs an operator launches from the Dagster UI (Jobs -> job -> Launchpad -> Launch run),
 and that the sensors and schedules start."""
 
+from uuid import UUID
+
 import dagster as dg
 from pydantic import Field
 
-from orchestration.assets.projections import CONSISTENCY_CHECK, LAG_CHECK, projection_key
+from orchestration.assets.projections import CONSISTENCY_CHECK, LAG_CHECK, PARKED_CHECK, projection_key
 from orchestration.assets.snapshots import SNAPSHOTS
 from orchestration.assets.statistics import DAILY_STATISTICS, STATISTICS_VIEW
 from orchestration.resources import ProjectionsResource
@@ -55,6 +57,51 @@ def rebuild_projection() -> None:
     rebuild_projection_op()
 
 
+class ReplayParkedConfig(dg.Config):
+    projection: ProjectionName = Field(
+        default=ProjectionName.WARRIORS_READ_MODEL, description="Whose parked events to replay."
+    )
+    event_ids: list[str] = Field(
+        default=[],
+        description="The parked events to replay (ids from the no_parked_events check's table);"
+        " empty: all of the projection's.",
+    )
+
+
+@dg.op(description="Rebuild the projection with its parked events applied this time.")
+def replay_parked_op(
+    context: dg.OpExecutionContext, config: ReplayParkedConfig, projections: ProjectionsResource
+) -> None:
+    try:
+        wanted = [UUID(i.strip()) for i in config.event_ids if i.strip()] or None
+    except ValueError as exc:
+        raise dg.Failure(f"event_ids must be event ids (UUIDs): {exc}") from None
+    replayed, report = projections.replay_parked(config.projection, wanted, progress=context.log.info)
+    listed = "\n".join(f"- `{e.event_id}` (position {e.position})" for e in replayed)
+    context.log_event(
+        dg.AssetMaterialization(
+            asset_key=projection_key(config.projection),
+            description=f"rebuilt with {len(replayed)} parked event(s) applied",
+            metadata={
+                "replayed_events": dg.MetadataValue.md(listed),
+                "events_applied": dg.MetadataValue.int(report.events),
+                "to_position": dg.MetadataValue.int(report.position),
+                "duration_seconds": dg.MetadataValue.float(round(report.seconds, 3)),
+            },
+        )
+    )
+
+
+@dg.job(
+    description="After fixing what made events fail, apply a projection's parked events (all, or"
+    " those listed): the projection is rebuilt with them, without downtime. One that fails again"
+    " stays parked with its new error; the live projection is untouched.",
+    tags={REBUILD_TAG: "true"},
+)
+def replay_parked() -> None:
+    replay_parked_op()
+
+
 catch_up_all = dg.define_asset_job(
     "catch_up_all",
     selection=PROJECTION_ASSETS,
@@ -86,7 +133,7 @@ consistency_check = dg.define_asset_job(
         *(
             dg.AssetCheckKey(projection_key(name), check)
             for name in configured()
-            for check in (LAG_CHECK, CONSISTENCY_CHECK)
+            for check in (LAG_CHECK, CONSISTENCY_CHECK, PARKED_CHECK)
         )
     ),
     description="Run the projections' lag and consistency checks (nothing is materialized).",

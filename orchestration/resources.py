@@ -29,6 +29,8 @@ from warriors.eventstore.store import EventStore
 from warriors.projections.cache import WarriorsCache
 from warriors.projections.catalog import ProjectionName, opened, rebuild
 from warriors.projections.engine import ProjectionEngine, register
+from warriors.projections.parked import ParkedEvent, parked_events
+from warriors.projections.parked import replay as replay_parked
 from warriors.projections.read_model import WarriorsReadModel
 from warriors.projections.rebuild import RebuildReport
 from warriors.projections.search import WarriorsSearch
@@ -139,6 +141,21 @@ class ProjectionsResource(_Database):
 
         def go(pool: Pool) -> Awaitable[RebuildReport]:
             return rebuild(pool, name, batch_size=self.batch_size, progress=progress)
+
+        self._register(name)
+        return self._run(go)
+
+    def parked(self, name: ProjectionName) -> list[ParkedEvent]:
+        """Its parked events waiting for a replay or a discard."""
+        return self._on_connection(lambda conn: parked_events(conn, name))
+
+    def replay_parked(
+        self, name: ProjectionName, event_ids: list[UUID] | None, progress: Callable[[str], None]
+    ) -> tuple[list[ParkedEvent], RebuildReport]:
+        """Apply parked events (all, or `event_ids`) by rebuilding the projection with them."""
+
+        def go(pool: Pool) -> Awaitable[tuple[list[ParkedEvent], RebuildReport]]:
+            return replay_parked(pool, name, event_ids, batch_size=self.batch_size, progress=progress)
 
         self._register(name)
         return self._run(go)

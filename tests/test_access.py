@@ -22,7 +22,7 @@ COMMANDS = "/api/v1/commands/warriors"
 QUERIES = "/api/v1/queries/warriors"
 BODY = {"name": "Tomoe Gozen", "dob": "1990-01-01", "fight_skills": ["Naginata"]}
 # Operator endpoints: the projections' state and the metrics.
-OPERATOR_PATHS = {"/api/v1/queries/projections", "/metrics"}
+OPERATOR_PATHS = {"/api/v1/queries/projections", "/api/v1/queries/projections/{name}/parked", "/metrics"}
 OPEN_PATHS = {"/health/live", "/health/ready"}
 
 
@@ -48,7 +48,7 @@ def operations(service: ServiceProcess, warrior_id: str) -> list[tuple[str, str,
     document = httpx.get(f"{service.base_url}/openapi.json", timeout=10).json()
     found: list[tuple[str, str, str]] = []
     for path, methods in document["paths"].items():
-        url = path.replace("{warrior_id}", warrior_id)
+        url = path.replace("{warrior_id}", warrior_id).replace("{name}", "warriors_read_model")
         if path in ("/warrior", "/api/v1/queries/warriors/suggest"):
             url += "?t=musashi&prefix=mus"
         found.extend((method, path, url) for method in methods)

@@ -297,7 +297,7 @@ def test_search_and_cache_projections_are_assets_with_checks_and_rebuilds(
             [*assets, *checks], resources=resources(fresh_database), instance=instance, raise_on_error=True
         )
         evaluations = result.get_asset_check_evaluations()
-        assert len(evaluations) == 6
+        assert len(evaluations) == 9  # lag, consistency and parked, for each of the three
         assert all(e.passed for e in evaluations), [
             (e.asset_key, e.check_name, e.description) for e in evaluations
         ]

@@ -45,7 +45,10 @@ from warriors.projections.base import Projection
 from warriors.projections.catalog import ProjectionName, all_projections, opened, rebuild
 from warriors.projections.engine import ProjectionEngine, ProjectionNotFailed, register
 from warriors.projections.live import run_live
+from warriors.projections.parked import NothingParked, discard, parked_events
+from warriors.projections.parked import replay as replay_parked
 from warriors.projections.rebuild import RebuildFailed, RebuildInProgress
+from warriors.projections.status import projection_statuses
 from warriors.retrying import Stopped, retry_until_stopped
 from warriors.secret_files import without_password
 from warriors.security.identity import Role
@@ -314,19 +317,91 @@ app.add_typer(projections, name="projections")
 
 @projections.command("status")
 def projections_status() -> None:
-    """Each projection's checkpoint, status and last error."""
+    """Each projection: status, position, lag (events and seconds), parked events waiting,
+    last error. With Kafka set, lag is the relay's plus the consumer group's."""
+    kafka = bool(get_settings().kafka_bootstrap_servers)
 
     async def show(url: str) -> None:
         async with _pool(url) as pool, pool.connection() as conn:
-            cursor = await conn.execute(
-                "SELECT projection_name, last_position, status, coalesce(last_error, '')"
-                " FROM projection_offsets ORDER BY 1"
-            )
-            for name, position, status, error in await cursor.fetchall():
-                typer.echo(f"{name:<28} position {position:<10} {status:<10} {error}")
+            for s in await projection_statuses(conn, kafka=kafka):
+                typer.echo(
+                    f"{s.name:<28} {s.status:<8} position {s.position:<10} lag {s.lag_events:>7} events"
+                    f" {s.lag_seconds:>8.1f}s  parked {s.parked_events:<4} {s.last_error or ''}"
+                )
 
     with _database() as url:
         asyncio.run(show(url))
+
+
+@projections.command("parked")
+def projections_parked(
+    name: ProjectionName,
+    discarded: Annotated[bool, typer.Option("--discarded", help="Also the discarded ones.")] = False,
+) -> None:
+    """The projection's parked events, oldest first: event, position, type, warrior, when,
+    the error (and, with --discarded, those discarded and why)."""
+
+    async def show(url: str) -> None:
+        async with _pool(url) as pool, pool.connection() as conn:
+            events = await parked_events(conn, name, discarded=discarded)
+        for e in events:
+            state = f"discarded {e.discarded_at:%Y-%m-%d %H:%M}: {e.discard_reason}" if e.discarded_at else ""
+            typer.echo(
+                f"{e.event_id}  position {e.position:<10} {e.event_type or '?':<22} warrior {e.aggregate_id}"
+                f"  parked {e.parked_at:%Y-%m-%d %H:%M:%S}  {e.error}  {state}".rstrip()
+            )
+        if not events:
+            _say(f"{name}: no parked events")
+
+    with _database() as url:
+        asyncio.run(show(url))
+
+
+@projections.command("replay-parked")
+def projections_replay_parked(
+    name: ProjectionName,
+    event: Annotated[
+        list[UUID] | None, typer.Option("--event", help="This parked event (repeatable); default: all.")
+    ] = None,
+) -> None:
+    """After fixing the cause, apply parked events: the projection is rebuilt with them
+    (blue/green for a table or an index, in place for the cache). One that fails again
+    stays parked with its new error, and the live projection is untouched."""
+
+    async def go(url: str) -> None:
+        async with _pool(url) as pool:
+            chosen, report = await replay_parked(pool, name, event, progress=_say)
+        _say(f"{name}: {len(chosen)} parked event(s) applied; {report.events} events in the rebuild")
+
+    with _database() as url:
+        try:
+            asyncio.run(go(url))
+        except (NothingParked, RebuildFailed, RebuildInProgress) as exc:
+            _say(str(exc))
+            raise typer.Exit(1) from None
+
+
+@projections.command("discard")
+def projections_discard(
+    name: ProjectionName,
+    event_id: UUID,
+    reason: Annotated[str, typer.Option(help="Why it is never to be applied (recorded).")],
+) -> None:
+    """Never apply a parked event: it stays passed over and is no longer counted as waiting."""
+
+    async def go(url: str) -> None:
+        async with _pool(url) as pool, pool.connection() as conn:
+            found = await discard(conn, name, event_id, reason)
+        _say(f"{name}: discarded {found.event_id} (position {found.position}): {found.discard_reason}")
+
+    with _database() as url:
+        try:
+            asyncio.run(go(url))
+        except NothingParked as exc:
+            _say(str(exc))
+            raise typer.Exit(1) from None
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--reason") from None
 
 
 def _operate(name: ProjectionName, action: Callable[[ProjectionEngine], Awaitable[str]]) -> None:

@@ -11,6 +11,7 @@ from starlette.responses import Response
 from api.common.access import GuardedRoute, identity, requires
 from api.common.problems import PROBLEM_RESPONSES, BadRequest
 from warriors.domain.errors import WarriorNotFound
+from warriors.projections.catalog import ProjectionName
 from warriors.projections.read_model import READ_MODEL
 from warriors.projections.search import SEARCH
 from warriors.readside.answer_cache import AnswerCache
@@ -34,8 +35,13 @@ OPERATE = requires(Role.OPERATOR)
 HISTORY_PAGE_MAX = 1000
 
 
-# Not blank, no control characters (PostgreSQL cannot even store NUL).
-_VISIBLE_TEXT = r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
+# Not blank, no control characters (PostgreSQL cannot even store NUL). White space is
+# spelled out: `\s` differs between regex engines (ECMA 262's, the document's dialect, has
+# no U+0085; Rust's, which validates it here, has), so the document said otherwise.
+_VISIBLE_TEXT = (
+    r"^[^\x00-\x1f\x7f]*[^\x00-\x20\x7f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    r"[^\x00-\x1f\x7f]*$"
+)
 _POSITION = re.compile(r"[0-9]{1,18}")
 TERM_MAX_LENGTH = 1000
 
@@ -184,3 +190,19 @@ async def statistics(request: Request) -> Response:
 )  # fmt: skip
 async def projections(request: Request) -> Response:
     return _json(await _queries(request).projections())
+
+
+@router.get(
+    "/projections/{name}/parked", summary="A projection's parked events (operators)",
+    responses=_ERRORS, openapi_extra=OPERATE,
+)  # fmt: skip
+async def parked_events(
+    name: ProjectionName,
+    request: Request,
+    discarded: Annotated[bool, Query(description="Also the discarded ones, with their reason.")] = False,
+) -> Response:
+    """Events the projection could not apply and moved past, oldest first: `event_id`,
+    `position`, `event_type`, `aggregate_id`, `error`, `parked_at` (and `discarded_at`,
+    `discard_reason`). Replay or discard them with `warriors projections replay-parked` /
+    `discard`, or the Dagster job `replay_parked` (docs/operations.md)."""
+    return _json(await _queries(request).parked(name, discarded=discarded))

@@ -13,10 +13,12 @@ from orchestration.assets.event_store import EVENT_STORE
 from orchestration.resources import ProjectionsResource
 from warriors.config import get_settings
 from warriors.projections.catalog import ProjectionName
+from warriors.projections.parked import ParkedEvent
 from warriors.projections.status import ProjectionStatus
 
 LAG_CHECK = "lag_under_threshold"
 CONSISTENCY_CHECK = "consistent_with_event_store"
+PARKED_CHECK = "no_parked_events"
 
 
 def projection_key(name: ProjectionName) -> dg.AssetKey:
@@ -102,7 +104,37 @@ def build_projection_checks(name: ProjectionName) -> list[dg.AssetChecksDefiniti
     def consistency(projections: ProjectionsResource) -> dg.AssetCheckResult:
         return _consistency_result(projections, name)
 
-    return [lag, consistency]
+    @dg.asset_check(
+        asset=projection_key(name),
+        name=PARKED_CHECK,
+        description="No event waits parked (the sink misses its effect). The table lists them;"
+        " replay them after a fix with the replay_parked job, or discard them with a reason (CLI).",
+    )
+    def parked(projections: ProjectionsResource) -> dg.AssetCheckResult:
+        return _parked_result(projections.parked(name))
+
+    return [lag, consistency, parked]
+
+
+def _parked_result(events: list[ParkedEvent]) -> dg.AssetCheckResult:
+    rows = "\n".join(
+        f"| `{e.event_id}` | {e.position} | {e.event_type or '?'} | `{e.aggregate_id}` |"
+        f" {e.parked_at:%Y-%m-%d %H:%M:%S} | {_cell(e.error)} |"
+        for e in events[:100]
+    )
+    table = "| event | position | type | warrior | parked at | error |\n|---|---|---|---|---|---|\n" + rows
+    return dg.AssetCheckResult(
+        check_name=PARKED_CHECK,
+        passed=not events,
+        severity=dg.AssetCheckSeverity.WARN,  # the projection goes on; an operator must look
+        description=f"{len(events)} parked event(s) waiting" if events else "none parked",
+        metadata={"parked_events": dg.MetadataValue.int(len(events)), "parked": dg.MetadataValue.md(table)},
+    )
+
+
+def _cell(text: str) -> str:
+    """Text that fits one markdown table cell."""
+    return " ".join(text.split()).replace("|", "\\|")[:300]
 
 
 def _lag_result(status: ProjectionStatus) -> dg.AssetCheckResult:

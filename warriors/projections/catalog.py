@@ -5,6 +5,7 @@ when REDIS_URL is set."""
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from enum import StrEnum
+from uuid import UUID
 
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
@@ -78,15 +79,21 @@ async def rebuild(
     *,
     batch_size: int,
     progress: Callable[[str], None],
+    replaying: frozenset[UUID] = frozenset(),
 ) -> RebuildReport:
-    """Blue/green where the projection allows it; emptied and replayed otherwise."""
+    """Blue/green where the projection allows it; emptied and replayed otherwise.
+    `replaying`: parked events to apply this time (warriors/projections/parked.py)."""
     if (blue_green := build_blue_green(name)) is not None:
         try:
-            return await rebuild_blue_green(pool, blue_green, batch_size=batch_size, progress=progress)
+            return await rebuild_blue_green(
+                pool, blue_green, batch_size=batch_size, progress=progress, replaying=replaying
+            )
         finally:
             await blue_green.close()
     async with opened(name) as projection:
-        return await rebuild_in_place(pool, projection, batch_size=batch_size, progress=progress)
+        return await rebuild_in_place(
+            pool, projection, batch_size=batch_size, progress=progress, replaying=replaying
+        )
 
 
 @asynccontextmanager

@@ -27,6 +27,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 from psycopg import AsyncConnection, errors
 from psycopg_pool import AsyncConnectionPool
@@ -48,6 +49,11 @@ class RebuildInProgress(Exception):
 class RebuildFailed(Exception):
     """The shadow could not be built (a poison event); the live projection is untouched."""
 
+    def __init__(self, message: str, event_id: UUID | None = None, error: str | None = None) -> None:
+        super().__init__(message)
+        self.event_id = event_id  # the poison event, when one stopped it
+        self.error = error
+
 
 @dataclass(frozen=True, slots=True)
 class RebuildReport:
@@ -65,20 +71,23 @@ async def rebuild_blue_green(
     *,
     batch_size: int = 1000,
     progress: Callable[[str], None] = log.info,
+    replaying: frozenset[UUID] = frozenset(),
 ) -> RebuildReport:
+    """`replaying`: parked events of the live projection to apply this time (after a fix);
+    at the swap they stop being parked. Should one fail again, nothing changes."""
     started = time.monotonic()
     shadow = live.shadow()
     with translated_errors():
         async with _exclusive_rebuild(pool, live.name):
             try:
-                await _create_shadow(pool, live, shadow)
+                await _create_shadow(pool, live, shadow, replaying)
                 progress(f"{live.name}: building {shadow.name} from position 0")
                 shadow_engine = ProjectionEngine(pool, shadow, batch_size)
                 built = 0
                 for attempt in range(1, _SWAP_ATTEMPTS + 1):
                     built += await _fill(shadow_engine, batch_size, progress)
                     swap_started = time.monotonic()
-                    swapped = await _try_swap(live, shadow, shadow_engine)
+                    swapped = await _try_swap(live, shadow, shadow_engine, replaying)
                     if swapped is not None:
                         break
                     pause = min(0.1 * 2**attempt, 2.0)
@@ -128,18 +137,22 @@ async def _exclusive_rebuild(pool: AsyncConnectionPool[AsyncConnection], name: s
 
 
 async def _create_shadow(
-    pool: AsyncConnectionPool[AsyncConnection], live: BlueGreenProjection, shadow: BlueGreenProjection
+    pool: AsyncConnectionPool[AsyncConnection],
+    live: BlueGreenProjection,
+    shadow: BlueGreenProjection,
+    replaying: frozenset[UUID],
 ) -> None:
     """Fresh shadow storage and checkpoint (a crashed rebuild's leftovers are dropped),
-    with the live projection's parked events."""
+    with the live projection's parked events but those being replayed."""
     async with pool.connection() as conn, conn.transaction():
         await live.create_shadow(conn, shadow)
         await _forget_checkpoint(conn, shadow.name)
         await conn.execute("INSERT INTO projection_offsets (projection_name) VALUES (%s)", (shadow.name,))
         await conn.execute(
             "INSERT INTO projection_parked_events (projection_name, event_id, position, error)"
-            " SELECT %s, event_id, position, error FROM projection_parked_events WHERE projection_name = %s",
-            (shadow.name, live.name),
+            " SELECT %s, event_id, position, error FROM projection_parked_events"
+            " WHERE projection_name = %s AND event_id <> ALL(%s)",
+            (shadow.name, live.name, list(replaying)),
         )
 
 
@@ -164,7 +177,10 @@ async def _fill(engine: ProjectionEngine, batch_size: int, progress: Callable[[s
 
 
 async def _try_swap(
-    live: BlueGreenProjection, shadow: BlueGreenProjection, shadow_engine: ProjectionEngine
+    live: BlueGreenProjection,
+    shadow: BlueGreenProjection,
+    shadow_engine: ProjectionEngine,
+    replaying: frozenset[UUID],
 ) -> tuple[int, int] | None:
     """(events applied under the lock, the checkpoint position at the swap), or None when
     readers held the live storage too long (nothing was changed)."""
@@ -181,6 +197,7 @@ async def _try_swap(
             position, _ = await shadow_engine.checkpoint(conn)
             await live.swap_in(conn, shadow)
             await live_engine.move_checkpoint(conn, position, "RUNNING")
+            await _unpark(conn, live.name, replaying)  # applied now: in the same transaction
             await _forget_checkpoint(conn, shadow.name)
             return final, position.position
     except errors.LockNotAvailable:
@@ -201,8 +218,18 @@ async def _raise_if_failed(
         [status] = await projection_statuses(conn, engine.name)
     raise RebuildFailed(
         f"{engine.name} stopped at a poison event after position {result.end.position}: {status.last_error}."
-        " The live projection is untouched; fix or park the event, then rebuild again."
+        " The live projection is untouched; fix or park the event, then rebuild again.",
+        status.failed_event_id,
+        status.last_error,
     )
+
+
+async def _unpark(conn: AsyncConnection[Any], name: str, event_ids: frozenset[UUID]) -> None:
+    if event_ids:
+        await conn.execute(
+            "DELETE FROM projection_parked_events WHERE projection_name = %s AND event_id = ANY(%s)",
+            (name, list(event_ids)),
+        )
 
 
 async def _drop_shadow(
@@ -219,14 +246,20 @@ async def rebuild_in_place(
     *,
     batch_size: int = 1000,
     progress: Callable[[str], None] = log.info,
+    replaying: frozenset[UUID] = frozenset(),
 ) -> RebuildReport:
     """Rebuild a projection outside PostgreSQL (a cache): empty it and replay from
-    position 0. Its readers fall back to PostgreSQL until it has caught up again."""
+    position 0. Its readers fall back to PostgreSQL until it has caught up again.
+    `replaying`: parked events to apply this time; one that fails again leaves the
+    projection FAILED at it, as any poison event does (park it again)."""
     started = time.monotonic()
     engine = ProjectionEngine(pool, projection, batch_size)
     with translated_errors():
         async with _exclusive_rebuild(pool, projection.name):
             await engine.register()
+            if replaying:
+                async with pool.connection() as conn:
+                    await _unpark(conn, projection.name, replaying)
             await engine.reset()
             progress(f"{projection.name}: emptied; replaying from position 0")
             total = await _fill(engine, batch_size, progress)

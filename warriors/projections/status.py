@@ -24,7 +24,9 @@ SELECT o.projection_name, o.last_position, o.status, o.last_processed_at, o.last
        coalesce(extract(epoch FROM now() - (
            SELECT created_at FROM event_store e
            WHERE (e.transaction_id, e.position) > (o.last_transaction_id, o.last_position)
-           ORDER BY e.transaction_id, e.position LIMIT 1)), 0)::float8 AS lag_seconds
+           ORDER BY e.transaction_id, e.position LIMIT 1)), 0)::float8 AS lag_seconds,
+       (SELECT count(*) FROM projection_parked_events p
+        WHERE p.projection_name = o.projection_name AND p.discarded_at IS NULL) AS parked
 FROM projection_offsets o
 {where}
 ORDER BY o.projection_name
@@ -41,6 +43,7 @@ class ProjectionStatus:
     failed_event_id: UUID | None
     lag_events: int
     lag_seconds: float
+    parked_events: int = 0  # parked and waiting for a replay or a discard
     consumer_group: str | None = None  # fed from Kafka: its group
     consumer_lag: int | None = None  # messages its group has not committed yet
 
@@ -54,6 +57,7 @@ class ProjectionStatus:
             "last_processed_at": self.last_processed_at.isoformat(),
             "last_error": self.last_error,
             "failed_event_id": str(self.failed_event_id) if self.failed_event_id else None,
+            "parked_events": self.parked_events,
             "consumer_group": self.consumer_group,
             "consumer_lag": self.consumer_lag,
         }
@@ -106,7 +110,7 @@ async def projection_statuses(
         where = "WHERE o.projection_name IN (%s, %s)"  # the relay too: a Kafka-fed lag needs it
         cursor = await conn.execute(_STATUSES.format(where=where), (name, RELAY))
     statuses = [
-        ProjectionStatus(row[0], row[1], row[2], row[3], row[4], row[5], max(row[6], 0), row[7])
+        ProjectionStatus(row[0], row[1], row[2], row[3], row[4], row[5], max(row[6], 0), row[7], row[8])
         for row in await cursor.fetchall()
     ]
     if kafka:

@@ -19,6 +19,7 @@ from warriors.domain.upcasting import UPCASTERS
 from warriors.eventstore.errors import translated_errors
 from warriors.eventstore.grouping import Grouped
 from warriors.eventstore.store import AggregateStream, EventStore
+from warriors.projections.parked import parked_events
 from warriors.projections.read_model import READ_MODEL
 from warriors.projections.status import projection_statuses
 from warriors.readside import search_index
@@ -421,6 +422,14 @@ class WarriorQueries:
             async with self.pool.connection() as conn:
                 statuses = await projection_statuses(conn, kafka=self.fed_by_kafka)
                 return [status.as_json() for status in statuses]
+
+    async def parked(self, projection: str, *, discarded: bool) -> list[dict[str, Any]]:
+        """The projection's parked events (warriors/projections/parked.py), oldest first."""
+        with translated_errors():
+            async with self.pool.connection() as conn:
+                return [
+                    event.as_json() for event in await parked_events(conn, projection, discarded=discarded)
+                ]
 
     async def wait_for(self, position: int, seconds: float, projection: str = READ_MODEL) -> None:
         """Return once `projection` has applied the event at `position`; bounded."""
