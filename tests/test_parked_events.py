@@ -110,8 +110,9 @@ def test_a_parked_event_is_listed_everywhere_then_replayed_after_the_fix(
     event_id = str(parked.event_id)
 
     service = ServiceProcess(url, free_port())
+    metric = f'warriors_parked_events{{projection="{NAME.value}"}}'
+    path = f"{service.base_url}/api/v1/queries/projections/{NAME.value}/parked"
     try:
-        path = f"{service.base_url}/api/v1/queries/projections/{NAME.value}/parked"
         assert httpx.get(path).status_code == 401  # operators only
         [listed] = httpx.get(path, headers=service.headers).json()
         assert (listed["event_id"], listed["event_type"]) == (event_id, "WarriorUpdated")
@@ -119,8 +120,21 @@ def test_a_parked_event_is_listed_everywhere_then_replayed_after_the_fix(
         assert "unreadable event data" in listed["error"]
         statuses = httpx.get(f"{service.base_url}/api/v1/queries/projections", headers=service.headers).json()
         assert [s["parked_events"] for s in statuses if s["name"] == NAME.value] == [1]
+        assert f"{metric} 1.0" in httpx.get(f"{service.base_url}/metrics", headers=service.headers).text
+        list_then_replay_after_the_fix(url, instance, monkeypatch, event_id, parked)
+        assert httpx.get(path, headers=service.headers).json() == []
+        assert f"{metric} 0.0" in httpx.get(f"{service.base_url}/metrics", headers=service.headers).text
     finally:
         service.stop()
+
+
+def list_then_replay_after_the_fix(
+    url: str,
+    instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+    event_id: str,
+    parked: StoredEvent,
+) -> None:
     listing = cli(url, "parked", NAME.value)
     assert event_id in listing.stdout
     assert "WarriorUpdated" in listing.stdout

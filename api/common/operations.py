@@ -1,5 +1,6 @@
 """Endpoints every service has: `/health/live`, `/health/ready` and `/metrics`."""
 
+import contextlib
 import os
 from collections.abc import Awaitable, Callable
 
@@ -9,6 +10,8 @@ from starlette.responses import JSONResponse, Response
 
 from api.common.access import Access, GuardedRoute, Unauthenticated, requires
 from warriors.eventstore.errors import StoreUnavailable
+from warriors.metrics import set_projection_gauges
+from warriors.readside.queries import WarriorQueries
 from warriors.security.identity import Role
 
 ReadyCheck = Callable[[], Awaitable[dict[str, str]]]
@@ -46,7 +49,12 @@ def operations_router(ready_check: ReadyCheck) -> APIRouter:
         "/metrics", summary="Prometheus metrics (operators)", response_class=Response,
         openapi_extra=requires(Role.OPERATOR),
     )  # fmt: skip
-    async def metrics() -> Response:
+    async def metrics(request: Request) -> Response:
+        """The HTTP metrics, the projector's and Dagster runs' counters, and the lag and
+        parked gauges, read from PostgreSQL now (warriors/metrics.py)."""
+        queries: WarriorQueries = request.app.state.queries
+        with contextlib.suppress(StoreUnavailable):  # the gauges keep their last values
+            set_projection_gauges(await queries.statuses())
         return Response(_exposition(), media_type=CONTENT_TYPE_LATEST)
 
     return router

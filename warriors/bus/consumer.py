@@ -26,6 +26,7 @@ from warriors.adapters.kafka_bus import DLQ_TOPIC, TOPIC, BusProducer, BusUnavai
 from warriors.bus import envelope
 from warriors.eventstore.reader import read_after
 from warriors.eventstore.records import START, StoredEvent, StreamPosition
+from warriors.metrics import EVENTS_APPLIED
 from warriors.projections.base import Projection, ProjectionTargetUnavailable
 from warriors.projections.engine import lock_projection
 from warriors.projections.status import consumer_group
@@ -177,6 +178,7 @@ class ProjectionConsumer:
         # After the effect; asynchronous: a commit lost to a crash only means a redelivery,
         # which the applies make harmless.
         self.consumer.commit(asynchronous=True)
+        EVENTS_APPLIED.labels(self.projection.name).inc(len(readable))
         try:
             if await self._record_lag(batch) == 0:
                 await self.projection.caught_up()

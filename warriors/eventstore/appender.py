@@ -33,6 +33,7 @@ from warriors.eventstore.records import (
     KeyTaken,
     VersionTaken,
 )
+from warriors.metrics import APPEND_BATCH_SIZE
 
 # Locks are taken in one order by every batch (keys sorted, then events by aggregate and
 # version; the first request of a batch wins a race inside it), so two workers' batches
@@ -99,6 +100,7 @@ class GroupCommitAppender(Grouped[AppendRequest, AppendOutcome]):
         return await self._submit(request)
 
     async def _execute(self, items: list[AppendRequest]) -> list[AppendOutcome]:
+        APPEND_BATCH_SIZE.observe(len(items))
         return await self._write(items)
 
     async def _write(self, requests: list[AppendRequest]) -> list[AppendOutcome]:

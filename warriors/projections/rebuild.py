@@ -33,6 +33,7 @@ from psycopg import AsyncConnection, errors
 from psycopg_pool import AsyncConnectionPool
 
 from warriors.eventstore.errors import translated_errors
+from warriors.metrics import REBUILD_SECONDS
 from warriors.projections.base import BlueGreenProjection, Projection
 from warriors.projections.engine import BatchResult, ProjectionEngine
 from warriors.projections.status import projection_statuses
@@ -109,6 +110,7 @@ async def rebuild_blue_green(
     report = RebuildReport(
         live.name, built + final, final, position, time.monotonic() - started, swap_seconds
     )
+    REBUILD_SECONDS.labels(live.name).observe(report.seconds)
     progress(
         f"{live.name}: swapped in at position {position}: {report.events} events"
         f" in {report.seconds:.1f}s (the swap held the projection for {swap_seconds * 1000:.0f} ms)"
@@ -268,6 +270,7 @@ async def rebuild_in_place(
             async with pool.connection() as conn:
                 position, _ = await engine.checkpoint(conn)
     report = RebuildReport(projection.name, total, 0, position.position, time.monotonic() - started, 0.0)
+    REBUILD_SECONDS.labels(projection.name).observe(report.seconds)
     progress(
         f"{projection.name}: replayed {total} events to position {position.position} in {report.seconds:.1f}s"
     )

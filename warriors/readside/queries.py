@@ -21,7 +21,7 @@ from warriors.eventstore.grouping import Grouped
 from warriors.eventstore.store import AggregateStream, EventStore
 from warriors.projections.parked import parked_events
 from warriors.projections.read_model import READ_MODEL
-from warriors.projections.status import projection_statuses
+from warriors.projections.status import ProjectionStatus, projection_statuses
 from warriors.readside import search_index
 from warriors.readside.search_terms import (
     MAX_COMPLETIONS,
@@ -418,10 +418,12 @@ class WarriorQueries:
 
     async def projections(self) -> list[dict[str, Any]]:
         """Each projection's checkpoint, status and live lag (events and seconds behind)."""
+        return [status.as_json() for status in await self.statuses()]
+
+    async def statuses(self) -> list[ProjectionStatus]:
         with translated_errors():
             async with self.pool.connection() as conn:
-                statuses = await projection_statuses(conn, kafka=self.fed_by_kafka)
-                return [status.as_json() for status in statuses]
+                return await projection_statuses(conn, kafka=self.fed_by_kafka)
 
     async def parked(self, projection: str, *, discarded: bool) -> list[dict[str, Any]]:
         """The projection's parked events (warriors/projections/parked.py), oldest first."""
