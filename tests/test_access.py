@@ -3,9 +3,11 @@ operation without credentials, with a revoked key and with each role; READ_AUTH=
 request metadata shown to operators only; the `warriors keys` commands."""
 
 import os
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -259,3 +261,34 @@ def event_count(postgres: str) -> int:
     with psycopg.connect(postgres) as conn:
         row: Any = conn.execute("SELECT count(*) FROM event_store").fetchone()
     return int(row[0])
+
+
+def test_keys_ensure_file_keeps_one_live_key(postgres: str, tmp_path: Path) -> None:
+    """`warriors keys ensure-file` (compose's Prometheus key): made once, kept while it
+    works, made again once revoked; the file is 0600 and the key is never printed."""
+    env = {**os.environ, "DATABASE_URL": postgres}
+    path = tmp_path / "keys" / "prometheus"
+    command = [sys.executable, "-m", "warriors.cli", "keys", "ensure-file", str(path),
+               "--role", "operator", "--name", "prometheus"]  # fmt: skip
+
+    def ensure() -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done
+
+    made = ensure()
+    key = path.read_text().strip()
+    assert looks_like_key(key)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert "created a operator key" in made.stderr
+    assert key not in made.stdout + made.stderr
+    assert "kept the" in ensure().stderr
+    assert path.read_text().strip() == key
+    with psycopg.connect(postgres) as conn:
+        row = conn.execute(
+            "SELECT id FROM api_keys WHERE name = 'prometheus' AND revoked_at IS NULL"
+        ).fetchone()
+    assert row is not None
+    revoke_key(postgres, row[0])
+    assert "created a" in ensure().stderr
+    assert path.read_text().strip() != key

@@ -52,7 +52,7 @@ from warriors.projections.status import projection_statuses
 from warriors.retrying import Stopped, retry_until_stopped
 from warriors.secret_files import without_password
 from warriors.security.identity import Role
-from warriors.security.key_store import UnknownKey, create_key, ensure_local_key, list_keys, revoke_key
+from warriors.security.key_store import UnknownKey, create_key, ensure_key_file, list_keys, revoke_key
 from warriors.services import start_all, stop_all
 from warriors.supervisor import Supervisor
 
@@ -125,7 +125,7 @@ def _serve(url: str, service_url: str, metrics_dir: str, code_dir: str) -> None:
     settings = get_settings()
     _say(f"migrations: {apply_migrations(url)} applied, schema up to date")
     key_file = settings.local_key_file()
-    made = ensure_local_key(url, key_file)
+    made = ensure_key_file(url, key_file)
     _say(f"API key (operator) {'created in' if made else 'in'} {key_file} (mode 0600): send it as"
          f' -H "Authorization: Bearer $(cat {key_file})"')  # fmt: skip
     base = f"http://{settings.http_host}:{settings.http_port}"
@@ -517,6 +517,20 @@ def keys_create(
             raise typer.BadParameter(str(exc), param_hint="--name") from None
     _say(f"created key {record.id} ({record.role}, {record.name!r})")
     typer.echo(key)
+
+
+@keys.command("ensure-file")
+def keys_ensure_file(
+    path: Annotated[Path, typer.Argument(help="Where the key is kept (created with mode 0600).")],
+    role: Annotated[Role, typer.Option(help="reader, writer or operator.")],
+    name: Annotated[str, typer.Option(help="Shown by `keys list`.")],
+) -> None:
+    """Keep a live key in PATH: made (and written, mode 0600) if the file is missing or its
+    key no longer works, left alone otherwise. For a service that reads its key from a
+    file (compose's Prometheus). Prints nothing but where the key is."""
+    with _database() as url:
+        made = ensure_key_file(url, path, role, name)
+    _say(f"{'created a' if made else 'kept the'} {role} key in {path}")
 
 
 @keys.command("list")

@@ -98,12 +98,15 @@ async def identity_of(pool: AsyncConnectionPool[AsyncConnection], key: str) -> I
     return Identity(key_subject(str(row[0])), Role(row[1]))
 
 
-def ensure_local_key(database_url: str, path: Path) -> bool:
-    """Make sure `path` holds a live operator key of this database (`make run`'s local
-    key); returns whether a new one was made. The file is created with mode 0600 from the
-    start (never written and then restricted) and replaced atomically."""
+def ensure_key_file(
+    database_url: str, path: Path, role: Role = Role.OPERATOR, name: str = LOCAL_KEY_NAME
+) -> bool:
+    """Make sure `path` holds a live key of this database (`make run`'s local operator
+    key, compose's Prometheus key); returns whether a new one was made. The file is
+    created with mode 0600 from the start (never written and then restricted) and
+    replaced atomically."""
     if path.exists() and key_is_valid(database_url, path.read_text().strip()):
         return False
-    _, key = create_key(database_url, Role.OPERATOR, LOCAL_KEY_NAME)
+    _, key = create_key(database_url, role, name)
     write_secret(path, key + "\n")
     return True
