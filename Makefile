@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run services services-stop test test-tools lint format bench bench-tools bench-write bench-read bench-search bench-bus bench-load bench-search-classes bench-deployed soak clean-data
+.PHONY: install run services services-stop test test-tools lint format bench bench-tools bench-write bench-read bench-search bench-bus bench-load bench-search-classes bench-deployed soak fuzz clean-data
 
 # Debian packages are installed with sudo unless running as root.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -52,6 +52,12 @@ test: lint test-tools
 ## SOAK_SECONDS (default 300) of writers and random faults; SOAK_SEED repeats a run.
 soak: $(STAMP) test-tools
 	SOAK_SECONDS=$${SOAK_SECONDS:-300} $(BIN)/pytest -s tests/test_production_faults.py
+
+## make fuzz: the schemathesis fuzzing of the API (tests/test_fuzz_api.py) for longer:
+## FUZZ_EXAMPLES (default 2000; make test runs 200) random cases per operation; FUZZ_SEED
+## repeats a run.
+fuzz: $(STAMP)
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-2000} $(BIN)/pytest -s tests/test_fuzz_api.py
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
