@@ -41,6 +41,7 @@ from warriors.config import PROJECT_ROOT, get_settings
 from warriors.eventstore.database import apply_migrations
 from warriors.eventstore.roles import ServiceRole, enable_logins, local_passwords, url_as
 from warriors.http_server import serve_command
+from warriors.logs import configure_logging
 from warriors.projections.base import Projection
 from warriors.projections.catalog import ProjectionName, all_projections, opened, rebuild
 from warriors.projections.engine import ProjectionEngine, ProjectionNotFailed, register
@@ -64,6 +65,11 @@ app = typer.Typer(help="The warriors platform.", no_args_is_help=True, add_compl
 
 def _say(message: str) -> None:
     typer.secho(f"[warriors] {message}", fg=typer.colors.CYAN, err=True)
+
+
+def _configure_logging(process: str) -> None:
+    settings = get_settings()
+    configure_logging(settings.log_format, settings.log_level, process)
 
 
 def _embedded() -> EmbeddedPostgres:
@@ -215,9 +221,7 @@ def db_roles() -> None:
 def project() -> None:
     """Run the live projector: keep every projection caught up with the store (or, with
     KAFKA_BOOTSTRAP_SERVERS, with the topic the relay fills: one consumer group each)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for chatty in ("opensearch", "elastic_transport"):  # one INFO line per HTTP request otherwise
-        logging.getLogger(chatty).setLevel(logging.WARNING)
+    _configure_logging("projector")
     with _database() as url:
         asyncio.run(_project(url))
 
@@ -262,7 +266,7 @@ async def _project(url: str) -> None:
 def relay() -> None:
     """Run the relay: publish every stored event to Kafka (KAFKA_BOOTSTRAP_SERVERS), its
     checkpoint moved only once the broker confirmed the batch."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _configure_logging("relay")
     settings = get_settings()
     if not settings.kafka_bootstrap_servers:
         _say("KAFKA_BOOTSTRAP_SERVERS is not set (make services writes it to .env.services)")

@@ -32,6 +32,13 @@ class Settings(BaseSettings):
     )
     embedded_pg_port: int = Field(default=5433, description="Port of the embedded PostgreSQL.")
 
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="text: readable lines; json: one JSON object per line (compose)."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="DEBUG adds a line per command stored and per event applied."
+    )
+
     http_host: str = "127.0.0.1"
     http_port: int = 8000
     http_workers: int = Field(default=2, ge=1, description="ASGI worker processes.")

@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uuid_utils import uuid7  # its own UUID type: str() of it is 7x cheaper than of compat's uuid.UUID
 
 from api.common.problems import problem
+from warriors.logs import CORRELATION_ID
 
 CORRELATION_HEADER = b"x-correlation-id"
 _VALID_CORRELATION = re.compile(rb"[\x21-\x7e]{1,128}")
@@ -90,7 +91,9 @@ class EdgeMiddleware:
         if declared > self.max_body_bytes:
             await self._too_large(scope, receive, send)
             return
-        scope.setdefault("state", {})["correlation_id"] = correlation.decode()
+        correlation_id = correlation.decode()
+        scope.setdefault("state", {})["correlation_id"] = correlation_id
+        logged = CORRELATION_ID.set(correlation_id)  # every log line of this request carries it
 
         status = 500
         started = time.perf_counter()
@@ -108,6 +111,7 @@ class EdgeMiddleware:
             else:
                 await self._limited(scope, receive, send_with_id)
         finally:
+            CORRELATION_ID.reset(logged)
             self._observe(scope, status, time.perf_counter() - started)
 
     async def _limited(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -24,6 +24,7 @@ from warriors.eventstore.appender import GroupCommitAppender
 from warriors.eventstore.database import create_pool
 from warriors.eventstore.errors import StoreUnavailable
 from warriors.eventstore.store import EventStore
+from warriors.logs import configure_logging
 from warriors.projections.catalog import search_engine
 from warriors.readside.answer_cache import AnswerCache
 from warriors.readside.queries import WarriorQueries
@@ -45,6 +46,7 @@ def build_service(
     settings = settings or get_settings()
     if not settings.database_url:
         raise RuntimeError("DATABASE_URL is not set; start the platform with `make run`.")
+    configure_logging(settings.log_format, settings.log_level, service)
     database_url = settings.database_url
     # Readiness checks still running, by dependency (see `ready`).
     checking: dict[str, asyncio.Task[str]] = {}

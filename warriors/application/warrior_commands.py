@@ -8,6 +8,7 @@ the command's events (see `eventstore/appender.py`).
 """
 
 import asyncio
+import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +42,8 @@ _BACKOFF_SECONDS = 0.002  # times the attempt number, jittered, between lost rac
 # The longest User-Agent kept in an event's metadata: enough for any real browser's, and
 # a client cannot make every one of its events carry kilobytes of header.
 USER_AGENT_MAX_LENGTH = 256
+
+log = logging.getLogger("warriors.commands")
 
 
 def latest_today() -> date:
@@ -193,6 +196,10 @@ class WarriorCommands:
             )
             outcome = await self._store.append(request)
             if isinstance(outcome, Appended):
+                if log.isEnabledFor(logging.DEBUG):  # the request's correlation id is on the line
+                    log.debug("stored %s of warrior %s (version %s, position %s)",
+                              ", ".join(type(e).__name__ for e in events), outcome.aggregate_id,
+                              outcome.version, outcome.position)  # fmt: skip
                 return Accepted(outcome.aggregate_id, outcome.version, outcome.position)
             if isinstance(outcome, VersionTaken) and expected_version is not None:
                 raise VersionMismatch(command.warrior_id, expected_version, None)

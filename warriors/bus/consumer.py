@@ -26,6 +26,7 @@ from warriors.adapters.kafka_bus import DLQ_TOPIC, TOPIC, BusProducer, BusUnavai
 from warriors.bus import envelope
 from warriors.eventstore.reader import read_after
 from warriors.eventstore.records import START, StoredEvent, StreamPosition
+from warriors.logs import log_applied
 from warriors.metrics import EVENTS_APPLIED
 from warriors.projections.base import Projection, ProjectionTargetUnavailable
 from warriors.projections.engine import lock_projection
@@ -179,6 +180,8 @@ class ProjectionConsumer:
         # which the applies make harmless.
         self.consumer.commit(asynchronous=True)
         EVENTS_APPLIED.labels(self.projection.name).inc(len(readable))
+        if log.isEnabledFor(logging.DEBUG):
+            log_applied(log, self.projection.name, [event for _, event in readable])
         try:
             if await self._record_lag(batch) == 0:
                 await self.projection.caught_up()
@@ -209,7 +212,12 @@ class ProjectionConsumer:
     async def _replay_store(self) -> None:
         """Every stored event into the sink, in batches under the projection's lock (as the
         consumers' batches); an event that fails alone is parked, as from the topic."""
-        await self.projection.intact(START)  # a fresh start: the cache opens its epoch
+        # A fresh start: the cache opens its epoch, the index gets its alias. Under the
+        # projection's lock, as every reset: two members creating the alias at once would
+        # each add an index behind it, and then every write fails ("no write index").
+        async with self.pool.connection() as conn, conn.transaction():
+            await lock_projection(conn, self.projection.name)
+            await self.projection.intact(START)
         position, total = START, 0
         while True:
             async with self.pool.connection() as conn, conn.transaction():
@@ -219,6 +227,9 @@ class ProjectionConsumer:
                     await self._apply_from_store(conn, events)
             if not events:
                 break
+            EVENTS_APPLIED.labels(self.projection.name).inc(len(events))
+            if log.isEnabledFor(logging.DEBUG):
+                log_applied(log, self.projection.name, events)
             position, total = events[-1].stream_position, total + len(events)
             if total % (REPLAY_BATCH * 20) < REPLAY_BATCH:
                 log.info("consumer %s: %d events replayed from the store", self.group, total)

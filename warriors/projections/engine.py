@@ -24,6 +24,7 @@ from psycopg_pool import AsyncConnectionPool
 from warriors.eventstore.errors import translated_errors
 from warriors.eventstore.reader import read_after
 from warriors.eventstore.records import StoredEvent, StreamPosition
+from warriors.logs import log_applied
 from warriors.metrics import EVENTS_APPLIED
 from warriors.projections.base import PoisonEvent, Projection, ProjectionTargetUnavailable
 
@@ -149,6 +150,8 @@ class ProjectionEngine:
         applied, poison = await self._apply_unless_parked(conn, events)
         end = applied[-1].stream_position if applied else start
         EVENTS_APPLIED.labels(self.name).inc(len(applied))  # counted at the commit's attempt
+        if log.isEnabledFor(logging.DEBUG):
+            log_applied(log, self.name, applied)
         if poison is None:
             await self.move_checkpoint(conn, end, "RUNNING")
             if len(events) < self.batch_size:
