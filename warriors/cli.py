@@ -56,6 +56,7 @@ from warriors.security.identity import Role
 from warriors.security.key_store import UnknownKey, create_key, ensure_key_file, list_keys, revoke_key
 from warriors.services import start_all, stop_all
 from warriors.supervisor import Supervisor
+from warriors.tracing import setup_tracing
 
 log = logging.getLogger("warriors.cli")
 # Each try at creating the topics waits this long for the broker (then a pause, and again).
@@ -68,8 +69,10 @@ def _say(message: str) -> None:
 
 
 def _configure_logging(process: str) -> None:
+    """Logs and (when configured) traces of this process."""
     settings = get_settings()
     configure_logging(settings.log_format, settings.log_level, process)
+    setup_tracing(settings.otel_exporter_otlp_endpoint, process)
 
 
 def _embedded() -> EmbeddedPostgres:

@@ -31,12 +31,23 @@ class Settings(BaseSettings):
         description="Where the embedded PostgreSQL keeps its data (survives restarts).",
     )
     embedded_pg_port: int = Field(default=5433, description="Port of the embedded PostgreSQL.")
+    analytics_dir: Path | None = Field(
+        default=None,
+        description="Dagster: where the daily statistics are also written as a Hive-partitioned"
+        " Parquet dataset (TABLE/day=YYYY-MM-DD/part-0.parquet) for pandas, DuckDB or a notebook."
+        " Unset: DATA_DIR/analytics.",
+    )
 
     log_format: Literal["text", "json"] = Field(
         default="text", description="text: readable lines; json: one JSON object per line (compose)."
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="DEBUG adds a line per command stored and per event applied."
+    )
+
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None,
+        description="An OTLP/HTTP collector (e.g. http://127.0.0.1:4318): traces on. Unset: off.",
     )
 
     http_host: str = "127.0.0.1"
@@ -199,6 +210,9 @@ class Settings(BaseSettings):
 
     def local_key_file(self) -> Path:
         return self.api_key_file or self.data_dir / "api-key"
+
+    def analytics_path(self) -> Path:
+        return self.analytics_dir or self.data_dir / "analytics"
 
 
 @lru_cache(maxsize=1)

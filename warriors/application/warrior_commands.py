@@ -18,6 +18,7 @@ from uuid import UUID
 
 from uuid_utils.compat import uuid7
 
+from warriors import tracing
 from warriors.domain import commands
 from warriors.domain.errors import VersionMismatch
 from warriors.domain.events import AGGREGATE_TYPE, DomainEvent, event_from_data
@@ -176,6 +177,20 @@ class WarriorCommands:
         idempotency: IdempotencyKey | None,
         expected_version: int | None,
     ) -> Accepted:
+        """Decide and append, in the command's span when tracing is on."""
+        if not tracing.enabled():
+            return await self._decide_and_append(command, context, idempotency, expected_version)
+        named = {"warriors.command": type(command).__name__, "warriors.warrior_id": str(command.warrior_id)}
+        with tracing.span("warriors.command", **named):
+            return await self._decide_and_append(command, context, idempotency, expected_version)
+
+    async def _decide_and_append(
+        self,
+        command: commands.Command,
+        context: RequestContext,
+        idempotency: IdempotencyKey | None,
+        expected_version: int | None,
+    ) -> Accepted:
         for attempt in range(MAX_DECIDE_ATTEMPTS):
             if idempotency is not None and (answer := await self._recorded(idempotency)):
                 return answer
@@ -194,7 +209,8 @@ class WarriorCommands:
                 ],
                 idempotency,
             )
-            outcome = await self._store.append(request)
+            with tracing.span("warriors.append", **{"warriors.events": len(request.events)}):
+                outcome = await self._store.append(request)
             if isinstance(outcome, Appended):
                 if log.isEnabledFor(logging.DEBUG):  # the request's correlation id is on the line
                     log.debug("stored %s of warrior %s (version %s, position %s)",
@@ -226,6 +242,7 @@ class WarriorCommands:
     ) -> NewEvent:
         metadata = context.as_metadata()
         metadata["occurred_at"] = datetime.now(UTC).isoformat()
+        metadata.update(tracing.current_traceparent())  # the command's span: its events' parent
         return NewEvent(
             event_id=uuid7(),
             aggregate_id=warrior_id,

@@ -15,6 +15,7 @@ Consumer lag (end of each partition minus the committed offset) is written to
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,6 +23,7 @@ from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 from psycopg import AsyncConnection, InterfaceError, OperationalError
 from psycopg_pool import AsyncConnectionPool
 
+from warriors import tracing
 from warriors.adapters.kafka_bus import DLQ_TOPIC, TOPIC, BusProducer, BusUnavailable, OutgoingMessage
 from warriors.bus import envelope
 from warriors.eventstore.reader import read_after
@@ -33,6 +35,7 @@ from warriors.projections.engine import lock_projection
 from warriors.projections.status import consumer_group
 
 log = logging.getLogger("warriors.bus.consumer")
+_APPLY_SPAN = "warriors.projection.apply"
 
 _RECORD_LAG = """
 INSERT INTO bus_consumer_lag (group_id, partition, committed, end_offset, updated_at)
@@ -169,7 +172,11 @@ class ProjectionConsumer:
             try:
                 if not await self._intact():
                     return  # replaying from the beginning: this batch comes again
+                started_ns = time.time_ns()
                 await self._apply(readable)
+                tracing.record_applied(
+                    _APPLY_SPAN, self.projection.name, [e for _, e in readable], started_ns
+                )
                 break
             except TRANSIENT as exc:  # the same batch again, unless stopping (it is redelivered)
                 if stop.is_set():
@@ -224,7 +231,9 @@ class ProjectionConsumer:
                 await lock_projection(conn, self.projection.name)
                 events = await read_after(conn, position, REPLAY_BATCH)
                 if events:
+                    started_ns = time.time_ns()
                     await self._apply_from_store(conn, events)
+                    tracing.record_applied(_APPLY_SPAN, self.projection.name, events, started_ns)
             if not events:
                 break
             EVENTS_APPLIED.labels(self.projection.name).inc(len(events))

@@ -16,12 +16,15 @@ def key(event: StoredEvent) -> bytes:
 
 
 def headers(event: StoredEvent) -> list[tuple[str, str | bytes | None]]:
-    return [
+    found: list[tuple[str, str | bytes | None]] = [
         ("event_id", str(event.event_id).encode()),
         ("event_type", event.event_type.encode()),
         ("position", str(event.position).encode()),
         ("correlation_id", str(event.metadata.get("correlation_id", "")).encode()),
     ]
+    if isinstance(traceparent := event.metadata.get("traceparent"), str):  # W3C trace context
+        found.append(("traceparent", traceparent.encode()))
+    return found
 
 
 def value(event: StoredEvent) -> bytes:

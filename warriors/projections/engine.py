@@ -14,6 +14,7 @@ nothing after it is applied. The operator then either fixes the cause and `retry
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -21,14 +22,19 @@ from uuid import UUID
 from psycopg import AsyncConnection, InterfaceError, OperationalError
 from psycopg_pool import AsyncConnectionPool
 
+from warriors import tracing
 from warriors.eventstore.errors import translated_errors
 from warriors.eventstore.reader import read_after
 from warriors.eventstore.records import StoredEvent, StreamPosition
 from warriors.logs import log_applied
 from warriors.metrics import EVENTS_APPLIED
 from warriors.projections.base import PoisonEvent, Projection, ProjectionTargetUnavailable
+from warriors.projections.status import RELAY
 
 log = logging.getLogger("warriors.projections")
+# What applying an event means for a projection, as a span name (tracing).
+_APPLY_SPAN = "warriors.projection.apply"
+_SPAN_NAMES = {RELAY: "warriors.relay.publish"}
 
 
 class ProjectionNotFailed(Exception):
@@ -147,7 +153,11 @@ class ProjectionEngine:
             return BatchResult(0, start, start, status)
         if prefetch and len(events) == self.batch_size:
             self._start_prefetch(events[-1].stream_position)
+        started_ns = time.time_ns()
         applied, poison = await self._apply_unless_parked(conn, events)
+        tracing.record_applied(
+            _SPAN_NAMES.get(self.name, "warriors.projection.apply"), self.name, applied, started_ns
+        )
         end = applied[-1].stream_position if applied else start
         EVENTS_APPLIED.labels(self.name).inc(len(applied))  # counted at the commit's attempt
         if log.isEnabledFor(logging.DEBUG):
