@@ -15,9 +15,15 @@ COPY orchestration ./orchestration
 COPY sql ./sql
 COPY workspace.yaml ./
 COPY dagster.yaml ./dagster-home/dagster.yaml
+# A fixed uid (10001, outside the system range), not the next free one: compose's
+# Prometheus runs as this uid to read the 0600 scrape key that `migrate` (this user)
+# writes into the `metrics-key` volume at /keys. /keys exists here, owned by this user,
+# because an empty named volume takes the owner and mode of the image's folder it is
+# mounted on (else root's, and `warriors keys ensure-file` could not write there).
 RUN pip install -c constraints.txt . \
-    && useradd --system --no-create-home warriors \
-    && chown -R warriors /app/dagster-home
+    && useradd --system --uid 10001 --no-create-home warriors \
+    && chown -R warriors /app/dagster-home \
+    && install -d -o warriors -m 0700 /keys
 USER warriors
 
 # 0.0.0.0 inside the container, which the port mapping needs; compose publishes it on

@@ -38,12 +38,16 @@ lint: $(STAMP)
 
 ## make test: lint, then the whole test suite (it starts the servers it needs). Debian
 ## packages it installs: chromium and chromium-driver (the browser test of the Dagster UI)
-## and redis-server. Kafka comes from Maven Central (JDK 17 and Maven are on the machine).
-DEBIAN_TOOLS := chromium chromium-driver redis-server
+## redis-server, and prometheus for its promtool (tests/unit/test_monitoring_files.py; the
+## Prometheus and node exporter services it would start are stopped and disabled). Kafka
+## comes from Maven Central (JDK 17 and Maven are on the machine).
+DEBIAN_TOOLS := chromium chromium-driver redis-server prometheus
 
 test-tools:
-	@command -v chromium >/dev/null && command -v chromedriver >/dev/null && command -v redis-server >/dev/null || \
-		{ $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $(DEBIAN_TOOLS); }
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null && command -v redis-server >/dev/null \
+		&& command -v promtool >/dev/null || \
+		{ $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $(DEBIAN_TOOLS) \
+		&& { $(SUDO) systemctl disable --now prometheus prometheus-node-exporter >/dev/null 2>&1 || true; }; }
 
 test: lint test-tools
 	$(BIN)/pytest

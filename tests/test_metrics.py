@@ -82,3 +82,22 @@ def test_lag_and_applied_events_move_under_writes(
         assert applied() == before + 25
     finally:
         projector.stop()
+
+
+def test_the_projector_serves_its_own_metrics_when_asked(fresh_database: str) -> None:
+    """METRICS_PORT (compose): the projector's /metrics, with what it applied."""
+    port = free_port()
+    service = ServiceProcess(fresh_database, free_port())
+    projector = ProjectorProcess(fresh_database, env={"METRICS_PORT": str(port)})
+    try:
+        write(service, 5)
+        labels = f'{{projection="{PROJECTION}"}}'
+
+        def applied() -> float | None:
+            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+            return sample(text, "warriors_projection_events_applied_total", labels)
+
+        assert wait_for(lambda: (applied() or 0) >= 5, timeout=30, what="the projector's own /metrics")
+    finally:
+        projector.stop()
+        service.stop()

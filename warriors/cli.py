@@ -19,6 +19,7 @@ from typing import Annotated
 from urllib.parse import urlsplit
 from uuid import UUID
 
+import prometheus_client
 import typer
 from confluent_kafka import KafkaException
 from honcho.printer import Printer
@@ -69,10 +70,14 @@ def _say(message: str) -> None:
 
 
 def _configure_logging(process: str) -> None:
-    """Logs and (when configured) traces of this process."""
+    """Logs, and (when configured) traces and a metrics endpoint, of this process."""
     settings = get_settings()
     configure_logging(settings.log_format, settings.log_level, process)
     setup_tracing(settings.otel_exporter_otlp_endpoint, process)
+    if settings.metrics_port is not None:
+        # Plain HTTP without a key: for a private network only (compose does not publish it).
+        prometheus_client.start_http_server(settings.metrics_port, settings.metrics_host)
+        log.info("metrics on http://%s:%s/metrics", settings.metrics_host, settings.metrics_port)
 
 
 def _embedded() -> EmbeddedPostgres:

@@ -45,6 +45,12 @@ class Settings(BaseSettings):
         default="INFO", description="DEBUG adds a line per command stored and per event applied."
     )
 
+    metrics_port: int | None = Field(
+        default=None,
+        description="The projector and the relay serve their own /metrics on this port (compose: 9101, on"
+        " the private network). Unset: none (under `make run` the HTTP entry point shows them).",
+    )
+    metrics_host: str = Field(default="127.0.0.1", description="Where METRICS_PORT listens.")
     otel_exporter_otlp_endpoint: str | None = Field(
         default=None,
         description="An OTLP/HTTP collector (e.g. http://127.0.0.1:4318): traces on. Unset: off.",

@@ -22,8 +22,9 @@ ROOT = Path(__file__).resolve().parents[2]
 REQUIRED = re.compile(r"\$\{(?P<name>[A-Z_][A-Z0-9_]*):\?(?P<message>[^}]*)\}")
 # `${NAME:-default}`: an optional setting.
 OPTIONAL = re.compile(r"\$\{(?P<name>[A-Z_][A-Z0-9_]*):-(?P<default>[^}]*)\}")
-# Variables that hold a secret by their name alone.
-SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|AUTH")
+# Variables that hold a secret by their name alone (`..._AUTH` is a credential, as
+# REDISCLI_AUTH; Grafana's `GF_AUTH_*` are the settings of its [auth.*] sections).
+SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|_AUTH$")
 DATA_STORES = ("postgres", "elasticsearch", "redis", "kafka")
 LOOPBACK = "127.0.0.1"
 
@@ -86,7 +87,14 @@ def test_compose_services_are_wired_together() -> None:
             assert dependency in services
     env = services["api"]["environment"]
     settings_fields = {name.upper() for name in Settings.model_fields}
-    assert set(env) <= settings_fields, "compose sets a variable the services do not read"
+    # Besides the settings: prometheus_client's multiprocess folder (api/common/operations.py
+    # adds the workers' metrics up when it is set), on a tmpfs, empty at each start.
+    assert set(env) - {"PROMETHEUS_MULTIPROC_DIR"} <= settings_fields, (
+        "compose sets a variable the services do not read"
+    )
+    assert env["PROMETHEUS_MULTIPROC_DIR"] in services["api"]["tmpfs"], (
+        "the API's metrics folder is not a tmpfs"
+    )
     user, password, database = (services["postgres"]["environment"][k] for k in
                                 ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"))  # fmt: skip
     # Only `migrate` holds the owner's password: it migrates, gives the services' roles
@@ -116,9 +124,12 @@ def test_compose_services_are_wired_together() -> None:
     redis_password = services["redis"]["environment"]["REDISCLI_AUTH"]
     assert env["REDIS_URL"] == f"redis://:{redis_password}@redis:6379/0"
     projector_env = services["projector"]["environment"]
-    assert {k: v for k, v in projector_env.items() if k != "DATABASE_URL"} == {
-        k: v for k, v in env.items() if k not in ("DATABASE_URL", "HTTP_WORKERS")
+    own = ("DATABASE_URL", "METRICS_PORT", "METRICS_HOST")  # the projector's own metrics endpoint
+    assert {k: v for k, v in projector_env.items() if k not in own} == {
+        k: v for k, v in env.items() if k not in ("DATABASE_URL", "HTTP_WORKERS", "PROMETHEUS_MULTIPROC_DIR")
     }
+    assert projector_env["METRICS_PORT"] == "9101"
+    assert "ports" not in services["projector"], "its metrics stay on the private network"
     assert {"elasticsearch", "redis", "kafka"} <= set(services["api"]["depends_on"])
     assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
     assert services["relay"]["environment"] == projector_env
@@ -137,23 +148,29 @@ def test_no_data_store_is_published_no_default_password_dagster_and_the_api_on_l
     compose = _compose()
     services: dict[str, dict[str, Any]] = compose["services"]
 
-    # Published: the API and the Dagster UI only, on the host's loopback only (the API's
-    # address may be overridden, with 127.0.0.1 as its default; the UI's may not).
-    for name in DATA_STORES:
+    # Published: the API, the Dagster UI and Grafana only, on the host's loopback only (the
+    # API's address may be overridden, with 127.0.0.1 as its default; the UIs' may not).
+    # Prometheus is not: its UI has no login (Grafana's, which queries it, has).
+    for name in (*DATA_STORES, "prometheus"):
         assert "ports" not in services[name], f"{name} is published on the host"
     for name, service in services.items():
         assert service.get("network_mode") != "host", f"{name} shares the host's network"
     assert {name for name, service in services.items() if service.get("ports")} == {
         "api",
         "dagster-webserver",
+        "grafana",
     }
     api_bind = re.compile(r"(127\.0\.0\.1|\$\{[A-Z_]+:-127\.0\.0\.1\}):8000:8000")
     for port in services["api"]["ports"]:
         assert isinstance(port, str), f"api: write the port as a quoted string: {port!r}"
         assert api_bind.fullmatch(port), f"api is published beyond loopback: {port}"
-    for port in services["dagster-webserver"]["ports"]:
-        assert isinstance(port, str), f"dagster-webserver: write the port as a quoted string: {port!r}"
-        assert port == f"{LOOPBACK}:3000:3000", f"the Dagster UI is published beyond loopback: {port}"
+    for name, published in (
+        ("dagster-webserver", f"{LOOPBACK}:3000:3000"),
+        ("grafana", f"{LOOPBACK}:3001:3000"),
+    ):
+        for port in services[name]["ports"]:
+            assert isinstance(port, str), f"{name}: write the port as a quoted string: {port!r}"
+            assert port == published, f"{name} is published beyond loopback (or elsewhere): {port}"
 
     # No literal secret: every secret variable, and the password of every URL, is a
     # `${NAME:?...}` that compose refuses to start without.
@@ -163,7 +180,7 @@ def test_no_data_store_is_published_no_default_password_dagster_and_the_api_on_l
             # Some compose-go releases try the `-` (default) forms first when a hyphen
             # comes before the `?`, and read `${NAME:?see a-b}` as a default.
             assert "-" not in match["message"], f"hyphen in the message of {match[0]}"
-    assert {"POSTGRES_PASSWORD", "REDIS_PASSWORD", "ELASTIC_PASSWORD"} <= required
+    assert {"POSTGRES_PASSWORD", "REDIS_PASSWORD", "ELASTIC_PASSWORD", "GRAFANA_ADMIN_PASSWORD"} <= required
     markers = {name: f"interpolated{index}" for index, name in enumerate(sorted(required))}
     urls = 0
     for name, service in services.items():
