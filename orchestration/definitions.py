@@ -11,6 +11,7 @@ from orchestration.jobs import (
     catch_up_all,
     consistency_check,
     daily_statistics,
+    housekeeping,
     rebuild_projection,
     refresh_statistics,
     replay_parked,
@@ -19,6 +20,7 @@ from orchestration.jobs import (
 from orchestration.resources import EventStoreResource, ProjectionsResource, StatisticsResource
 from orchestration.schedules import (
     daily_statistics_schedule,
+    housekeeping_schedule,
     nightly_consistency_schedule,
     statistics_refresh_schedule,
 )
@@ -51,6 +53,7 @@ defs = dg.Definitions(
     assets=ASSETS,
     asset_checks=CHECKS,
     jobs=[
+        housekeeping,
         rebuild_projection,
         replay_parked,
         catch_up_all,
@@ -60,6 +63,11 @@ defs = dg.Definitions(
         consistency_check,
     ],
     sensors=[store_advanced, projection_lag, snapshots_due],
-    schedules=[statistics_refresh_schedule, daily_statistics_schedule, nightly_consistency_schedule],
+    schedules=[
+        statistics_refresh_schedule,
+        daily_statistics_schedule,
+        nightly_consistency_schedule,
+        housekeeping_schedule,
+    ],
     resources=resources(),
 )

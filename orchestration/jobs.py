@@ -9,7 +9,7 @@ from pydantic import Field
 from orchestration.assets.projections import CONSISTENCY_CHECK, LAG_CHECK, PARKED_CHECK, projection_key
 from orchestration.assets.snapshots import SNAPSHOTS
 from orchestration.assets.statistics import DAILY_STATISTICS, STATISTICS_VIEW
-from orchestration.resources import ProjectionsResource
+from orchestration.resources import EventStoreResource, ProjectionsResource
 from warriors.projections.catalog import ProjectionName, configured
 
 # The run queue (dagster.yaml) runs at most one run carrying this tag at a time: two
@@ -100,6 +100,20 @@ def replay_parked_op(
 )
 def replay_parked() -> None:
     replay_parked_op()
+
+
+@dg.op(description="Expire old idempotency keys; keep each warrior's newest snapshots only.")
+def housekeeping_op(context: dg.OpExecutionContext, store: EventStoreResource) -> None:
+    keys, snapshots = store.housekeeping()
+    context.log.info(f"{keys} idempotency key(s) expired, {snapshots} old snapshot(s) pruned")
+
+
+@dg.job(
+    description="Bounded growth: idempotency keys older than IDEMPOTENCY_KEY_HOURS are deleted, and"
+    " every warrior keeps its SNAPSHOTS_KEPT newest snapshots. The events are never touched."
+)
+def housekeeping() -> None:
+    housekeeping_op()
 
 
 catch_up_all = dg.define_asset_job(

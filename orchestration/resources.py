@@ -8,23 +8,33 @@ and infrequent, so a pool kept between calls would only hold idle connections).
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import date
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 from uuid import UUID
 
 import dagster as dg
+import pandas as pd
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 from pydantic import Field
 
 from warriors.analytics.daily import DailyStatistics, compute_daily_statistics
-from warriors.analytics.storage import refresh_statistics_view, save_daily_statistics, warriors_created_on
+from warriors.analytics.parquet import ParquetPart, write_daily_parquet
+from warriors.analytics.storage import (
+    creations_up_to,
+    refresh_statistics_view,
+    save_daily_statistics,
+    warriors_created_on,
+)
 from warriors.application.snapshotting import due_after, due_by_id
 from warriors.application.warrior_commands import WarriorCommands
 from warriors.config import get_settings
 from warriors.eventstore.appender import GroupCommitAppender
 from warriors.eventstore.observation import StoreObservation, observe_store
 from warriors.eventstore.records import StreamPosition
+from warriors.eventstore.retention import expire_idempotency_keys, prune_snapshots
 from warriors.eventstore.store import EventStore
 from warriors.projections.cache import WarriorsCache
 from warriors.projections.catalog import ProjectionName, opened, rebuild
@@ -85,7 +95,9 @@ class EventStoreResource(_Database):
         return self._on_connection(lambda conn: due_by_id(conn, after_id, threshold, limit))
 
     def snapshot(self, aggregate_ids: list[UUID]) -> int:
-        """Snapshot each aggregate at its current version; returns how many were taken."""
+        """Snapshot each aggregate at its current version, then keep only its newest
+        SNAPSHOTS_KEPT; returns how many were taken."""
+        keep = get_settings().snapshots_kept
 
         async def go(pool: Pool) -> int:
             store = EventStore(pool, GroupCommitAppender(pool))
@@ -93,9 +105,23 @@ class EventStoreResource(_Database):
             taken = 0
             for aggregate_id in aggregate_ids:
                 taken += await commands.snapshot(aggregate_id) is not None
+            if aggregate_ids:
+                async with pool.connection() as conn:
+                    await prune_snapshots(conn, keep, aggregate_ids)
             return taken
 
         return self._run(go)
+
+    def housekeeping(self) -> tuple[int, int]:
+        """Expire idempotency keys older than IDEMPOTENCY_KEY_HOURS and prune every
+        aggregate's snapshots to SNAPSHOTS_KEPT: (keys deleted, snapshots deleted)."""
+        settings = get_settings()
+
+        async def go(conn: AsyncConnection[Any]) -> tuple[int, int]:
+            keys = await expire_idempotency_keys(conn, timedelta(hours=settings.idempotency_key_hours))
+            return keys, await prune_snapshots(conn, settings.snapshots_kept)
+
+        return self._on_connection(go)
 
 
 class ProjectionsResource(_Database):
@@ -189,18 +215,38 @@ class ProjectionsResource(_Database):
         return self._run(go)
 
 
+@dataclass(frozen=True)
+class ComputedDay:
+    """A day of statistics as computed and stored, with what its charts need."""
+
+    stats: DailyStatistics
+    recent_creations: pd.DataFrame  # day, warriors_created: the stored days up to this one
+    parquet: list[ParquetPart]  # the day's file of each table
+
+
 class StatisticsResource(_Database):
-    """Warrior statistics: the materialized view and the daily tables."""
+    """Warrior statistics: the materialized view, the daily tables and their Parquet dataset."""
+
+    analytics_dir: str = Field(
+        default="", description="The Parquet dataset's folder. Empty: the ANALYTICS_DIR setting."
+    )
+
+    def analytics_root(self) -> Path:
+        root = Path(self.analytics_dir) if self.analytics_dir else get_settings().analytics_path()
+        return root.absolute()
 
     def refresh_view(self) -> int:
         return self._on_connection(refresh_statistics_view)
 
-    def compute_day(self, day: date) -> DailyStatistics:
-        """Compute one day's statistics from its events and store them (replacing any)."""
+    def compute_day(self, day: date, recent_days: int = 30) -> ComputedDay:
+        """Compute one day's statistics from its events and store them, replacing any: the
+        daily tables (one transaction), then the day's Parquet files. Also reads back the
+        stored creations of the `recent_days` days ending with it."""
 
-        async def go(conn: AsyncConnection[Any]) -> DailyStatistics:
+        async def go(conn: AsyncConnection[Any]) -> tuple[DailyStatistics, pd.DataFrame]:
             stats = compute_daily_statistics(day, await warriors_created_on(conn, day))
             await save_daily_statistics(conn, stats)
-            return stats
+            return stats, await creations_up_to(conn, day, recent_days)
 
-        return self._on_connection(go)
+        stats, recent = self._on_connection(go)
+        return ComputedDay(stats, recent, write_daily_parquet(self.analytics_root(), stats))

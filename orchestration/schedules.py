@@ -1,9 +1,9 @@
-"""Schedules (UTC): statistics refresh, the nightly daily-statistics partition, and the
-nightly consistency check."""
+"""Schedules (UTC): statistics refresh, the nightly daily-statistics partition, the
+nightly consistency check and the hourly housekeeping."""
 
 import dagster as dg
 
-from orchestration.jobs import consistency_check, daily_statistics, refresh_statistics
+from orchestration.jobs import consistency_check, daily_statistics, housekeeping, refresh_statistics
 
 statistics_refresh_schedule = dg.ScheduleDefinition(
     name="statistics_refresh",
@@ -30,4 +30,13 @@ nightly_consistency_schedule = dg.ScheduleDefinition(
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description="03:00 UTC: lag and read-model consistency checks of every projection.",
+)
+
+housekeeping_schedule = dg.ScheduleDefinition(
+    name="hourly_housekeeping",
+    job=housekeeping,
+    cron_schedule="7 * * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Every hour at :07 UTC: expire old idempotency keys, prune old snapshots.",
 )

@@ -163,6 +163,13 @@ class Settings(BaseSettings):
     snapshot_every_events: int = Field(
         default=50, ge=2, description="Dagster: snapshot an aggregate with this many events since its last."
     )
+    idempotency_key_hours: float = Field(
+        default=24.0,
+        ge=1,
+        description="An Idempotency-Key is remembered at least this long; the hourly clean-up deletes"
+        " older ones, after which a retry with that key is a new command.",
+    )
+    snapshots_kept: int = Field(default=2, ge=1, description="Snapshots kept per warrior (the newest).")
     consistency_sample_size: int = Field(
         default=200, ge=0, description="Dagster: read-model rows folded again from events per check."
     )
