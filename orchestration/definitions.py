@@ -3,7 +3,7 @@ resources they use (`workspace.yaml` loads `defs` from here)."""
 
 import dagster as dg
 
-from orchestration.assets.event_store import event_store
+from orchestration.assets.event_store import event_store, upcaster_regression
 from orchestration.assets.projections import build_projection_asset, build_projection_checks
 from orchestration.assets.snapshots import aggregate_snapshots
 from orchestration.assets.statistics import daily_warrior_statistics, warrior_statistics
@@ -42,6 +42,7 @@ def resources() -> dict[str, dg.ConfigurableResource]:  # type: ignore[type-arg]
 
 ASSETS: list[dg.AssetsDefinition | dg.SourceAsset] = [
     event_store,
+    upcaster_regression,
     *(build_projection_asset(name) for name in configured()),
     aggregate_snapshots,
     warrior_statistics,

@@ -36,6 +36,7 @@ from warriors.eventstore.observation import StoreObservation, observe_store
 from warriors.eventstore.records import StreamPosition
 from warriors.eventstore.retention import expire_idempotency_keys, prune_snapshots
 from warriors.eventstore.store import EventStore
+from warriors.eventstore.upcaster_regression import RegressionReport, check_upcasters
 from warriors.projections.cache import WarriorsCache
 from warriors.projections.catalog import ProjectionName, opened, rebuild
 from warriors.projections.engine import ProjectionEngine, register
@@ -111,6 +112,10 @@ class EventStoreResource(_Database):
             return taken
 
         return self._run(go)
+
+    def upcaster_regression(self) -> RegressionReport:
+        """Every (event type, schema version) stored, read by the current code (a sample)."""
+        return self._on_connection(check_upcasters)
 
     def housekeeping(self) -> tuple[int, int]:
         """Expire idempotency keys older than IDEMPOTENCY_KEY_HOURS and prune every

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from orchestration.assets.event_store import EVENT_STORE
+from orchestration.assets.event_store import EVENT_STORE, UPCASTER_REGRESSION
 from orchestration.assets.projections import (
     CONSISTENCY_CHECK,
     LAG_CHECK,
@@ -85,13 +85,22 @@ def thresholds(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 def test_definitions_load() -> None:
     dg.Definitions.validate_loadable(defs)
     repository = defs.get_repository_def()
-    assert {"rebuild_projection", "catch_up_all", "refresh_statistics", "daily_statistics",
-            "take_snapshots", "consistency_check"} <= set(repository.job_names)  # fmt: skip
+    jobs = {"rebuild_projection", "catch_up_all", "refresh_statistics", "daily_statistics", "take_snapshots",
+            "consistency_check", "replay_parked", "housekeeping"}  # fmt: skip
+    assert jobs <= set(repository.job_names)
     assert {s.name for s in repository.sensor_defs} == {"store_advanced", "projection_lag", "snapshots_due"}
     assert {s.name for s in repository.schedule_defs} == {
-        "statistics_refresh", "daily_statistics_nightly", "nightly_consistency_check"}  # fmt: skip
+        "statistics_refresh", "daily_statistics_nightly", "nightly_consistency_check", "hourly_housekeeping",
+    }  # fmt: skip
     keys = set(repository.asset_graph.get_all_asset_keys())
-    assert {EVENT_STORE, READ_MODEL, SNAPSHOTS, STATISTICS_VIEW, DAILY_STATISTICS} <= keys
+    assert {
+        EVENT_STORE,
+        READ_MODEL,
+        SNAPSHOTS,
+        STATISTICS_VIEW,
+        DAILY_STATISTICS,
+        UPCASTER_REGRESSION,
+    } <= keys
 
 
 def test_projection_asset_catches_up_with_metadata_and_passing_checks(

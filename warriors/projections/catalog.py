@@ -13,10 +13,11 @@ from psycopg_pool import AsyncConnectionPool
 from warriors.adapters.redis_cache import RedisReadModels
 from warriors.adapters.search_engine import SearchEngine
 from warriors.config import get_settings
+from warriors.eventstore.upcaster_regression import check_upcasters
 from warriors.projections.base import BlueGreenProjection, Projection
 from warriors.projections.cache import CACHE, WarriorsCache
 from warriors.projections.read_model import READ_MODEL, WarriorsReadModel
-from warriors.projections.rebuild import RebuildReport, rebuild_blue_green, rebuild_in_place
+from warriors.projections.rebuild import RebuildFailed, RebuildReport, rebuild_blue_green, rebuild_in_place
 from warriors.projections.search import SEARCH, WarriorsSearch
 
 
@@ -82,7 +83,16 @@ async def rebuild(
     replaying: frozenset[UUID] = frozenset(),
 ) -> RebuildReport:
     """Blue/green where the projection allows it; emptied and replayed otherwise.
-    `replaying`: parked events to apply this time (warriors/projections/parked.py)."""
+    `replaying`: parked events to apply this time (warriors/projections/parked.py).
+    Refused (RebuildFailed) while the upcaster regression fails: the current code cannot
+    read every event the store holds, and the rebuild would stop at one, or fold it wrong."""
+    async with pool.connection() as conn:
+        regression = await check_upcasters(conn)
+    if not regression.passed:
+        raise RebuildFailed(
+            f"{name}: not rebuilt: the upcaster regression fails ({len(regression.failures)} problem(s)):"
+            f" {'; '.join(regression.failures[:5])}"
+        )
     if (blue_green := build_blue_green(name)) is not None:
         try:
             return await rebuild_blue_green(
