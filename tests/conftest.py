@@ -28,6 +28,8 @@ from warriors.eventstore.database import apply_migrations
 # tests': each test that uses one passes its URL explicitly.
 for _variable in ("REDIS_URL", "SEARCH_URL", "KAFKA_BOOTSTRAP_SERVERS"):
     os.environ[_variable] = ""
+# The daily statistics' Parquet files of the tests go to a folder of their own, not .data.
+os.environ["ANALYTICS_DIR"] = tempfile.mkdtemp(prefix="warriors-test-analytics-")
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,8 @@
   to a replay, no existing warrior ever answered 404, and every warrior written during
   the rebuild is there.
 - A backfill of the daily statistics over a date range fills the expected rows.
-- Headless Chromium (Debian's package) shows the asset graph and the rebuild run's page.
+- Headless Chromium (Debian's package) shows the asset graph and the rebuild run's page,
+  and a daily statistics partition's plots: real images, decoded by the browser.
 """
 
 import asyncio
@@ -37,8 +38,18 @@ SCREENSHOTS = ROOT / "test-output" / "screenshots"
 
 
 @pytest.fixture(scope="module")
-def dagster(postgres: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterStack]:
-    stack = start_dagster(postgres, tmp_path_factory.mktemp("dagster-home"))
+def analytics_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The stack's ANALYTICS_DIR: the daily statistics' Parquet files go here, not into .data."""
+    return tmp_path_factory.mktemp("analytics")
+
+
+@pytest.fixture(scope="module")
+def dagster(
+    postgres: str, tmp_path_factory: pytest.TempPathFactory, analytics_dir: Path
+) -> Iterator[DagsterStack]:
+    with pytest.MonkeyPatch.context() as environment:
+        environment.setenv("ANALYTICS_DIR", str(analytics_dir))  # the processes inherit it
+        stack = start_dagster(postgres, tmp_path_factory.mktemp("dagster-home"))
     yield stack
     stack.stop()
 
@@ -250,3 +261,49 @@ def test_browser_shows_the_asset_graph_and_the_rebuild_run(
         SCREENSHOTS / "rebuild-run.png",
     )
     assert (SCREENSHOTS / "asset-graph.png").stat().st_size > 10_000
+
+
+def test_browser_shows_the_daily_statistics_plots(
+    dagster: DagsterStack, browser: webdriver.Chrome, postgres: str, analytics_dir: Path
+) -> None:
+    day = "2026-01-15"
+    skills = [["Katana", "Bo"], ["Katana"], ["Judo", "Katana", "Sumo"]]
+    events: list[Event] = [
+        (uuid.uuid4(), "WarriorCreated", 1,
+         {"name": f"Plotted {i}", "dob": f"{1950 + 7 * i}-04-01", "fight_skills": skills[i % 3]})
+        for i in range(9)
+    ]  # fmt: skip
+    copy_events(postgres, events, created_at=datetime.fromisoformat(day).replace(hour=9, tzinfo=UTC))
+    run_id = dagster.client.submit_job_execution("daily_statistics", tags={"dagster/partition": day})
+    assert dagster.wait_for_run(run_id) == "SUCCESS", f"see {dagster.daemon.log_path}"
+    assert (analytics_dir / "daily_skill_popularity" / f"day={day}" / "part-0.parquet").is_file()
+
+    browser.get(f"{dagster.base_url}/assets/daily_warrior_statistics?view=events&partition={day}")
+    _dismiss_welcome(browser)
+    # The plots are markdown metadata too long to show inline: "[Show Markdown]" opens it.
+    # (the innermost element: its text of its own, so the click lands on the link)
+    show = "//*[text()='skill_popularity']/following::*[text()='[Show Markdown]'][1]"
+    screenshot = SCREENSHOTS / "daily-statistics-plot.png"
+    try:
+        WebDriverWait(browser, 90, poll_frequency=0.5).until(lambda d: d.find_element(By.XPATH, show)).click()
+        plot = WebDriverWait(browser, 30, poll_frequency=0.5).until(
+            lambda d: next(
+                (
+                    img
+                    for img in d.find_elements(By.CSS_SELECTOR, "img[src^='data:image/png']")
+                    if d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img)
+                ),
+                None,
+            )
+        )
+    finally:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        browser.save_screenshot(str(screenshot))
+    assert plot is not None
+    size = browser.execute_script("return [arguments[0].naturalWidth, arguments[0].naturalHeight]", plot)
+    assert size == [600, 300]
+    assert plot.is_displayed()
+    assert plot.size["width"] > 100  # laid out on the page, not hidden
+    assert plot.size["height"] > 50
+    assert "Skills" in (plot.get_attribute("alt") or "")
+    assert screenshot.stat().st_size > 10_000

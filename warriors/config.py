@@ -118,6 +118,13 @@ class Settings(BaseSettings):
         description="How long the topics keep a record (retention.ms, set at creation). Recovery never"
         " depends on it: a sink is rebuilt from the event store.",
     )
+    kafka_session_timeout_seconds: float = Field(
+        default=45.0,
+        ge=6,
+        le=1800,
+        description="How long a projector's consumer may go unheard (killed, hung) before its group"
+        " moves its partitions to the other members (Kafka's session.timeout.ms).",
+    )
     search_url: str | None = Field(
         default=None, description="Search engine for ?term= and suggest. Unset: PostgreSQL search."
     )

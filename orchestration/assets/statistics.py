@@ -4,7 +4,9 @@
   CONCURRENTLY (readers never wait); the `daily` part of the endpoint.
 - `daily_warrior_statistics`: one partition per day (UTC), computed with pandas from that
   day's WarriorCreated events: creations, skill popularity, age distribution; the
-  `by_day` part of the endpoint. Events never change, so a backfill is repeatable.
+  `by_day` part of the endpoint. Events never change, so a backfill is repeatable. Each
+  materialization carries plots (matplotlib PNGs, warriors/analytics/charts.py) and the
+  paths of the day's Parquet files (warriors/analytics/parquet.py).
 """
 
 import dagster as dg
@@ -21,8 +23,6 @@ DAILY_STATISTICS = dg.AssetKey("daily_warrior_statistics")
 # The first day a backfill can start from; the last partition is yesterday (a day's
 # partition is complete once the day is over).
 DAILY_PARTITIONS = dg.DailyPartitionsDefinition(start_date="2026-01-01", timezone="UTC")
-
-_BAR_WIDTH = 30
 
 
 @dg.asset(
@@ -43,46 +43,37 @@ def warrior_statistics(statistics: StatisticsResource) -> dg.MaterializeResult[N
     partitions_def=DAILY_PARTITIONS,
     group_name="statistics",
     description="Per day (UTC): warriors created, skill popularity and age distribution,"
-    " computed with pandas from the day's events into the daily_* tables.",
+    " computed with pandas from the day's events into the daily_* tables and their Parquet"
+    " dataset (ANALYTICS_DIR); plots of each in the materialization's metadata.",
 )
 def daily_warrior_statistics(
     context: dg.AssetExecutionContext, statistics: StatisticsResource
 ) -> dg.MaterializeResult[None]:
+    # matplotlib takes half a second to import: only this asset's runs pay for it, not
+    # every process that loads the definitions.
+    from warriors.analytics import charts
+
     day = DAILY_PARTITIONS.time_window_for_partition_key(context.partition_key).start.date()
-    stats = statistics.compute_day(day)
+    computed = statistics.compute_day(day, recent_days=charts.RECENT_DAYS)
+    stats = computed.stats
     context.log.info(f"{day}: {stats.warriors_created} warriors created")
+    plots = charts.daily_markdown(stats, computed.recent_creations)
+    parquet: dict[str, dg.RawMetadataValue] = {
+        "analytics_dir": dg.MetadataValue.path(statistics.analytics_root())
+    }
+    for part in computed.parquet:
+        parquet[f"{part.table}_parquet"] = dg.MetadataValue.path(part.path)
+        parquet[f"{part.table}_rows"] = dg.MetadataValue.int(part.rows)
     return dg.MaterializeResult(
         metadata={
             "day": dg.MetadataValue.text(day.isoformat()),
             "warriors_created": dg.MetadataValue.int(stats.warriors_created),
             "avg_skills": dg.MetadataValue.float(round(stats.avg_skills or 0.0, 3)),
-            "skill_popularity": dg.MetadataValue.md(_bar_chart(stats.skills, "skill")),
-            "age_distribution": dg.MetadataValue.md(
-                _bar_chart(
-                    stats.ages.assign(
-                        age=stats.ages.age_from.astype(str) + "-" + stats.ages.age_to.astype(str)
-                    ),
-                    "age",
-                )
-            ),
+            **{name: dg.MetadataValue.md(text) for name, text in plots.items()},
             "preview": _table_preview(stats.skills),
+            **parquet,
         }
     )
-
-
-def _bar_chart(table: pd.DataFrame, label: str) -> str:
-    """A markdown table with a bar per row (the chart the asset's page shows)."""
-    if table.empty:
-        return "_no warriors created this day_"
-    peak = max(int(table.warriors.max()), 1)
-    chart = pd.DataFrame(
-        {
-            label: table[label],
-            "warriors": table.warriors,
-            "": ["█" * max(1, round(_BAR_WIDTH * int(n) / peak)) for n in table.warriors],
-        }
-    )
-    return chart.to_markdown(index=False)
 
 
 def _table_preview(skills: pd.DataFrame) -> dg.MetadataValue:

@@ -1,9 +1,10 @@
 """Where the statistics come from and go: the day's WarriorCreated events in, the daily
-tables and the statistics materialized view out."""
+tables and the statistics materialized view out (and the recent days back, for a chart)."""
 
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
+import pandas as pd
 from psycopg import AsyncConnection
 
 from warriors.analytics.daily import CreatedWarrior, DailyStatistics
@@ -55,6 +56,19 @@ async def save_daily_statistics(conn: AsyncConnection[Any], stats: DailyStatisti
                 " VALUES (%s, %s, %s, %s)",
                 [(stats.day, int(a["age_from"]), int(a["age_to"]), int(a["warriors"])) for a in ages],
             )
+
+
+async def creations_up_to(conn: AsyncConnection[Any], last: date, days: int) -> pd.DataFrame:
+    """The stored daily creations of the `days` days ending with `last` (the days computed so
+    far; a day not computed yet is absent): columns day, warriors_created, oldest first."""
+    cursor = await conn.execute(
+        "SELECT day, warriors_created FROM daily_warrior_creations WHERE day > %s AND day <= %s ORDER BY day",
+        (last - timedelta(days=days), last),
+    )
+    rows = await cursor.fetchall()
+    return pd.DataFrame(
+        {"day": [day for day, _ in rows], "warriors_created": [int(n) for _, n in rows]}
+    ).astype({"warriors_created": "int64"})
 
 
 async def refresh_statistics_view(conn: AsyncConnection[Any]) -> int:
