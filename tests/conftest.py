@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol, TypeVar
 
+import dagster as dg
 import psycopg
 import pytest
 import redis
@@ -163,3 +164,10 @@ def _running(server: ServerT) -> Iterator[ServerT]:
     finally:
         server.stop()
         shutil.rmtree(server.data_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    """An ephemeral Dagster instance for in-process runs."""
+    with dg.instance_for_test() as test_instance:
+        yield test_instance

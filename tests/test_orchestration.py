@@ -26,10 +26,11 @@ from orchestration.assets.projections import (
 from orchestration.assets.snapshots import SNAPSHOTS
 from orchestration.assets.statistics import DAILY_STATISTICS, STATISTICS_VIEW
 from orchestration.definitions import ASSETS, CHECKS, defs
-from orchestration.resources import EventStoreResource, ProjectionsResource, StatisticsResource
+from orchestration.resources import ProjectionsResource
 from orchestration.sensors.lag import projection_lag
 from orchestration.sensors.snapshots import snapshots_due
 from orchestration.sensors.store_advanced import store_advanced
+from tests.dagster_support import resources
 from tests.history import Event, copy_events, head, read_model_rows, write_history
 from tests.support import fresh_search_engine
 from warriors.adapters.opensearch_server import OpenSearchServer
@@ -41,20 +42,6 @@ from warriors.readside.queries import WarriorQueries
 
 READ_MODEL = projection_key(ProjectionName.WARRIORS_READ_MODEL)
 CONSISTENCY_KEY = dg.AssetCheckKey(READ_MODEL, CONSISTENCY_CHECK)
-
-
-def resources(url: str) -> dict[str, Any]:
-    return {
-        "store": EventStoreResource(database_url=url),
-        "projections": ProjectionsResource(database_url=url, batch_size=500),
-        "statistics": StatisticsResource(database_url=url),
-    }
-
-
-@pytest.fixture
-def instance() -> Iterator[dg.DagsterInstance]:
-    with dg.instance_for_test() as test_instance:
-        yield test_instance
 
 
 def run(

@@ -8,7 +8,6 @@ import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from typing import Any
 from uuid import UUID
 
@@ -21,7 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 from orchestration.assets.projections import PARKED_CHECK, projection_key
 from orchestration.definitions import ASSETS, CHECKS
 from orchestration.jobs import replay_parked
-from orchestration.resources import EventStoreResource, ProjectionsResource, StatisticsResource
+from tests.dagster_support import resources
 from tests.history import poison_a_warrior, read_model_rows, replay_into_shadow, write_history
 from tests.support import ROOT, ServiceProcess
 from warriors.adapters.embedded_postgres import free_port
@@ -34,12 +33,6 @@ from warriors.projections.read_model import WarriorsReadModel
 
 NAME = ProjectionName.WARRIORS_READ_MODEL
 PARKED_KEY = dg.AssetCheckKey(projection_key(NAME), PARKED_CHECK)
-
-
-@pytest.fixture
-def instance() -> Iterator[dg.DagsterInstance]:
-    with dg.instance_for_test() as test_instance:
-        yield test_instance
 
 
 def project_and_park(url: str) -> StoredEvent:
@@ -61,14 +54,6 @@ def cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "warriors.cli", "projections", *args]
     env = {**os.environ, "DATABASE_URL": url}
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-
-
-def resources(url: str) -> dict[str, Any]:
-    return {
-        "store": EventStoreResource(database_url=url),
-        "projections": ProjectionsResource(database_url=url, batch_size=500),
-        "statistics": StatisticsResource(database_url=url),
-    }
 
 
 def parked_check(url: str, instance: dg.DagsterInstance) -> dg.AssetCheckEvaluation:

@@ -6,7 +6,6 @@ import base64
 import io
 import re
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -14,12 +13,11 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 import psycopg
-import pytest
 from PIL import Image
 
 from orchestration.assets.statistics import DAILY_STATISTICS
 from orchestration.definitions import ASSETS, CHECKS
-from orchestration.resources import EventStoreResource, ProjectionsResource, StatisticsResource
+from tests.dagster_support import resources as location_resources
 from tests.history import Event, copy_events
 from warriors.analytics.charts import PNG_SIGNATURE
 
@@ -35,17 +33,7 @@ _DATA_URI = re.compile(r"!\[[^\]]*\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)"
 
 
 def resources(url: str, analytics: Path) -> dict[str, Any]:
-    return {
-        "store": EventStoreResource(database_url=url),
-        "projections": ProjectionsResource(database_url=url, batch_size=500),
-        "statistics": StatisticsResource(database_url=url, analytics_dir=str(analytics)),
-    }
-
-
-@pytest.fixture
-def instance() -> Iterator[dg.DagsterInstance]:
-    with dg.instance_for_test() as test_instance:
-        yield test_instance
+    return location_resources(url, analytics_dir=str(analytics))
 
 
 def materialize(url: str, instance: dg.DagsterInstance, analytics: Path, day: str) -> dict[str, Any]:

@@ -4,7 +4,6 @@ the stored one raises) its blocking check fails and a rebuild refuses to start, 
 the live read model untouched; with a working upcaster both go through."""
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
@@ -14,26 +13,12 @@ from psycopg_pool import AsyncConnectionPool
 from orchestration.assets.event_store import EVERY_VERSION_READS, UPCASTER_REGRESSION
 from orchestration.definitions import ASSETS, CHECKS
 from orchestration.jobs import rebuild_projection
-from orchestration.resources import EventStoreResource, ProjectionsResource, StatisticsResource
+from tests.dagster_support import resources
 from tests.history import read_model_rows, write_history
 from warriors.domain.events import CURRENT_SCHEMA_VERSIONS
 from warriors.domain.upcasting import UPCASTERS
 from warriors.projections.engine import ProjectionEngine
 from warriors.projections.read_model import WarriorsReadModel
-
-
-@pytest.fixture
-def instance() -> Iterator[dg.DagsterInstance]:
-    with dg.instance_for_test() as test_instance:
-        yield test_instance
-
-
-def resources(url: str) -> dict[str, Any]:
-    return {
-        "store": EventStoreResource(database_url=url),
-        "projections": ProjectionsResource(database_url=url, batch_size=500),
-        "statistics": StatisticsResource(database_url=url),
-    }
 
 
 def regression(url: str, instance: dg.DagsterInstance) -> dg.AssetCheckEvaluation:
