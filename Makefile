@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run services services-stop test test-tools lint format bench bench-tools bench-write bench-read bench-search bench-bus bench-load bench-search-classes bench-deployed soak fuzz clean-data
+.PHONY: install run services services-stop test test-tools deploy-tools lint format bench bench-tools bench-write bench-read bench-search bench-bus bench-load bench-search-classes bench-deployed soak fuzz clean-data
 
 # Debian packages are installed with sudo unless running as root.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -49,7 +49,23 @@ test-tools:
 		{ $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $(DEBIAN_TOOLS) \
 		&& { $(SUDO) systemctl disable --now prometheus prometheus-node-exporter >/dev/null 2>&1 || true; }; }
 
-test: lint test-tools
+## docker-compose (Compose v5, the `docker compose` CLI as a standalone binary), built once
+## into .venv/bin from the module's source on the Go module proxy (about 100 s on 2 cores;
+## `go install ...@version` refuses this module: its go.mod has exclude directives). No
+## Docker engine needed: `docker-compose config` parses and validates docker-compose.yml
+## (tests/unit/test_compose_config.py). v5.6.0: the newest that the machine's Go 1.26.8
+## builds (v5.7.x asks for Go 1.26.10 or later).
+COMPOSE_VERSION := v5.6.0
+COMPOSE := $(BIN)/docker-compose
+
+$(COMPOSE): | $(STAMP)
+	go mod download github.com/docker/compose/v5@$(COMPOSE_VERSION)
+	cd "$$(go env GOMODCACHE)/github.com/docker/compose/v5@$(COMPOSE_VERSION)" && go build -trimpath \
+		-ldflags "-w -X github.com/docker/compose/v5/internal.Version=$(COMPOSE_VERSION)" -o $(CURDIR)/$(COMPOSE) ./cmd
+
+deploy-tools: $(COMPOSE)
+
+test: lint test-tools deploy-tools
 	$(BIN)/pytest
 
 ## make soak: the production-mode fault test (tests/test_production_faults.py) for longer:

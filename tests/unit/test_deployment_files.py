@@ -82,14 +82,16 @@ def test_compose_services_are_wired_together() -> None:
     assert one_shots == {"migrate"}
     for name, service in services.items():
         assert "healthcheck" in service, f"{name} has no health check"
+        assert name in one_shots or service.get("restart") == "unless-stopped", f"{name}: no restart policy"
         assert name in one_shots or not service["healthcheck"].get("disable"), f"{name}: health check off"
         for dependency in service.get("depends_on", {}):
             assert dependency in services
     env = services["api"]["environment"]
     settings_fields = {name.upper() for name in Settings.model_fields}
     # Besides the settings: prometheus_client's multiprocess folder (api/common/operations.py
-    # adds the workers' metrics up when it is set), on a tmpfs, empty at each start.
-    assert set(env) - {"PROMETHEUS_MULTIPROC_DIR"} <= settings_fields, (
+    # adds the workers' metrics up when it is set), on a tmpfs, empty at each start, and
+    # uvicorn's FORWARDED_ALLOW_IPS (the client's address from the proxy's X-Forwarded-For).
+    assert set(env) - {"PROMETHEUS_MULTIPROC_DIR", "FORWARDED_ALLOW_IPS"} <= settings_fields, (
         "compose sets a variable the services do not read"
     )
     assert env["PROMETHEUS_MULTIPROC_DIR"] in services["api"]["tmpfs"], (
@@ -126,7 +128,9 @@ def test_compose_services_are_wired_together() -> None:
     projector_env = services["projector"]["environment"]
     own = ("DATABASE_URL", "METRICS_PORT", "METRICS_HOST")  # the projector's own metrics endpoint
     assert {k: v for k, v in projector_env.items() if k not in own} == {
-        k: v for k, v in env.items() if k not in ("DATABASE_URL", "HTTP_WORKERS", "PROMETHEUS_MULTIPROC_DIR")
+        k: v
+        for k, v in env.items()
+        if k not in ("DATABASE_URL", "HTTP_WORKERS", "PROMETHEUS_MULTIPROC_DIR", "FORWARDED_ALLOW_IPS")
     }
     assert projector_env["METRICS_PORT"] == "9101"
     assert "ports" not in services["projector"], "its metrics stay on the private network"
@@ -136,7 +140,8 @@ def test_compose_services_are_wired_together() -> None:
     assert "warriors relay" in " ".join(services["relay"]["command"])
     dagster_env = services["dagster-daemon"]["environment"]
     assert dagster_env == services["dagster-webserver"]["environment"]
-    assert set(dagster_env) - {"DAGSTER_HOME"} <= settings_fields
+    # DOCKER_HOST: docker-py's (the run launcher's) way to the Docker API proxy.
+    assert set(dagster_env) - {"DAGSTER_HOME", "DOCKER_HOST"} <= settings_fields
     assert dagster_env["DAGSTER_POSTGRES_URL"].startswith(
         f"postgresql+psycopg2://{user}:{password}@postgres:5432/"
     )
@@ -148,22 +153,24 @@ def test_no_data_store_is_published_no_default_password_dagster_and_the_api_on_l
     compose = _compose()
     services: dict[str, dict[str, Any]] = compose["services"]
 
-    # Published: the API, the Dagster UI and Grafana only, on the host's loopback only (the
-    # API's address may be overridden, with 127.0.0.1 as its default; the UIs' may not).
-    # Prometheus is not: its UI has no login (Grafana's, which queries it, has).
-    for name in (*DATA_STORES, "prometheus"):
+    # Published: the API's entry point (the proxy in front of the `api` replicas), the
+    # Dagster UI and Grafana only, on the host's loopback only (the entry point's address
+    # may be overridden, with 127.0.0.1 as its default; the UIs' may not). Prometheus is
+    # not: its UI has no login (Grafana's, which queries it, has). Nor are the API
+    # replicas (scaled: `--scale api=N`) or the Docker API proxy.
+    for name in (*DATA_STORES, "prometheus", "api", "docker-socket-proxy"):
         assert "ports" not in services[name], f"{name} is published on the host"
     for name, service in services.items():
         assert service.get("network_mode") != "host", f"{name} shares the host's network"
     assert {name for name, service in services.items() if service.get("ports")} == {
-        "api",
+        "proxy",
         "dagster-webserver",
         "grafana",
     }
     api_bind = re.compile(r"(127\.0\.0\.1|\$\{[A-Z_]+:-127\.0\.0\.1\}):8000:8000")
-    for port in services["api"]["ports"]:
-        assert isinstance(port, str), f"api: write the port as a quoted string: {port!r}"
-        assert api_bind.fullmatch(port), f"api is published beyond loopback: {port}"
+    for port in services["proxy"]["ports"]:
+        assert isinstance(port, str), f"proxy: write the port as a quoted string: {port!r}"
+        assert api_bind.fullmatch(port), f"the API's entry point is published beyond loopback: {port}"
     for name, published in (
         ("dagster-webserver", f"{LOOPBACK}:3000:3000"),
         ("grafana", f"{LOOPBACK}:3001:3000"),
@@ -291,7 +298,27 @@ def test_dockerfile_places_dagster_files_where_compose_expects_them() -> None:
     for service in ("dagster-webserver", "dagster-daemon"):
         command = " ".join(compose["services"][service]["command"])
         assert "-w workspace.yaml" in command
+        # The Dockerfile's `dagster` target (the platform plus Dagster's run launchers),
+        # with compose's instance (deploy/dagster/dagster.yaml) over the image's.
+        assert compose["services"][service]["build"] == {"context": ".", "target": "dagster"}, service
+        instance = f"./deploy/dagster/dagster.yaml:{home}/dagster.yaml:ro"
+        assert instance in compose["services"][service]["volumes"], service
     assert "warriors dagster-storage" in " ".join(compose["services"]["migrate"]["command"])
+    stages = re.findall(r"^FROM (\S+)(?: AS (\w+))?$", dockerfile, flags=re.MULTILINE)
+    assert ("platform", "dagster") in stages
+    assert stages[-1] == ("platform", ""), "the default target (the last stage) is not the platform image"
+    # The run launchers belong to the Dagster family: the same release as the dagster pinned
+    # in pyproject.toml (dagster 1.X.Y goes with the integrations' 0.(X+16).Y).
+    dagster = re.search(r'"dagster==1\.(\d+)\.(\d+)"', (ROOT / "pyproject.toml").read_text())
+    assert dagster, "pyproject.toml pins no dagster"
+    family = f"0.{int(dagster[1]) + 16}.{dagster[2]}"
+    assert "'.[deploy]'" in dockerfile, "the Dagster image installs the run launchers (the deploy extra)"
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    constraints = (ROOT / "constraints.txt").read_text()
+    for integration in ("dagster-docker", "dagster-k8s"):
+        pins = re.findall(rf'"{integration}==([^"]+)"', pyproject)
+        assert pins == [family], f"{integration}: {pins}, not the Dagster family's {family}"
+        assert f"{integration}=={family}\n" in constraints, integration
 
 
 def test_dockerfile_starts_what_exists() -> None:
