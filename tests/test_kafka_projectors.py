@@ -6,6 +6,7 @@ import asyncio
 import shutil
 import tempfile
 import uuid
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,16 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._config import ConfigResource
 from psycopg import AsyncConnection
 
-from tests.history import copy_events, read_model_rows, replay_into_shadow, write_history
+from tests.history import copy_events, read_model_rows, write_history
+from tests.kafka_support import (
+    bus_env,
+    cache_matches_the_store,
+    drop_the_topics_records,
+    exact,
+    living,
+    redis_count,
+    relay,
+)
 from tests.support import LoggedProcess, ProjectorProcess, ServiceProcess, wait_for
 from warriors.adapters.embedded_postgres import free_port
 from warriors.adapters.kafka_broker import KafkaBroker
@@ -26,32 +36,6 @@ from warriors.adapters.kafka_bus import DLQ_TOPIC, TOPIC
 from warriors.adapters.redis_cache import RedisReadModels
 from warriors.projections.status import RELAY, ProjectionStatus, projection_statuses
 from warriors.readside.consistency import ConsistencyReport, check_cache, check_read_model
-
-
-def bus_env(broker: KafkaBroker) -> dict[str, str]:
-    return {"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers(), "KAFKA_PARTITIONS": "3"}
-
-
-def relay(url: str, broker: KafkaBroker) -> LoggedProcess:
-    return LoggedProcess(["-m", "warriors.cli", "relay"], {"DATABASE_URL": url, **bus_env(broker)}, "relay")
-
-
-def exact(url: str) -> bool:
-    """The read model equals a replay of the whole store, and the count agrees."""
-    rows = read_model_rows(url)
-    with psycopg.connect(url) as conn:
-        count = conn.execute("SELECT total FROM warrior_count").fetchone()
-    return count == (len(rows),) and rows == asyncio.run(replay_into_shadow(url))
-
-
-def living(url: str) -> int:
-    with psycopg.connect(url) as conn:
-        row = conn.execute(
-            "SELECT count(*) FILTER (WHERE event_type = 'WarriorCreated')"
-            " - count(*) FILTER (WHERE event_type = 'WarriorDeleted') FROM event_store"
-        ).fetchone()
-    assert row is not None
-    return int(row[0])
 
 
 def read_model_status(client: httpx.Client) -> dict[str, Any]:
@@ -166,19 +150,6 @@ def _read_all(broker: KafkaBroker, topic: str, expected: int) -> list[Message]:
     return found
 
 
-def redis_count(url: str) -> int | None:
-    """The Redis count as the query service would serve it (None: not ready)."""
-
-    async def read() -> int | None:
-        models = RedisReadModels(url)
-        try:
-            return await models.count()
-        finally:
-            await models.close()
-
-    return asyncio.run(read())
-
-
 def _header(message: Message, name: str) -> str:
     headers = message.headers() or []
     pairs = headers.items() if isinstance(headers, dict) else headers
@@ -225,7 +196,9 @@ def test_a_dead_consumer_shows_as_lag_not_as_caught_up(fresh_database: str, brok
     the lag sensor report), and fall back to 0 once a consumer catches up."""
     write_history(fresh_database, 100)
     feeder = relay(fresh_database, broker)
-    projector = ProjectorProcess(fresh_database, env=bus_env(broker))
+    # The new consumer gets the partitions once the group stops waiting for the dead one.
+    env = {**bus_env(broker), "KAFKA_SESSION_TIMEOUT_SECONDS": "6"}
+    projector = ProjectorProcess(fresh_database, env=env)
     try:
         wait_for(lambda: len(read_model_rows(fresh_database)) == living(fresh_database), timeout=120,
                  what="the read model fed from Kafka")  # fmt: skip
@@ -241,7 +214,7 @@ def test_a_dead_consumer_shows_as_lag_not_as_caught_up(fresh_database: str, brok
         behind = kafka_statuses(fresh_database)["warriors_read_model"]
         assert behind.lag_events == 42
         assert behind.consumer_lag == 42
-        projector = ProjectorProcess(fresh_database, env=bus_env(broker))
+        projector = ProjectorProcess(fresh_database, env=env)
         wait_for(lambda: kafka_statuses(fresh_database)["warriors_read_model"].lag_events == 0, timeout=120,
                  what="a new consumer to catch up")  # fmt: skip
     finally:
@@ -250,44 +223,120 @@ def test_a_dead_consumer_shows_as_lag_not_as_caught_up(fresh_database: str, brok
     assert exact(fresh_database)
 
 
-def drop_the_topics_records(broker: KafkaBroker) -> None:
-    """What retention does: every record published so far is deleted from the topic."""
+def unapplied(url: str) -> int:
+    """The stored events the read model does not reflect (its row, or the deletion it
+    applied, is at an older version)."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM event_store e LEFT JOIN (SELECT id, max(version) AS version FROM"
+            " (SELECT id, version FROM warriors_read_model"
+            "  UNION ALL SELECT id, version FROM read_model_deletions) AS a GROUP BY id) AS applied"
+            " ON applied.id = e.aggregate_id WHERE e.event_version > coalesce(applied.version, 0)"
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def members_holding_partitions(broker: KafkaBroker, group: str) -> int:
     admin = AdminClient({"bootstrap.servers": broker.bootstrap_servers()})
-    partitions = admin.list_topics(TOPIC, timeout=10).topics[TOPIC].partitions
+    [future] = admin.describe_consumer_groups([group], request_timeout=10).values()
+    members = future.result(timeout=30).members
+    return sum(1 for m in members if m.assignment and m.assignment.topic_partitions)
+
+
+def recorded_partitions(url: str) -> int:
+    """The partitions whose progress the group recorded (it commits what it records)."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT count(*) FROM bus_consumer_lag").fetchone()
+    return int(row[0]) if row else 0
+
+
+def done_since(url: str, broker: KafkaBroker, moment: datetime) -> bool:
+    """The partitions recorded after `moment` (those a live member holds) are consumed to
+    their ends, as the broker has them now."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT partition, committed FROM bus_consumer_lag WHERE updated_at > %s", (moment,)
+        ).fetchall()
     reader = Consumer({"bootstrap.servers": broker.bootstrap_servers(), "group.id": f"ends-{uuid.uuid4()}"})
     try:
-        ends = [TopicPartition(TOPIC, p, reader.get_watermark_offsets(TopicPartition(TOPIC, p), 10)[1])
-                for p in partitions]  # fmt: skip
+        ends = {p: reader.get_watermark_offsets(TopicPartition(TOPIC, p), 10)[1] for p, _ in rows}
     finally:
         reader.close()
-    for future in admin.delete_records(ends, request_timeout=10).values():
-        future.result(timeout=30)
+    return bool(rows) and all(committed == ends[p] for p, committed in rows)
+
+
+def test_a_dead_member_shows_as_lag_while_the_other_member_goes_on(
+    fresh_database: str, broker: KafkaBroker
+) -> None:
+    """Two members; one SIGKILLed: its partitions wait for the group to notice (the
+    session time-out, 45 s) while the other member goes on with its own. The group's lag
+    was counted from its latest recorded progress, which the live member kept moving: once
+    that member had consumed its partitions, /projections said lag 0 (and the Dagster lag
+    check passed) with the dead member's messages unapplied (found by
+    tests/test_production_faults.py). Members now record every partition they hold, and
+    the lag counts from the least recently recorded one."""
+    write_history(fresh_database, 100)
+    feeder = relay(fresh_database, broker)
+    members = [ProjectorProcess(fresh_database, env=bus_env(broker), name="member-a")]
+    try:
+        wait_for(lambda: unapplied(fresh_database) == 0, timeout=120, what="the read model fed from Kafka")
+        wait_for(lambda: recorded_partitions(fresh_database) == 3, timeout=60, what="the topic read")
+        members.append(
+            ProjectorProcess(fresh_database, env=bus_env(broker), name="member-b")
+        )  # offsets committed
+        wait_for(lambda: members_holding_partitions(broker, "warriors-warriors_read_model") == 2, timeout=120,
+                 what="both members to hold partitions")  # fmt: skip
+        members[0].process.kill()
+        members[0].stop()
+        with psycopg.connect(fresh_database) as conn:
+            killed_at = (conn.execute("SELECT now()").fetchone() or [datetime.now(UTC)])[0]
+        write_history(fresh_database, 100)  # 210 events over the three partitions
+        wait_for(lambda: kafka_statuses(fresh_database)[RELAY].lag_events == 0, what="the relay")
+        wait_for(lambda: done_since(fresh_database, broker, killed_at), timeout=60, what="the live member")
+        behind = unapplied(fresh_database)
+        status = kafka_statuses(fresh_database)["warriors_read_model"]
+        assert behind > 0, "the dead member's partitions were moved already: nothing proved"
+        assert status.lag_events >= behind, (status, behind)
+        assert status.lag_seconds > 0
+    finally:
+        feeder.stop()
+        for member in members:
+            member.stop()
+
+
+def test_a_member_joining_a_group_that_committed_rebuilds_nothing(
+    fresh_database: str, broker: KafkaBroker
+) -> None:
+    """Only a group that never committed builds its sink from the store. Cooperative
+    rebalancing tells a member only of the partitions it gains, often none, and no
+    partitions passed for "none committed": each rebalance (a member joining, leaving,
+    dying) made every member rebuild its sink from the whole store (found by
+    tests/test_production_faults.py)."""
+    write_history(fresh_database, 100)
+    feeder = relay(fresh_database, broker)
+    members = [ProjectorProcess(fresh_database, env=bus_env(broker), name="member-a")]
+    try:
+        wait_for(lambda: unapplied(fresh_database) == 0, timeout=120, what="the read model fed from Kafka")
+        wait_for(lambda: recorded_partitions(fresh_database) == 3, timeout=60, what="the topic read")
+        members.append(ProjectorProcess(fresh_database, env=bus_env(broker), name="member-b"))
+        wait_for(lambda: members_holding_partitions(broker, "warriors-warriors_read_model") == 2, timeout=120,
+                 what="both members to hold partitions")  # fmt: skip
+        write_history(fresh_database, 20)  # and the stream goes on
+        wait_for(lambda: unapplied(fresh_database) == 0, timeout=120, what="both members")
+    finally:
+        feeder.stop()
+        for member in members:
+            member.stop()
+    rebuilt = [member.log_path.read_text().count("built from the event store") for member in members]
+    assert rebuilt == [1, 0]  # the new group's first member, once
+    assert exact(fresh_database)
 
 
 def retention_ms(broker: KafkaBroker) -> str:
     admin = AdminClient({"bootstrap.servers": broker.bootstrap_servers()})
     [future] = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, TOPIC)]).values()
     return str(future.result(timeout=30)["retention.ms"].value)
-
-
-def cache_matches_the_store(url: str, redis_url: str) -> bool:
-    """Every warrior's cache entry at its last version (a tombstone when deleted), and the
-    count ready and right."""
-    with psycopg.connect(url) as conn:
-        rows = conn.execute("SELECT aggregate_id, max(event_version) FROM event_store GROUP BY 1").fetchall()
-    last: dict[uuid.UUID, int] = dict(rows)
-
-    async def entries() -> list[Any]:
-        models = RedisReadModels(redis_url)
-        try:
-            return await models.entries(list(last))
-        finally:
-            await models.close()
-
-    found = asyncio.run(entries())
-    return redis_count(redis_url) == living(url) and all(
-        e is not None and e.version == version for e, version in zip(found, last.values(), strict=True)
-    )
 
 
 def test_a_flushed_cache_is_rebuilt_whole_from_the_store_whatever_the_topic_kept(

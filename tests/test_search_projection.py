@@ -15,8 +15,10 @@ from psycopg_pool import AsyncConnectionPool
 from tests.history import checkpoint, counted, head, with_read_model, write_history
 from tests.support import ServiceProcess, wait_for
 from warriors.adapters.embedded_postgres import free_port
+from warriors.adapters.kafka_bus import BusProducer
 from warriors.adapters.opensearch_server import OpenSearchServer
-from warriors.adapters.search_engine import IndexAction, SearchEngine
+from warriors.adapters.search_engine import EngineKind, IndexAction, SearchEngine, SearchUnavailable
+from warriors.bus.consumer import ProjectionConsumer
 from warriors.projections.base import ProjectionTargetUnavailable
 from warriors.projections.engine import ProjectionEngine
 from warriors.projections.live import run_live
@@ -189,4 +191,64 @@ async def test_a_write_blocked_index_is_waited_out_not_taken_for_poison(
             (SEARCH, SEARCH),
         ).fetchone()
     assert row == ("RUNNING", 0)
+    assert await search_engine.count() == counted(fresh_database) == 18 + 9
+
+
+async def test_group_members_building_the_index_at_once_leave_one_index_behind_the_alias(
+    fresh_database: str, fresh_pool: Pool, search_engine: SearchEngine, opensearch: OpenSearchServer
+) -> None:
+    """Fed from Kafka, each member of a new consumer group (or one that found the index
+    lost) builds the sink from the store, starting by creating the alias if it is
+    missing. Unlocked, members doing it at once raced: all saw no alias and created the
+    same next index (all but one failed, "already exists"), and one retrying between
+    another's index and its alias added a second index behind the alias, after which
+    every write failed (400 "no write index is defined for alias") and was parked as
+    poison (found by tests/test_production_faults.py). Under the projection's lock, as
+    the resets are, they take turns: one index, every document in it."""
+    write_history(fresh_database, 20)
+    nowhere = f"127.0.0.1:{free_port()}"  # no broker: building from the store needs none
+    members = [
+        ProjectionConsumer(fresh_pool, WarriorsSearch(SearchEngine(opensearch.url(), EngineKind.OPENSEARCH)),
+                           nowhere, BusProducer(nowhere))
+        for _ in range(4)
+    ]  # fmt: skip
+    try:
+        outcomes = await asyncio.gather(*(m._replay_store() for m in members), return_exceptions=True)
+    finally:
+        for member in members:
+            member.consumer.close()
+            await member.projection.close()
+    assert outcomes == [None] * len(members)
+    assert len(await search_engine.generations()) == 1
+    assert await search_engine.count() == 18  # 20 created, every tenth deleted
+
+
+async def test_a_delete_through_a_missing_alias_does_not_block_the_alias_for_good(
+    fresh_database: str, fresh_pool: Pool, search_engine: SearchEngine
+) -> None:
+    """With the alias removed, a deletion written through it made the engine create a plain
+    index named `warriors` (`require_alias` guards index operations, not deletes), and from
+    then on the alias could never be added again ("an index exists with the same name as
+    the alias"): the projection tried to rebuild forever (found by
+    tests/test_production_faults.py). Now the write says the index is gone, and the index
+    that took the alias' name is removed in the call that adds the alias."""
+    write_history(fresh_database, 20)
+    read_model, search = await engines(fresh_pool, search_engine)
+    await read_model.catch_up()
+    await search.catch_up()
+    index = await search_engine.alias_target()
+    await search_engine.client.indices.delete_alias(index=index, name=search_index.ALIAS)
+    warrior = str(uuid.uuid4())
+    with pytest.raises(SearchUnavailable, match="index_not_found_exception"):  # not taken as written
+        await search_engine.write(
+            search_index.ALIAS, [IndexAction(warrior, 1, doc(warrior, "Lost", 1))], refresh=True
+        )
+    await search_engine.write(search_index.ALIAS, [IndexAction(warrior, 2, None)], refresh=True)  # a deletion
+    assert await search_engine.client.indices.exists(index=search_index.ALIAS)  # a plain index took its name
+    write_history(fresh_database, 10)
+    await read_model.catch_up()
+    _, search = await engines(fresh_pool, search_engine)  # a projector started now: it checks the alias
+    await search.catch_up()  # notices the alias gone, starts a new generation, replays from 0
+    await search.catch_up()
+    assert await search_engine.alias_target() not in (None, index)
     assert await search_engine.count() == counted(fresh_database) == 18 + 9

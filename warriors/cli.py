@@ -249,13 +249,15 @@ async def _project(url: str) -> None:
                 for projection in projections:
                     await register(pool, projection.name)  # its parked events and status
                 dead_letters = BusProducer(bootstrap)
+                session_timeout_ms = round(settings.kafka_session_timeout_seconds * 1000)
 
                 async def consume(projection: Projection) -> None:
                     """A consumer, made again after a broker error (the group rebalances;
                     the batch not committed is read again, which the applies make harmless)."""
                     await retry_until_stopped(
                         f"consumer of {projection.name}",
-                        lambda: ProjectionConsumer(pool, projection, bootstrap, dead_letters).run(stop),
+                        lambda: ProjectionConsumer(pool, projection, bootstrap, dead_letters,
+                                                   session_timeout_ms=session_timeout_ms).run(stop),
                         stop, (KafkaException, BusUnavailable), log,
                     )  # fmt: skip
 

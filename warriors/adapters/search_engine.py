@@ -228,10 +228,9 @@ class SearchEngine:
             return current
         first = await self.next_generation()
         await self.create_index(first)
+        actions = [*await self._clear_the_name(), {"add": {"index": first, "alias": ALIAS}}]
         async with self._translated():
-            await self.client.indices.update_aliases(
-                body={"actions": [{"add": {"index": first, "alias": ALIAS}}]}
-            )
+            await self.client.indices.update_aliases(body={"actions": actions})
         return first
 
     async def move_alias(self, to_index: str) -> str | None:
@@ -240,9 +239,21 @@ class SearchEngine:
         actions: list[dict[str, Any]] = [{"add": {"index": to_index, "alias": ALIAS}}]
         if current is not None and current != to_index:
             actions.insert(0, {"remove": {"index": current, "alias": ALIAS}})
+        elif current is None:
+            actions[:0] = await self._clear_the_name()
         async with self._translated():
             await self.client.indices.update_aliases(body={"actions": actions})
         return current if current != to_index else None
+
+    async def _clear_the_name(self) -> list[dict[str, Any]]:
+        """With the alias missing, an index may hold its name: a delete written through
+        the missing alias creates one (the engine creates an index for it automatically;
+        `require_alias` guards index operations only), and the alias can then never be
+        added ("an index exists with the same name as the alias"). It holds nothing of
+        the projection's: removed in the atomic call that adds the alias."""
+        async with self._translated():
+            taken = await self.client.indices.exists(index=ALIAS)
+        return [{"remove_index": {"index": ALIAS}}] if taken else []
 
     async def delete_index(self, name: str) -> None:
         async with self._translated():
@@ -282,11 +293,17 @@ class SearchEngine:
         failures = []
         for item in response["items"]:
             [(_, result)] = item.items()
-            status = result.get("status", 0)
-            if status < 300 or status in (404, 409):  # 409: not newer; 404: deleting what is not there
+            status, error = result.get("status", 0), result.get("error")
+            # 409: not newer; 404 without an error: deleting what is not there.
+            if status < 300 or status == 409 or (status == 404 and error is None):
                 continue
-            failures.append((status, result.get("error")))
-        if any(status >= 500 or status == 429 or _blocked(error) for status, error in failures):
+            failures.append((status, error))
+        # An index gone (404 index_not_found_exception: the alias was removed) is an engine
+        # that cannot take the writes now, not a refusal of these documents.
+        if any(
+            status >= 500 or status == 429 or _blocked(error) or _no_index(error)
+            for status, error in failures
+        ):
             raise SearchUnavailable(f"{self.kind}: bulk write failed: {failures[:3]}")
         if failures:
             raise SearchRejected(f"{self.kind}: bulk write refused: {failures[:3]}")
@@ -320,6 +337,11 @@ def _blocked(error: object) -> bool:
     flood stage): the engine is not taking writes for now, which says nothing about the
     document. Waited out like an engine that is down, never parked as a poison event."""
     return "cluster_block_exception" in str(error)
+
+
+def _no_index(error: object) -> bool:
+    """The write's index (or the alias it went through) does not exist."""
+    return "index_not_found_exception" in str(error)
 
 
 def _status(exc: Exception) -> int | None:

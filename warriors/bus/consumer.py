@@ -16,7 +16,6 @@ Consumer lag (end of each partition minus the committed offset) is written to
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
@@ -68,6 +67,7 @@ class ProjectionConsumer:
         *,
         batch_size: int = 500,
         attempts: int = 3,
+        session_timeout_ms: int = 45_000,
     ) -> None:
         self.pool = pool
         self.projection = projection
@@ -84,6 +84,9 @@ class ProjectionConsumer:
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "partition.assignment.strategy": "cooperative-sticky",
+                # A member unheard for this long (killed, hung) loses its partitions to the others.
+                "session.timeout.ms": session_timeout_ms,
+                "heartbeat.interval.ms": min(3000, session_timeout_ms // 3),
             }
         )
 
@@ -104,7 +107,12 @@ class ProjectionConsumer:
 
     def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """A group that never committed builds its sink from the event store first (see
-        `_intact`), then reads the topic (from its earliest record: the overlap is harmless)."""
+        `_intact`), then reads the topic (from its earliest record: the overlap is harmless).
+        Cooperative rebalancing calls this with only the partitions added, often none: no
+        partitions say nothing about the group (taken as "none committed", every rebalance
+        made each member rebuild its sink from the whole store)."""
+        if not partitions:  # a cooperative rebalance that gave this member nothing new
+            return
         committed = consumer.committed(partitions, 10.0)
         self._needs_store_replay = self._needs_store_replay or all(tp.offset < 0 for tp in committed)
         for tp in committed:  # where each partition's next message should be
@@ -143,11 +151,13 @@ class ProjectionConsumer:
     async def _idle(self) -> None:
         """No message for a while: a sink that must be built from the store is built now
         (a new group on a quiet topic, a cache flushed while nothing is written), and at
-        the end of the topic the projection is told it is still caught up (the cache
-        renews its readiness, which lapses when nobody renews it)."""
+        the end of the topic its partitions' lag is recorded again (their progress: see
+        `_record_lag`) and the projection is told it is still caught up (the cache renews
+        its readiness, which lapses when nobody renews it)."""
         try:
             await self._intact()
             if await asyncio.to_thread(self._at_end):
+                await self._record_lag()
                 await self.projection.caught_up()
         except TRANSIENT as exc:
             log.warning("consumer %s: %r", self.group, exc)
@@ -190,7 +200,7 @@ class ProjectionConsumer:
         if log.isEnabledFor(logging.DEBUG):
             log_applied(log, self.projection.name, [event for _, event in readable])
         try:
-            if await self._record_lag(batch) == 0:
+            if await self._record_lag() == 0:
                 await self.projection.caught_up()
         except TRANSIENT as exc:  # only a gauge: the next batch records it again
             log.warning("consumer %s: lag not recorded: %r", self.group, exc)
@@ -348,18 +358,20 @@ class ProjectionConsumer:
             error,
         )
 
-    async def _record_lag(self, batch: Sequence[Message]) -> int:
-        """Each partition's next offset (what this batch committed) and its end, from the
-        consumer's cached watermarks (no round trip to the broker)."""
-        next_offsets: dict[int, int] = {}
-        for message in batch:
-            partition, offset = message.partition(), message.offset()
-            if partition is not None and offset is not None:
-                next_offsets[partition] = max(next_offsets.get(partition, 0), offset + 1)
+    async def _record_lag(self) -> int:
+        """Each partition this member holds: the offset it reads next (everything before it
+        applied) and the partition's end, from the consumer's cached watermarks (no round
+        trip to the broker). Every held partition, after each batch and while idle at the
+        end of the topic, not only those the batch touched: a partition's row then stops
+        moving only when nobody consumes it (its member died or hangs), and the status
+        counts what was stored since the least recently recorded partition."""
         rows: list[tuple[Any, ...]] = []
-        for partition, committed in sorted(next_offsets.items()):
-            _, end = self.consumer.get_watermark_offsets(TopicPartition(TOPIC, partition), 1.0, True)
-            rows.append((self.group, partition, committed, max(end, committed)))
+        for tp in self.consumer.assignment():
+            committed = self._expected.get(tp.partition)
+            if tp.topic != TOPIC or committed is None:
+                continue  # never committed and nothing read yet: nothing to say
+            _, end = self.consumer.get_watermark_offsets(TopicPartition(TOPIC, tp.partition), 1.0, True)
+            rows.append((self.group, tp.partition, committed, max(end, committed)))
         async with self.pool.connection() as conn:
             for row in rows:
                 await conn.execute(_RECORD_LAG, row)

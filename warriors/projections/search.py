@@ -66,6 +66,7 @@ class WarriorsSearch:
         try:
             await self.engine.write(self.index, actions, refresh=self.refresh)
         except SearchUnavailable as exc:
+            self._intact_at = float("-inf")  # the alias may be gone: the next `intact` asks
             raise ProjectionTargetUnavailable(str(exc)) from exc
         except SearchRejected as exc:  # the engine's own words; the engine bisects to the event
             raise RuntimeError(str(exc)) from exc

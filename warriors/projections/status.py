@@ -69,11 +69,15 @@ def consumer_group(projection: str) -> str:
 
 
 # Per consumer group: the events the relay has published that were stored after the
-# group's last recorded progress (counted up to 10,000), and the age of the oldest: the
-# messages it has not consumed since, from live facts (the store and the relay's
-# checkpoint), whether or not the consumer is alive to say so. A group that never
-# recorded anything has consumed nothing. (The BRIN index on created_at keeps this to
-# the recent end of the store.)
+# group's progress was last recorded for its least recently recorded partition (counted
+# up to 10,000), and the age of the oldest: the messages it has not consumed since, from
+# live facts (the store and the relay's checkpoint), whether or not the consumer is alive
+# to say so. The least recent, not the latest: the members record every partition they
+# hold after each batch and while idle at the end, so a partition nobody consumes (its
+# member died and the group has not moved it yet) stops moving, and must not be hidden by
+# the partitions the live members keep recording. A group that never recorded anything
+# has consumed nothing. (The BRIN index on created_at keeps this to the recent end of the
+# store.)
 _UNCONSUMED = """
 SELECT g.group_id,
        (SELECT count(*) FROM (
@@ -85,7 +89,7 @@ SELECT g.group_id,
                ORDER BY e.position LIMIT 1)
            ELSE (SELECT min(e.created_at) FROM event_store e
                  WHERE e.created_at > g.progressed AND e.position <= %(relayed)s) END), 0)::float8
-FROM (SELECT wanted.group_id, coalesce(max(l.updated_at), '-infinity') AS progressed
+FROM (SELECT wanted.group_id, coalesce(min(l.updated_at), '-infinity') AS progressed
       FROM unnest(%(groups)s::text[]) AS wanted(group_id)
       LEFT JOIN bus_consumer_lag l ON l.group_id = wanted.group_id
       GROUP BY wanted.group_id) AS g
