@@ -43,7 +43,7 @@ def log_applied(log: logging.Logger, projection: str, events: "Iterable[StoredEv
                       event.position)  # fmt: skip
 
 
-class _Correlation(logging.Filter):
+class CorrelationFilter(logging.Filter):
     """Adds `correlation_id` (and, for the text format, ` [correlation_id=...]`) to every record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -71,6 +71,8 @@ class JsonFormatter(logging.Formatter):
         }
         if correlation_id := getattr(record, "correlation_id", None):
             line["correlation_id"] = correlation_id
+        if run_id := (getattr(record, "dagster_meta", None) or {}).get("run_id"):  # a Dagster run's line
+            line["run_id"] = run_id
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(line).decode()
@@ -84,7 +86,7 @@ def configure_logging(log_format: str, level: str, process: str) -> None:
     """Send every logger's records (uvicorn's and the libraries' included) to one handler
     on standard error, in `log_format` ("text" or "json") from `level` up."""
     handler = _PlatformHandler()
-    handler.addFilter(_Correlation())
+    handler.addFilter(CorrelationFilter())
     handler.setFormatter(JsonFormatter(process) if log_format == "json" else logging.Formatter(TEXT_FORMAT))
     root = logging.getLogger()
     for old in [h for h in root.handlers if isinstance(h, _PlatformHandler)]:  # others stay (pytest's)

@@ -9,6 +9,8 @@ loopback only. Then the project's own checks of the pieces Compose only passes t
 the proxy's configuration (deploy/haproxy), Dagster's instance with its run launcher
 (deploy/dagster) and the Docker API proxy, Kafka's log directory."""
 
+import json
+import logging.config
 import os
 import re
 import secrets
@@ -22,6 +24,7 @@ import yaml
 from dagster._core.instance.config import dagster_instance_config
 
 from api.common.operations import operations_router
+from warriors.logs import correlated
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -277,7 +280,7 @@ def test_dagster_instance_is_valid_and_the_root_one_but_for_the_launcher(
     assert config["run_monitoring"]["start_timeout_seconds"] > 0
     instance = _instance()
     root: dict[str, Any] = yaml.safe_load((ROOT / "dagster.yaml").read_text())
-    own = {"run_launcher", "run_monitoring"}
+    own = {"run_launcher", "run_monitoring", "python_logs"}
     assert {k: v for k, v in instance.items() if k not in own} == {
         k: v for k, v in root.items() if k not in own
     }
@@ -374,3 +377,27 @@ def test_kafka_keeps_its_log_on_its_volume(tmp_path: Path, values: dict[str, str
             f"{log_dir} is not on a volume"
         )
     assert kafka["restart"] == "unless-stopped"
+
+
+def test_dagster_runs_log_json_lines_with_run_and_correlation_ids(capsys: pytest.CaptureFixture[str]) -> None:
+    """The instance's handler (as Dagster builds it: dictConfig of dagster_handler_config)
+    writes one JSON object per line, with the run id and an event's correlation id."""
+    handler_config = _instance()["python_logs"]["dagster_handler_config"]
+    name = "warriors.test_dagster_json"
+    loggers = {name: {"handlers": list(handler_config["handlers"]), "level": "INFO"}}
+    logging.config.dictConfig(
+        {"version": 1, "disable_existing_loggers": False, **handler_config, "loggers": loggers}
+    )
+    logger = logging.getLogger(name)
+    try:
+        with correlated("corr-dagster-1"):
+            logger.info("applied", extra={"dagster_meta": {"run_id": "run-123"}})
+    finally:
+        logger.handlers.clear()
+    line = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    assert (line["process"], line["run_id"], line["correlation_id"]) == (
+        "dagster",
+        "run-123",
+        "corr-dagster-1",
+    )
+    assert line["message"] == "applied"
