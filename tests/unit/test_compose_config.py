@@ -15,7 +15,6 @@ import os
 import re
 import secrets
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -24,6 +23,7 @@ import yaml
 from dagster._core.instance.config import dagster_instance_config
 
 from api.common.operations import operations_router
+from tests.unit.yaml_tree import strings
 from warriors.logs import correlated
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,23 +39,10 @@ SCALABLE = ("api", "projector")
 DAGSTER_SERVICES = ("dagster-webserver", "dagster-daemon")
 
 
-def _strings(node: object) -> Iterator[str]:
-    if isinstance(node, str):
-        yield node
-    elif isinstance(node, dict):
-        for value in node.values():
-            yield from _strings(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _strings(value)
-
-
 def _required_variables() -> dict[str, str]:
     """Each variable compose refuses to start without, with its message."""
     compose = yaml.safe_load(COMPOSE_FILE.read_text())
-    return {
-        match["name"]: match["message"] for text in _strings(compose) for match in REQUIRED.finditer(text)
-    }
+    return {match["name"]: match["message"] for text in strings(compose) for match in REQUIRED.finditer(text)}
 
 
 def _write_env(path: Path, values: dict[str, str]) -> Path:
@@ -146,7 +133,7 @@ def test_compose_interpolates_the_secrets_into_the_urls(tmp_path: Path, values: 
     )
     assert api["REDIS_URL"] == f"redis://:{values['REDIS_PASSWORD']}@redis:6379/0"
     # Nothing was left for the shell: no `${` survives interpolation.
-    assert not [text for text in _strings(services) if "${" in text]
+    assert not [text for text in strings(services) if "${" in text]
 
 
 def test_the_api_and_the_projectors_scale_behind_a_proxy_on_loopback(

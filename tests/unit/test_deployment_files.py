@@ -4,7 +4,6 @@ import asyncio
 import base64
 import re
 import secrets
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -13,6 +12,7 @@ import psycopg
 import redis
 import yaml
 
+from tests.unit.yaml_tree import strings
 from warriors.adapters.search_engine import EngineKind, SearchEngine
 from warriors.config import Settings
 
@@ -42,21 +42,9 @@ def _environment(service: dict[str, Any]) -> dict[str, str]:
     return {str(key): str(value) for key, value in environment.items()}
 
 
-def _strings(node: object) -> Iterator[str]:
-    """Every string value in a parsed YAML tree."""
-    if isinstance(node, str):
-        yield node
-    elif isinstance(node, dict):
-        for value in node.values():
-            yield from _strings(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _strings(value)
-
-
 def _required_variables(compose: dict[str, Any]) -> set[str]:
     """The variables compose refuses to start without."""
-    return {match["name"] for text in _strings(compose) for match in REQUIRED.finditer(text)}
+    return {match["name"] for text in strings(compose) for match in REQUIRED.finditer(text)}
 
 
 def _command_lines(service: dict[str, Any]) -> list[str]:
@@ -182,7 +170,7 @@ def test_no_data_store_is_published_no_default_password_dagster_and_the_api_on_l
     # No literal secret: every secret variable, and the password of every URL, is a
     # `${NAME:?...}` that compose refuses to start without.
     required = _required_variables(compose)
-    for text in _strings(compose):
+    for text in strings(compose):
         for match in REQUIRED.finditer(text):
             # Some compose-go releases try the `-` (default) forms first when a hyphen
             # comes before the `?`, and read `${NAME:?see a-b}` as a default.
@@ -243,7 +231,7 @@ def test_no_data_store_is_published_no_default_password_dagster_and_the_api_on_l
     for variable in sorted(required):
         assert variable in assigned, f".env.example does not name {variable}"
         assert assigned[variable] == "", f".env.example gives {variable} a value"
-    for text in _strings(compose):
+    for text in strings(compose):
         for match in OPTIONAL.finditer(text):
             assert match["name"] in example, f".env.example does not mention {match['name']}"
 
