@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run services services-stop test test-tools deploy-tools lint format bench bench-tools bench-write bench-read bench-search bench-bus bench-load bench-search-classes bench-deployed soak fuzz clean-data
+.PHONY: install run services services-stop test test-tools deploy-tools lint format bench bench-tools bench-write bench-read bench-search bench-bus bench-load bench-search-classes bench-deployed soak soak-cluster fuzz clean-data
 
 # Debian packages are installed with sudo unless running as root.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -72,6 +72,13 @@ test: lint test-tools deploy-tools
 ## SOAK_SECONDS (default 300) of writers and random faults; SOAK_SEED repeats a run.
 soak: $(STAMP) test-tools
 	SOAK_SECONDS=$${SOAK_SECONDS:-300} $(BIN)/pytest -s tests/test_production_faults.py
+
+## make soak-cluster: the replicated topology test (tests/test_cluster_topology.py: 3 Kafka
+## brokers, 2 OpenSearch nodes, 2 HTTP entry points on one port, 3 projector members) for
+## longer: CLUSTER_SECONDS (default 300) of writers and rounds of faults; CLUSTER_SEED
+## repeats a run (the seed is printed). make test runs each fault once.
+soak-cluster: $(STAMP) test-tools
+	CLUSTER_SECONDS=$${CLUSTER_SECONDS:-300} $(BIN)/pytest -s tests/test_cluster_topology.py
 
 ## make fuzz: the schemathesis fuzzing of the API (tests/test_fuzz_api.py) for longer:
 ## FUZZ_EXAMPLES (default 2000; make test runs 200) random cases per operation; FUZZ_SEED

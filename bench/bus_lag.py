@@ -18,9 +18,10 @@ from typing import Any
 from bench.read_path import probe_lag
 from bench.tools import Server, machine, save, writer_key
 from tests.support import LoggedProcess, ProjectorProcess
-from warriors.adapters.embedded_postgres import EmbeddedPostgres, free_port
-from warriors.adapters.kafka_broker import KafkaBroker
 from warriors.eventstore.database import apply_migrations
+from warriors.servers import free_port
+from warriors.servers.embedded_postgres import EmbeddedPostgres
+from warriors.servers.kafka_broker import KafkaBroker
 
 
 def main() -> None:

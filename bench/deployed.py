@@ -43,9 +43,9 @@ from bench.platform import Platform, cpu_by_group, process_groups, python_proces
 from bench.tools import RESULTS, LoadResult, bearer, lua_table, machine, require, save, write_private, wrk
 from tests.dataset import created_events, words
 from tests.history import copy_events
-from warriors.adapters.embedded_postgres import free_port
-from warriors.adapters.redis_server import RedisServer
 from warriors.http_server import serve_command
+from warriors.servers import free_port
+from warriors.servers.redis_server import RedisServer
 
 CREATE_PATH = "/api/v1/commands/warriors"
 GROUPS = ["http", "projector", "dagster", "postgres", "supervisor", "redis"]

@@ -14,10 +14,11 @@ from pathlib import Path
 import httpx
 
 from bench.tools import READS_OPEN, ROOT
-from warriors.adapters.embedded_postgres import EmbeddedPostgres, free_port
-from warriors.adapters.kafka_broker import KafkaBroker
-from warriors.adapters.opensearch_server import OpenSearchServer
-from warriors.adapters.redis_server import RedisServer
+from warriors.servers import free_port
+from warriors.servers.embedded_postgres import EmbeddedPostgres
+from warriors.servers.kafka_broker import KafkaBroker
+from warriors.servers.opensearch_server import OpenSearchServer
+from warriors.servers.redis_server import RedisServer
 
 # The variables that switch services on: empty unless asked for, so a developer's
 # .env.services (read from the working folder; the environment wins over it) changes nothing.

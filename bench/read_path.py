@@ -45,10 +45,11 @@ from bench.tools import (
     wrk,
 )
 from tests.support import ProjectorProcess
-from warriors.adapters.embedded_postgres import EmbeddedPostgres, free_port
 from warriors.eventstore.database import apply_migrations
 from warriors.projections.engine import ProjectionEngine
 from warriors.projections.read_model import WarriorsReadModel
+from warriors.servers import free_port
+from warriors.servers.embedded_postgres import EmbeddedPostgres
 
 FIRST = ["Miyamoto", "José", "Bruce", "Tomoe", "Ip", "Chuck", "Zhang", "Ana", "Hattori", "Nakano"]
 LAST = ["Musashi", "Aldo", "Lee", "Gozen", "Man", "Norris", "Sanfeng", "Maria", "Hanzo", "Takeko"]

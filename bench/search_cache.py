@@ -24,10 +24,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from bench.read_path import TERMS, seed_events
 from bench.tools import LoadResult, Server, load_options, machine, median, print_table, save, wrk
-from warriors.adapters.embedded_postgres import EmbeddedPostgres, free_port
-from warriors.adapters.opensearch_server import OpenSearchServer
 from warriors.adapters.redis_cache import RedisReadModels
-from warriors.adapters.redis_server import RedisServer
 from warriors.adapters.search_engine import EngineKind, SearchEngine
 from warriors.eventstore.database import apply_migrations
 from warriors.projections.base import Projection
@@ -36,6 +33,10 @@ from warriors.projections.engine import ProjectionEngine
 from warriors.projections.read_model import WarriorsReadModel
 from warriors.projections.search import WarriorsSearch
 from warriors.readside import search_index
+from warriors.servers import free_port
+from warriors.servers.embedded_postgres import EmbeddedPostgres
+from warriors.servers.opensearch_server import OpenSearchServer
+from warriors.servers.redis_server import RedisServer
 
 
 async def project(url: str, search_url: str, redis_url: str) -> dict[str, float]:

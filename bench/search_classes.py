@@ -33,10 +33,11 @@ from psycopg_pool import AsyncConnectionPool
 from bench.tools import LoadResult, Server, load_options, machine, median, print_table, save, wrk
 from tests.dataset import created_events, words
 from tests.history import copy_events
-from warriors.adapters.embedded_postgres import EmbeddedPostgres, free_port
 from warriors.eventstore.database import apply_migrations
 from warriors.projections.engine import ProjectionEngine
 from warriors.projections.read_model import WarriorsReadModel
+from warriors.servers import free_port
+from warriors.servers.embedded_postgres import EmbeddedPostgres
 
 CLASSES = ("common", "rare", "typo", "random")
 LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"

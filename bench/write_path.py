@@ -34,8 +34,9 @@ from bench.tools import (
     writer_key,
     wrk,
 )
-from warriors.adapters.embedded_postgres import EmbeddedPostgres, free_port
 from warriors.eventstore.database import apply_migrations
+from warriors.servers import free_port
+from warriors.servers.embedded_postgres import EmbeddedPostgres
 
 BODY = {"name": "Miyamoto Musashi", "dob": "1584-03-12", "fight_skills": ["Katana", "Niten Ichi-ryu"]}
 PATH = "/api/v1/commands/warriors"

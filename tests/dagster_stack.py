@@ -22,7 +22,7 @@ from orchestration.instance import (
     storage_url,
 )
 from tests.support import LoggedProcess, wait_for
-from warriors.adapters.embedded_postgres import free_port
+from warriors.servers import free_port
 
 FINISHED = {"SUCCESS", "FAILURE", "CANCELED"}
 

@@ -16,9 +16,9 @@ import psycopg
 import pytest
 
 from tests.support import ROOT, ServiceProcess, auth_headers, wait_for
-from warriors.adapters.embedded_postgres import free_port
 from warriors.security.identity import KEY_PREFIX, Role, looks_like_key, new_key
 from warriors.security.key_store import create_key, revoke_key
+from warriors.servers import free_port
 
 COMMANDS = "/api/v1/commands/warriors"
 QUERIES = "/api/v1/queries/warriors"

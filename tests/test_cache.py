@@ -16,14 +16,14 @@ from psycopg_pool import AsyncConnectionPool
 
 from tests.history import checkpoint, counted, head, with_read_model, write_history
 from tests.support import ProjectorProcess, ServiceProcess, wait_for
-from warriors.adapters.embedded_postgres import free_port
 from warriors.adapters.redis_cache import CacheWrite, RedisReadModels
-from warriors.adapters.redis_server import RedisServer
 from warriors.eventstore.appender import GroupCommitAppender
 from warriors.eventstore.store import EventStore
 from warriors.projections.cache import CACHE, WarriorsCache
 from warriors.projections.engine import ProjectionEngine
 from warriors.readside.queries import WarriorQueries
+from warriors.servers import free_port
+from warriors.servers.redis_server import RedisServer
 
 Pool = AsyncConnectionPool[AsyncConnection]
 

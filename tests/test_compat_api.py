@@ -13,9 +13,9 @@ import pytest
 from api.gateway import create_app
 from tests.history import event_count
 from tests.support import ProjectorProcess, ServiceProcess, wait_for
-from warriors.adapters.embedded_postgres import free_port
 from warriors.config import Settings
 from warriors.security.identity import new_key
+from warriors.servers import free_port
 
 WARRIOR = "/warrior"
 COUNTING = "/counting-warriors"

@@ -17,12 +17,12 @@ from psycopg import errors
 from psycopg_pool import AsyncConnectionPool
 
 from tests.support import ROOT, ProjectorProcess, ServiceProcess, auth_headers, wait_for
-from warriors.adapters.embedded_postgres import free_port
 from warriors.analytics.storage import refresh_statistics_view
 from warriors.eventstore.roles import ServiceRole, enable_logins, url_as
 from warriors.projections.read_model import WarriorsReadModel
 from warriors.projections.rebuild import RebuildReport, rebuild_blue_green
 from warriors.security.identity import Role
+from warriors.servers import free_port
 
 COMMANDS = "/api/v1/commands/warriors"
 QUERIES = "/api/v1/queries/warriors"

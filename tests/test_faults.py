@@ -7,7 +7,8 @@ import psycopg
 import pytest
 
 from tests.support import ServiceProcess, wait_for
-from warriors.adapters.embedded_postgres import EmbeddedPostgres, free_port
+from warriors.servers import free_port
+from warriors.servers.embedded_postgres import EmbeddedPostgres
 
 COMMANDS = "/api/v1/commands/warriors"
 BODY = {"name": "Survivor", "dob": "1990-01-01"}

@@ -1,4 +1,4 @@
-"""The development Kafka broker (warriors/adapters/kafka_broker.py), real and on free ports:
+"""The development Kafka broker (warriors/servers/kafka_broker.py), real and on free ports:
 topics, an idempotent producer, consumer groups, restarts on the same data, the CLI."""
 
 import shutil
@@ -15,8 +15,8 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic  # confluent_kafka.admin uses it without re-exporting it
 
-from warriors.adapters.embedded_postgres import free_port
-from warriors.adapters.kafka_broker import KafkaBroker
+from warriors.servers import free_port
+from warriors.servers.kafka_broker import KafkaBroker
 
 MESSAGES = 100
 KEYS = 7
@@ -129,7 +129,7 @@ def test_cli_start_status_stop(broker: KafkaBroker) -> None:
         command = [
             sys.executable,
             "-m",
-            "warriors.adapters.kafka_broker",
+            "warriors.servers.kafka_broker",
             *args,
             "--data-dir",
             str(broker.data_dir),

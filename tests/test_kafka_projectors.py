@@ -30,12 +30,12 @@ from tests.kafka_support import (
     relay,
 )
 from tests.support import LoggedProcess, ProjectorProcess, ServiceProcess, wait_for
-from warriors.adapters.embedded_postgres import free_port
-from warriors.adapters.kafka_broker import KafkaBroker
 from warriors.adapters.kafka_bus import DLQ_TOPIC, TOPIC
 from warriors.adapters.redis_cache import RedisReadModels
 from warriors.projections.status import RELAY, ProjectionStatus, projection_statuses
 from warriors.readside.consistency import ConsistencyReport, check_cache, check_read_model
+from warriors.servers import free_port
+from warriors.servers.kafka_broker import KafkaBroker
 
 
 def read_model_status(client: httpx.Client) -> dict[str, Any]:

@@ -13,10 +13,10 @@ from confluent_kafka import Consumer, TopicPartition
 
 from tests.history import checkpoint, head, write_history
 from tests.support import LoggedProcess, ServiceProcess, wait_for
-from warriors.adapters.embedded_postgres import free_port
-from warriors.adapters.kafka_broker import KafkaBroker
 from warriors.adapters.kafka_bus import TOPIC
 from warriors.bus.relay import RELAY
+from warriors.servers import free_port
+from warriors.servers.kafka_broker import KafkaBroker
 
 COMMANDS = "/api/v1/commands/warriors"
 

@@ -10,8 +10,8 @@ import httpx
 import orjson
 
 from tests.support import LoggedProcess, ProjectorProcess, ServiceProcess, wait_for
-from warriors.adapters.embedded_postgres import free_port
-from warriors.adapters.kafka_broker import KafkaBroker
+from warriors.servers import free_port
+from warriors.servers.kafka_broker import KafkaBroker
 
 LOGS = {"LOG_FORMAT": "json", "LOG_LEVEL": "DEBUG"}
 

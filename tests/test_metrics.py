@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.support import ProjectorProcess, ServiceProcess, wait_for
-from warriors.adapters.embedded_postgres import free_port
+from warriors.servers import free_port
 
 PROJECTION = "warriors_read_model"
 

@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from warriors.adapters.embedded_postgres import free_port
-from warriors.adapters.opensearch_server import OpenSearchServer
+from warriors.servers import free_port
+from warriors.servers.opensearch_server import OpenSearchServer
 
 INDEX_SETTINGS: dict[str, Any] = {
     "settings": {

@@ -33,12 +33,12 @@ from orchestration.sensors.store_advanced import store_advanced
 from tests.dagster_support import resources
 from tests.history import Event, copy_events, head, read_model_rows, write_history
 from tests.support import fresh_search_engine
-from warriors.adapters.opensearch_server import OpenSearchServer
 from warriors.config import get_settings
 from warriors.eventstore.appender import GroupCommitAppender
 from warriors.eventstore.store import EventStore
 from warriors.projections.catalog import ProjectionName
 from warriors.readside.queries import WarriorQueries
+from warriors.servers.opensearch_server import OpenSearchServer
 
 READ_MODEL = projection_key(ProjectionName.WARRIORS_READ_MODEL)
 CONSISTENCY_KEY = dg.AssetCheckKey(READ_MODEL, CONSISTENCY_CHECK)

@@ -38,8 +38,10 @@ import redis
 from orchestration.assets.projections import build_projection_checks
 from orchestration.resources import ProjectionsResource
 from tests.kafka_support import (
+    SINKS,
     bus_env,
     cache_matches_the_store,
+    caught_up,
     drop_the_topics_records,
     exact,
     index_differences,
@@ -47,17 +49,17 @@ from tests.kafka_support import (
     relay,
 )
 from tests.support import LoggedProcess, ProjectorProcess, ServiceProcess, fresh_search_engine, wait_for
-from warriors.adapters.embedded_postgres import free_port
-from warriors.adapters.kafka_broker import KafkaBroker
-from warriors.adapters.opensearch_server import OpenSearchServer
+from tests.writers import Writers
 from warriors.adapters.redis_cache import VERSIONS
 from warriors.config import get_settings
 from warriors.projections.cache import CACHE
 from warriors.projections.catalog import ProjectionName
 from warriors.projections.read_model import READ_MODEL
 from warriors.projections.search import SEARCH
-from warriors.projections.status import RELAY
 from warriors.readside.search_index import ALIAS
+from warriors.servers import free_port
+from warriors.servers.kafka_broker import KafkaBroker
+from warriors.servers.opensearch_server import OpenSearchServer
 
 SECONDS = float(os.environ.get("SOAK_SECONDS", "20"))
 SEED = int(os.environ.get("SOAK_SEED", "0")) or random.SystemRandom().randrange(1, 1_000_000)
@@ -74,62 +76,12 @@ LAG_THRESHOLD_SECONDS = 5.0
 # SLACK_EVENTS of them are not applied both before and after the status was read.
 PROBE_EVENTS = 1000
 SLACK_EVENTS = 10
-SINKS = (READ_MODEL, CACHE, SEARCH)
 # How soon a SIGKILLed member's partitions move to the other member (Kafka's default, 45 s,
 # would dominate a short run): the smallest session time-out the broker accepts.
 SESSION_TIMEOUT_SECONDS = 6
-SKILLS = ("Katana", "Judo", "Bo", "Kendo", "Aikido", "Karate", "Jodo")
 # Under the cache's key prefix, so that a flush and the projection's own reset (it deletes
 # every `warriors:*` key) both remove it: gone after a sample, the cache was reset meanwhile.
 SENTINEL = "warriors:soak-sentinel"
-
-
-class Writers(threading.Thread):
-    """Creations, changes and deletions through the API until stopped; counts what was
-    accepted (202) and what failed."""
-
-    def __init__(self, base_url: str, headers: dict[str, str], rng: random.Random) -> None:
-        super().__init__(daemon=True)
-        self.base_url = base_url
-        self.headers = headers
-        self.rng = rng
-        self.stopping = threading.Event()
-        self.accepted = 0
-        self.failed = 0
-        self.living: list[str] = []
-
-    def run(self) -> None:
-        with httpx.Client(base_url=self.base_url, headers=self.headers, timeout=10) as client:
-            while not self.stopping.is_set():
-                try:
-                    self._one(client)
-                except httpx.HTTPError:
-                    self.failed += 1
-
-    def _skills(self) -> list[str]:
-        return self.rng.sample(SKILLS, self.rng.randrange(4))
-
-    def _one(self, client: httpx.Client) -> None:
-        roll = self.rng.random()
-        if roll < 0.6 or len(self.living) < 5:
-            body = {"name": f"Soak {self.accepted}", "dob": "1990-01-01", "fight_skills": self._skills()}
-            answer = client.post("/api/v1/commands/warriors", json=body)
-            if answer.status_code == 202:
-                self.living.append(answer.json()["id"])
-        elif roll < 0.9:
-            warrior = self.rng.choice(self.living)
-            dob = f"19{self.rng.randrange(10, 99)}-0{self.rng.randrange(1, 9)}-1{self.rng.randrange(9)}"
-            change = self.rng.choice(
-                [{"name": f"Soak renamed {self.accepted}"}, {"fight_skills": self._skills()}, {"dob": dob}]
-            )
-            answer = client.patch(f"/api/v1/commands/warriors/{warrior}", json=change)
-        else:
-            warrior = self.living.pop(self.rng.randrange(len(self.living)))
-            answer = client.delete(f"/api/v1/commands/warriors/{warrior}")
-        if answer.status_code == 202:
-            self.accepted += 1
-        else:
-            self.failed += 1
 
 
 Applied = dict[uuid.UUID, int]  # warrior -> the last of its versions a sink holds (absent: none)
@@ -324,11 +276,6 @@ def empty_search_engine(opensearch: OpenSearchServer) -> str:
 
     asyncio.run(empty())
     return opensearch.url()
-
-
-def caught_up(client: httpx.Client) -> bool:
-    statuses = client.get("/api/v1/queries/projections").json()
-    return {s["name"] for s in statuses} >= {RELAY, *SINKS} and all(s["lag_events"] == 0 for s in statuses)
 
 
 class Faults:

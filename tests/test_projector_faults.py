@@ -23,9 +23,9 @@ from tests.history import (
     write_history,
 )
 from tests.support import ROOT, ProjectorProcess, ServiceProcess, wait_for
-from warriors.adapters.embedded_postgres import free_port
 from warriors.projections.engine import ProjectionEngine
 from warriors.projections.read_model import WarriorsReadModel
+from warriors.servers import free_port
 
 INSERT_EVENT = """INSERT INTO event_store
     (event_id, aggregate_id, aggregate_type, event_type, event_version, event_data, metadata)

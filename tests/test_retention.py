@@ -17,9 +17,9 @@ from psycopg_pool import AsyncConnectionPool
 from orchestration.jobs import housekeeping
 from orchestration.resources import EventStoreResource
 from tests.support import ServiceProcess
-from warriors.adapters.embedded_postgres import free_port
 from warriors.eventstore.retention import prune_snapshots
 from warriors.eventstore.roles import ServiceRole, enable_logins, url_as
+from warriors.servers import free_port
 
 COMMANDS = "/api/v1/commands/warriors"
 BACKDATE = "UPDATE idempotency_keys SET created_at = now() - interval '25 hours' WHERE key = %s"

@@ -11,7 +11,6 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from tests.support import fresh_search_engine
-from warriors.adapters.opensearch_server import OpenSearchServer
 from warriors.eventstore.appender import GroupCommitAppender
 from warriors.eventstore.store import EventStore
 from warriors.projections.engine import ProjectionEngine
@@ -19,6 +18,7 @@ from warriors.projections.read_model import WarriorsReadModel
 from warriors.projections.search import WarriorsSearch
 from warriors.readside.queries import WarriorQueries
 from warriors.readside.search_terms import fold_ascii
+from warriors.servers.opensearch_server import OpenSearchServer
 
 WARRIORS = [
     ("José Aldo", ["Muay Thai"]),

@@ -25,8 +25,6 @@ from psycopg_pool import AsyncConnectionPool
 from tests.conftest import database_of_its_own
 from tests.history import checkpoint, copy_events, head
 from tests.support import ProjectorProcess, ServiceProcess, wait_for
-from warriors.adapters.embedded_postgres import free_port
-from warriors.adapters.opensearch_server import OpenSearchServer
 from warriors.adapters.search_engine import EngineKind, IndexAction, SearchEngine, SearchUnavailable
 from warriors.eventstore.appender import GroupCommitAppender
 from warriors.eventstore.store import EventStore
@@ -34,6 +32,8 @@ from warriors.projections.engine import ProjectionEngine
 from warriors.projections.read_model import WarriorsReadModel
 from warriors.readside import search_index
 from warriors.readside.queries import WarriorQueries
+from warriors.servers import free_port
+from warriors.servers.opensearch_server import OpenSearchServer
 
 BUDGET = 0.3  # the default SEARCH_TIMEOUT_MS
 BREAKER = 1.0  # the default SEARCH_BREAKER_SECONDS

@@ -14,13 +14,13 @@ from tests.conftest import database_of_its_own
 from tests.dataset import created_events
 from tests.history import Event, copy_events
 from tests.support import fresh_search_engine
-from warriors.adapters.opensearch_server import OpenSearchServer
 from warriors.eventstore.appender import GroupCommitAppender
 from warriors.eventstore.store import EventStore
 from warriors.projections.engine import ProjectionEngine
 from warriors.projections.read_model import WarriorsReadModel
 from warriors.projections.search import WarriorsSearch
 from warriors.readside.queries import WarriorQueries, WarriorView
+from warriors.servers.opensearch_server import OpenSearchServer
 
 WARRIORS = 20_000
 # Known warriors among the generated ones; their surnames are in no word list.

@@ -12,8 +12,8 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from tests.support import LoggedProcess, ProjectorProcess, ServiceProcess, wait_for
-from warriors.adapters.embedded_postgres import free_port
-from warriors.adapters.kafka_broker import KafkaBroker
+from warriors.servers import free_port
+from warriors.servers.kafka_broker import KafkaBroker
 
 # (trace id, span name, service name, the span's string attributes)
 Span = tuple[bytes, str, str, dict[str, str]]

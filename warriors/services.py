@@ -12,11 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from warriors.adapters.kafka_broker import KafkaBroker
-from warriors.adapters.opensearch_server import OpenSearchServer
-from warriors.adapters.redis_server import RedisServer
 from warriors.config import PROJECT_ROOT, get_settings
 from warriors.secret_files import write_secret
+from warriors.servers.kafka_broker import KafkaBroker
+from warriors.servers.opensearch_server import OpenSearchServer
+from warriors.servers.redis_server import RedisServer
 
 ENV_FILE = PROJECT_ROOT / ".env.services"
 

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from warriors.adapters.embedded_postgres import EmbeddedPostgres
+from warriors.servers.embedded_postgres import EmbeddedPostgres
 
 
 def test_services_get_the_unix_socket_when_its_path_fits(tmp_path: Path) -> None:

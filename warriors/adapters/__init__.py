@@ -1,1 +1,1 @@
-"""Adapters at the edges: servers the platform starts for itself."""
+"""Adapters at the edges: the clients the services talk to (Kafka, the search engine, Redis)."""

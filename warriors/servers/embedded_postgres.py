@@ -24,7 +24,6 @@ import pwd
 import secrets
 import shlex
 import shutil
-import socket
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -33,8 +32,9 @@ from pathlib import Path
 
 import psycopg
 
-from warriors.adapters.service_user import make_traversable, service_user
 from warriors.secret_files import write_secret
+from warriors.servers.base import LocalServer, ServerError
+from warriors.servers.service_user import make_traversable, service_user
 
 log = logging.getLogger("warriors.postgres")
 
@@ -66,15 +66,13 @@ SERVER_OPTIONS = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @dataclass
-class EmbeddedPostgres:
+class EmbeddedPostgres(LocalServer):
+    """`pg_ctl` does the process handling: `start -w` waits until the server accepts
+    connections, `stop -m fast|immediate -w` until it is gone."""
+
+    display_name = "PostgreSQL"
+
     data_dir: Path
     port: int
     bin_dir: Path = WHEEL_BIN_DIR
@@ -163,6 +161,10 @@ class EmbeddedPostgres:
         status = self._run("pg_ctl", "status", "-D", str(self.pgdata), check=False)
         return status.returncode == 0
 
+    def probe(self, deadline: float) -> str | None:
+        status = self._run("pg_ctl", "status", "-D", str(self.pgdata), check=False)
+        return None if status.returncode == 0 else status.stdout.strip() or "not running"
+
     def destroy(self) -> None:
         self.stop("immediate")
         shutil.rmtree(self.data_dir, ignore_errors=True)
@@ -188,5 +190,5 @@ class EmbeddedPostgres:
         )
         if check and result.returncode != 0:
             tail = self.log_file.read_text()[-2000:] if self.log_file.exists() else ""
-            raise RuntimeError(f"{program} failed ({result.returncode}): {result.stderr.strip()}\n{tail}")
+            raise ServerError(f"{program} failed ({result.returncode}): {result.stderr.strip()}\n{tail}")
         return result

@@ -1,4 +1,6 @@
-"""A development Apache Kafka 4 broker: one KRaft node, broker and controller in one JVM.
+"""A development Apache Kafka 4 broker: a KRaft node, broker and controller in one JVM. On
+its own by default (a single-node quorum); a node of a cluster with `node_id`, `voters`
+and `cluster_id` (warriors/servers/cluster.py builds one).
 
 The broker comes from Maven Central (`org.apache.kafka:kafka_2.13`, versions in
 services/kafka/pom.xml): Maven resolves its runtime classpath once per version of that pom,
@@ -7,39 +9,46 @@ a fresh machine downloads once and later starts run no Maven at all. Needs `java
 newer) on PATH, and `mvn` the first time.
 
 One data folder per broker holds everything else: `server.properties` (written at each
-start), `cluster-id`, the partitions and the KRaft metadata log in `data/` (formatted once,
-as a single-node dynamic quorum), `broker.pid`, `broker.log` (log4j2, services/kafka/log4j2.xml)
-and `broker.out` (the JVM's own output: what happens before logging starts). It listens on
+start), `cluster-id`, the partitions and the KRaft metadata log in `data/` (formatted once:
+as a single-node dynamic quorum, or with the cluster's id), `broker.pid`, `broker.log`
+(log4j2, services/kafka/log4j2.xml) and `broker.out` (the JVM's own output: what happens
+before logging starts). It listens on
 127.0.0.1 only: a PLAINTEXT port for clients and a CONTROLLER port for KRaft.
 
-    python -m warriors.adapters.kafka_broker start|stop|status [--data-dir D] [--port P]
+    python -m warriors.servers.kafka_broker start|stop|status [--data-dir D] [--port P]
 
 prints the bootstrap servers on start; the default data folder is DATA_DIR/kafka.
 """
 
 import argparse
 import base64
-import fcntl
 import hashlib
 import logging
-import os
 import re
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Mapping
 from pathlib import Path
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from warriors.adapters.embedded_postgres import free_port
 from warriors.config import PROJECT_ROOT, get_settings
+from warriors.servers.base import (
+    LocalServer,
+    ServerError,
+    accepts_connections,
+    alive,
+    command_line_has,
+    folder_lock,
+    free_port,
+    read_pid,
+    spawn,
+    terminate,
+)
+from warriors.servers.jvm import cached_jars, jdk_tool, resolve_classpath
 
 log = logging.getLogger("warriors.kafka")
 
@@ -52,40 +61,53 @@ NODE_ID = 1
 START_TIMEOUT_SECONDS = 120.0
 STOP_TIMEOUT_SECONDS = 60.0
 _KILL_TIMEOUT_SECONDS = 10.0
-_POLL_SECONDS = 0.1
 
+DEFAULT_HEAP_MB = 512
 JVM_OPTIONS = (
-    "-Xms256m",
-    "-Xmx512m",
     "-XX:+UseG1GC",
     "-XX:MaxGCPauseMillis=20",
     "-XX:+ExitOnOutOfMemoryError",
     "-Djava.awt.headless=true",
 )
 
-# A single node: every internal topic has one replica. Topics are created explicitly.
+# Every node is a broker and a KRaft controller in one JVM. Topics are created explicitly.
 BROKER_SETTINGS = {
     "process.roles": "broker,controller",
-    "node.id": str(NODE_ID),
     "controller.listener.names": "CONTROLLER",
     "inter.broker.listener.name": "PLAINTEXT",
     "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
     "num.partitions": "1",
-    "offsets.topic.replication.factor": "1",
-    "transaction.state.log.replication.factor": "1",
-    "transaction.state.log.min.isr": "1",
-    "share.coordinator.state.topic.replication.factor": "1",
-    "share.coordinator.state.topic.min.isr": "1",
     "group.initial.rebalance.delay.ms": "0",
     "auto.create.topics.enable": "false",
 }
 
 
-class KafkaBrokerError(RuntimeError):
+def replication_settings(replication: int, min_insync_replicas: int) -> dict[str, str]:
+    """The replicas of the internal topics (consumer offsets, transactions, share groups)
+    and the default of the others; `min.insync.replicas`: how many of them must have a
+    record before an `acks=all` producer is told it is written. One node: 1 and 1."""
+    if not 1 <= min_insync_replicas <= replication:
+        raise ValueError(f"min.insync.replicas {min_insync_replicas} with replication {replication}")
+    factor, isr = str(replication), str(min_insync_replicas)
+    return {
+        "default.replication.factor": factor,
+        "min.insync.replicas": isr,
+        "offsets.topic.replication.factor": factor,
+        "transaction.state.log.replication.factor": factor,
+        "transaction.state.log.min.isr": isr,
+        "share.coordinator.state.topic.replication.factor": factor,
+        "share.coordinator.state.topic.min.isr": isr,
+    }
+
+
+class KafkaBrokerError(ServerError):
     pass
 
 
-class KafkaBroker:
+class KafkaBroker(LocalServer):
+    display_name = "the Kafka broker"
+    error = KafkaBrokerError
+
     def __init__(
         self,
         data_dir: Path,
@@ -93,14 +115,38 @@ class KafkaBroker:
         controller_port: int | None = None,
         *,
         cache_dir: Path | None = None,
+        node_id: int = NODE_ID,
+        voters: Mapping[int, int] | None = None,
+        cluster_id: str | None = None,
+        replication: int = 1,
+        min_insync_replicas: int = 1,
+        heap_mb: int = DEFAULT_HEAP_MB,
     ) -> None:
-        """`controller_port` None: the one this data folder used last, else a free one.
-        `cache_dir`: where Maven's downloads and the classpath go (default DATA_DIR/services)."""
+        """One node of its own by default (a single-node dynamic KRaft quorum).
+
+        `controller_port` None: the one this data folder used last, else a free one.
+        `cache_dir`: where Maven's downloads and the classpath go (default DATA_DIR/services).
+        A node of a cluster (KafkaCluster): its `node_id`, the static controller quorum
+        `voters` (node id -> controller port on 127.0.0.1, this node's among them), the
+        `cluster_id` every node is formatted with, the `replication` and
+        `min_insync_replicas` of the internal topics (replication_settings).
+        `heap_mb`: the JVM's largest heap."""
         self.data_dir = data_dir.absolute()
         self.port = port
+        self.node_id = node_id
+        self.voters = dict(voters) if voters is not None else None
+        if self.voters is not None:
+            if node_id not in self.voters:
+                raise ValueError(f"node {node_id} is not among the voters {sorted(self.voters)}")
+            controller_port = self.voters[node_id]
         self.controller_port = controller_port
+        self.cluster_id = cluster_id
+        self.replication = replication
+        self.min_insync_replicas = min_insync_replicas
+        replication_settings(replication, min_insync_replicas)  # checked now, not at start
+        self.heap_mb = heap_mb
         self.cache_dir = (cache_dir or get_settings().data_dir / "services").absolute()
-        self._process: subprocess.Popen[bytes] | None = None
+        self._admin: AdminClient | None = None
 
     @property
     def config_file(self) -> Path:
@@ -134,24 +180,52 @@ class KafkaBroker:
     def start(self, timeout: float = START_TIMEOUT_SECONDS) -> str:
         """Start the broker unless it already runs on this data folder; wait until it answers
         a metadata request; returns its bootstrap servers."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        with self._lock():
+        with folder_lock(self._lock_file()):
+            pid = self._launch_unless_running()
+            self._wait_started(pid, time.monotonic() + timeout)
+        return self.bootstrap_servers()
+
+    def launch(self) -> int:
+        """Start the broker unless it runs, without waiting for it (a node of a cluster
+        cannot get ready before a majority of the controllers runs); its pid. Then
+        `wait_started`."""
+        with folder_lock(self._lock_file()):
+            return self._launch_unless_running()
+
+    def wait_started(self, timeout: float = START_TIMEOUT_SECONDS) -> None:
+        """Until the launched broker answers a metadata request listing itself."""
+        with folder_lock(self._lock_file()):
             pid = self._pid()
             if pid is None:
-                java = _require("java", "a Java runtime (17 or newer) is needed to run the Kafka broker")
-                classpath = self._classpath()
-                if self.controller_port is None:
-                    self.controller_port = self._configured_ports()[1] or free_port()
-                self._write_config()
-                self._format(java, classpath)
-                pid = self._launch(java, classpath)
-            else:
-                self.port, self.controller_port = (
-                    self._configured_ports()[0] or self.port,
-                    self.controller_port,
+                raise KafkaBrokerError(
+                    f"the Kafka broker is not running; see {self.log_file}{self.failure_detail()}"
                 )
-            self._wait_ready(pid, time.monotonic() + timeout)
-        return self.bootstrap_servers()
+            self._wait_started(pid, time.monotonic() + timeout)
+
+    def _lock_file(self) -> Path:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        return self.data_dir / "server.lock"
+
+    def _launch_unless_running(self) -> int:
+        pid = self._pid()
+        if pid is not None:
+            self.port = self._configured_ports()[0] or self.port
+            return pid
+        java = jdk_tool("java", "a Java runtime (17 or newer) runs the Kafka broker", KafkaBrokerError)
+        classpath = self._classpath()
+        if self.controller_port is None:
+            self.controller_port = self._configured_ports()[1] or free_port()
+        self._write_config()
+        self._format(java, classpath)
+        return self._launch(java, classpath)
+
+    def _wait_started(self, pid: int, deadline: float) -> None:
+        try:
+            self.wait_ready(deadline, pid)
+        finally:
+            self._close_admin()
+            if not alive(pid):
+                self.pid_file.unlink(missing_ok=True)
 
     def running(self) -> bool:
         return self._pid() is not None
@@ -160,55 +234,72 @@ class KafkaBroker:
         """SIGTERM (a controlled shutdown), then SIGKILL if it is not over within `timeout`."""
         if not self.data_dir.exists():
             return
-        with self._lock():
+        with folder_lock(self._lock_file()):
             pid = self._pid()
             if pid is None:
                 return
             log.info("stopping the Kafka broker (pid %d)", pid)
-            os.kill(pid, signal.SIGTERM)
-            if not self._wait_exit(pid, time.monotonic() + timeout):
-                log.warning(
-                    "the Kafka broker did not stop within %.0fs: killing it (see %s)", timeout, self.log_file
-                )
-                os.kill(pid, signal.SIGKILL)
-                if not self._wait_exit(pid, time.monotonic() + _KILL_TIMEOUT_SECONDS):
-                    raise KafkaBrokerError(f"the Kafka broker (pid {pid}) survived SIGKILL")
+            terminate(
+                pid,
+                name=self.display_name,
+                timeout=timeout,
+                kill_timeout=_KILL_TIMEOUT_SECONDS,
+                error=KafkaBrokerError,
+                log_file=self.log_file,
+            )
             self.pid_file.unlink(missing_ok=True)
+
+    def probe(self, deadline: float) -> str | None:
+        """Ready once the broker answers a metadata request listing itself."""
+        if self._admin is None:
+            if not accepts_connections(self.port):
+                return "its port does not accept connections"
+            # librdkafka's own log lines go to Python logging, not straight to stderr.
+            self._admin = AdminClient({"bootstrap.servers": self.bootstrap_servers()}, logger=log)
+        try:
+            metadata = self._admin.list_topics(timeout=max(0.5, min(2.0, deadline - time.monotonic())))
+        except KafkaException as exc:
+            return str(exc)
+        return None if self.node_id in metadata.brokers else "the broker is not registered yet"
+
+    def _close_admin(self) -> None:
+        self._admin = None  # librdkafka's handle closes when collected
 
     def _classpath(self) -> str:
         """The broker's runtime classpath, resolved by Maven if not yet (downloads once)."""
         cached = self.classpath_file
-        if cached.exists():
-            classpath = cached.read_text().strip()
-            if classpath and all(Path(jar).exists() for jar in classpath.split(os.pathsep)):
-                return classpath
-        mvn = _require("mvn", "Maven is needed once to download the Kafka broker from Maven Central")
+        if (classpath := cached_jars(cached)) is not None:
+            return classpath
         cached.parent.mkdir(parents=True, exist_ok=True)
-        partial = cached.with_suffix(".partial")
         log.info(
             "resolving the Kafka broker's classpath with Maven (downloads once, into %s)", self.cache_dir
         )
-        result = subprocess.run(
-            [mvn, "-q", "-B", "-f", str(POM), "dependency:build-classpath", "-Dmdep.includeScope=runtime",
-             f"-Dmdep.outputFile={partial}", f"-Dmaven.repo.local={self.cache_dir / 'maven'}"],
-            capture_output=True,
-            text=True,
-        )  # fmt: skip
-        if result.returncode != 0 or not partial.exists():
-            output = (result.stdout + result.stderr).strip()[-3000:]
-            raise KafkaBrokerError(f"Maven could not resolve {POM} ({result.returncode}):\n{output}")
-        partial.replace(cached)
-        return cached.read_text().strip()
+        return resolve_classpath(
+            POM,
+            cached,
+            self.cache_dir / "maven",
+            cached.parent / "resolve.log",
+            scope="runtime",
+            error=KafkaBrokerError,
+        )
 
     def _write_config(self) -> None:
+        listeners = f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}"
+        if self.voters is None:  # a dynamic quorum of this one node, formatted `--standalone`
+            quorum = {"controller.quorum.bootstrap.servers": f"127.0.0.1:{self.controller_port}"}
+        else:  # a static quorum: every node knows every controller from its configuration
+            voters = ",".join(f"{node}@127.0.0.1:{port}" for node, port in sorted(self.voters.items()))
+            quorum = {"controller.quorum.voters": voters}
         settings = {
             **BROKER_SETTINGS,
-            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
-            "controller.quorum.bootstrap.servers": f"127.0.0.1:{self.controller_port}",
+            "node.id": str(self.node_id),
+            **replication_settings(self.replication, self.min_insync_replicas),
+            "listeners": listeners,
+            "advertised.listeners": listeners,
+            **quorum,
             "log.dirs": str(self.log_dir),
         }
-        lines = ["# Written by warriors/adapters/kafka_broker.py at each start: edits are lost."]
+        lines = ["# Written by warriors/servers/kafka_broker.py at each start: edits are lost."]
         lines += [f"{key}={value}" for key, value in settings.items()]
         self.config_file.write_text("\n".join(lines) + "\n")
 
@@ -231,17 +322,19 @@ class KafkaBroker:
         return broker, controller
 
     def _format(self, java: str, classpath: str) -> None:
-        """Format the storage once, as a single-node dynamic KRaft quorum (`--standalone`)."""
+        """Format the storage once: as a single-node dynamic KRaft quorum (`--standalone`),
+        or, for a node of a cluster, with the cluster's id (the voters are configured)."""
         if (self.log_dir / "meta.properties").exists():
             return
         cluster_id_file = self.data_dir / "cluster-id"
         if not cluster_id_file.exists():
-            cluster_id_file.write_text(_random_cluster_id() + "\n")
+            cluster_id_file.write_text((self.cluster_id or random_cluster_id()) + "\n")
         cluster_id = cluster_id_file.read_text().strip()
         log.info("formatting the Kafka storage in %s (cluster id %s)", self.log_dir, cluster_id)
+        standalone = ["--standalone"] if self.voters is None else []
         result = subprocess.run(
             [java, *self._java_options(), "-cp", classpath, "kafka.tools.StorageTool", "format",
-             "--standalone", "--cluster-id", cluster_id, "--config", str(self.config_file)],
+             *standalone, "--cluster-id", cluster_id, "--config", str(self.config_file)],
             capture_output=True,
             text=True,
             cwd=self.data_dir,
@@ -254,92 +347,24 @@ class KafkaBroker:
 
     def _launch(self, java: str, classpath: str) -> int:
         log.info("starting the Kafka broker on %s (log: %s)", self.bootstrap_servers(), self.log_file)
-        with self.output_file.open("ab") as output:
-            self._process = subprocess.Popen(
-                [
-                    java,
-                    *JVM_OPTIONS,
-                    *self._java_options(),
-                    "-cp",
-                    classpath,
-                    "kafka.Kafka",
-                    str(self.config_file),
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                cwd=self.data_dir,
-                start_new_session=True,  # not stopped by a Ctrl-C meant for whoever started it
-            )
-        self.pid_file.write_text(f"{self._process.pid}\n")
-        return self._process.pid
+        heap = [f"-Xms{min(256, self.heap_mb)}m", f"-Xmx{self.heap_mb}m"]
+        command = [java, *heap, *JVM_OPTIONS, *self._java_options(), "-cp", classpath, "kafka.Kafka",
+                   str(self.config_file)]  # fmt: skip
+        pid = spawn(command, self.output_file, cwd=self.data_dir)
+        self.pid_file.write_text(f"{pid}\n")
+        return pid
 
     def _java_options(self) -> list[str]:
         return [f"-Dlog4j2.configurationFile={LOG4J_CONFIG}", f"-Dkafka.logs.dir={self.data_dir}"]
 
-    def _wait_ready(self, pid: int, deadline: float) -> None:
-        """Until the broker answers a metadata request listing itself, or the deadline."""
-        admin: AdminClient | None = None
-        last_error = "its port does not accept connections"
-        while True:
-            if not self._alive(pid):
-                self.pid_file.unlink(missing_ok=True)
-                raise KafkaBrokerError(
-                    f"the Kafka broker exited while starting; see {self.log_file}{self._output_tail()}"
-                )
-            if admin is None and _accepts(self.port):
-                # librdkafka's own log lines go to Python logging, not straight to stderr.
-                admin = AdminClient({"bootstrap.servers": self.bootstrap_servers()}, logger=log)
-            if admin is not None:
-                try:
-                    metadata = admin.list_topics(timeout=max(0.5, min(2.0, deadline - time.monotonic())))
-                    if NODE_ID in metadata.brokers:
-                        return
-                    last_error = "the broker is not registered yet"
-                except KafkaException as exc:
-                    last_error = str(exc)
-            if time.monotonic() >= deadline:
-                raise KafkaBrokerError(
-                    f"the Kafka broker did not answer on {self.bootstrap_servers()} in time ({last_error});"
-                    f" see {self.log_file}{self._output_tail()}"
-                )
-            self._pause(pid)
-
-    def _wait_exit(self, pid: int, deadline: float) -> bool:
-        while self._alive(pid):
-            if time.monotonic() >= deadline:
-                return False
-            self._pause(pid)
-        return True
-
-    def _pause(self, pid: int) -> None:
-        """Wait a moment, returning early if the broker is this process's child and exits."""
-        if self._process is not None and self._process.pid == pid:
-            with suppress(subprocess.TimeoutExpired):
-                self._process.wait(timeout=_POLL_SECONDS)
-        else:
-            time.sleep(_POLL_SECONDS)
-
-    def _alive(self, pid: int) -> bool:
-        if self._process is not None and self._process.pid == pid:
-            return self._process.poll() is None
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            return False
-        return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")  # exited, not yet reaped
-
     def _pid(self) -> int | None:
         """The pid of the broker running on this data folder, if one is."""
-        try:
-            pid = int(self.pid_file.read_text().strip())
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except (OSError, ValueError):
+        pid = read_pid(self.pid_file)
+        if pid is None or not command_line_has(pid, b"kafka.Kafka", bytes(self.config_file)):
             return None
-        ours = b"kafka.Kafka" in cmdline and os.fsencode(self.config_file) in cmdline
-        return pid if ours and self._alive(pid) else None
+        return pid if alive(pid) else None
 
-    def _output_tail(self) -> str:
+    def failure_detail(self) -> str:
         """The JVM's own output if any, and the last error the broker logged with its cause."""
         detail = ""
         if self.output_file.exists() and (output := self.output_file.read_text(errors="replace").strip()):
@@ -353,30 +378,8 @@ class KafkaBroker:
                 detail += "\nits last error:\n" + "\n".join(error[:2] + causes[-1:])
         return detail
 
-    @contextmanager
-    def _lock(self) -> Iterator[None]:
-        """One start or stop at a time on a data folder, across processes."""
-        with (self.data_dir / "adapter.lock").open("w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            yield
 
-
-def _require(program: str, why: str) -> str:
-    path = shutil.which(program)
-    if path is None:
-        raise KafkaBrokerError(f"`{program}` is not on PATH: {why}")
-    return path
-
-
-def _accepts(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-def _random_cluster_id() -> str:
+def random_cluster_id() -> str:
     """Like Kafka's Uuid.randomUuid().toString(): 16 random bytes, URL-safe base64 without
     padding, never starting with '-' (the tools would read it as an option)."""
     while True:
@@ -387,7 +390,7 @@ def _random_cluster_id() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m warriors.adapters.kafka_broker", description="The development Kafka broker."
+        prog="python -m warriors.servers.kafka_broker", description="The development Kafka broker."
     )
     parser.add_argument("command", choices=["start", "stop", "status"])
     parser.add_argument("--data-dir", type=Path, help="its data folder (default: DATA_DIR/kafka)")

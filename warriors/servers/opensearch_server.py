@@ -8,9 +8,10 @@ DATA_DIR/services/maven, downloaded once), and javac compiles the node's small m
 `services/opensearch/WarriorsOpenSearch.java`, against it; both are cached in
 DATA_DIR/services/opensearch-runtime by the hash of the pom and the source.
 
-The node is a single-node cluster bound to 127.0.0.1 only, with a 512 MB heap, its data
-and log (`opensearch.log`) in its own folder, and a pid file there, so another process
-(`python -m warriors.adapters.opensearch_server stop`) can stop it.
+The node is a single-node cluster bound to 127.0.0.1 only (or, given a ClusterNode, one
+node of a cluster of several JVMs: warriors/servers/cluster.py), with a 512 MB heap by
+default, its data and log (`opensearch.log`) in its own folder, and a pid file there, so another process
+(`python -m warriors.servers.opensearch_server stop`) can stop it.
 
 Run as root (as CI and these machines do), the JVM runs as a dedicated system user
 (`warriors-search`, created on first use) that owns the node's folder; the folders above
@@ -19,23 +20,30 @@ it and above the cached runtime are made traversable (o+x) for that user, as
 """
 
 import argparse
-import fcntl
 import hashlib
 import logging
 import os
 import shutil
-import signal
-import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
-from warriors.adapters.embedded_postgres import free_port
-from warriors.adapters.service_user import make_traversable, service_user
 from warriors.config import PROJECT_ROOT, get_settings
+from warriors.servers.base import (
+    LocalServer,
+    ServerError,
+    alive,
+    command_line_has,
+    folder_lock,
+    free_port,
+    read_pid,
+    spawn,
+    terminate,
+)
+from warriors.servers.jvm import cached_jars, failure, jdk_tool, logged_run, resolve_classpath
+from warriors.servers.service_user import make_traversable, service_user
 
 log = logging.getLogger("warriors.opensearch")
 
@@ -48,13 +56,12 @@ MAIN_SOURCE = SERVICE_DIR / f"{MAIN_CLASS}.java"
 
 START_TIMEOUT_SECONDS = 120.0
 STOP_TIMEOUT_SECONDS = 30.0
-RESOLVE_TIMEOUT_SECONDS = 900.0  # the first resolution downloads about 55 MB
 _POLL_SECONDS = 0.2
+_JDK = "OpenSearch 2.19 needs a JDK 17"
 
 # A development node on a small machine; the rest follows OpenSearch's own jvm.options.
+DEFAULT_HEAP_MB = 512
 JVM_OPTIONS = [
-    "-Xms512m",
-    "-Xmx512m",
     "-XX:+UseG1GC",
     "-Xss1m",
     "-XX:+ExitOnOutOfMemoryError",
@@ -71,12 +78,35 @@ JVM_OPTIONS = [
 ]
 
 
-class OpenSearchUnavailable(RuntimeError):
+class OpenSearchUnavailable(ServerError):
     """Java or Maven is missing, the runtime did not resolve, or the node did not come up."""
 
 
-# The JVMs this process started, kept so that their exit is reaped (a zombie would look alive).
-_CHILDREN: dict[int, "subprocess.Popen[bytes]"] = {}
+@dataclass(frozen=True)
+class ClusterNode:
+    """A node's place in a cluster of several JVMs on 127.0.0.1 (OpenSearchCluster): its
+    name, its transport port, every node's transport port (the seed hosts), the names of
+    the nodes that bootstrap the first election, its roles."""
+
+    name: str
+    transport_port: int
+    seed_transport_ports: tuple[int, ...]
+    initial_cluster_managers: tuple[str, ...]
+    roles: tuple[str, ...] = ("cluster_manager", "data", "ingest")
+
+    @property
+    def cluster_size(self) -> int:
+        return len(self.seed_transport_ports)
+
+    def settings(self) -> list[str]:
+        """The node's settings, as WarriorsOpenSearch takes them (SETTING=VALUE)."""
+        return [
+            f"node.name={self.name}",
+            f"transport.port={self.transport_port}",
+            "discovery.seed_hosts=" + ",".join(f"127.0.0.1:{port}" for port in self.seed_transport_ports),
+            "cluster.initial_cluster_manager_nodes=" + ",".join(self.initial_cluster_managers),
+            "node.roles=" + ",".join(self.roles),
+        ]
 
 
 def default_cache_dir() -> Path:
@@ -84,11 +114,31 @@ def default_cache_dir() -> Path:
     return get_settings().data_dir / "services"
 
 
-class OpenSearchServer:
-    def __init__(self, data_dir: Path, http_port: int, cache_dir: Path | None = None) -> None:
+class OpenSearchServer(LocalServer):
+    display_name = "OpenSearch"
+    error = OpenSearchUnavailable
+    poll_seconds = _POLL_SECONDS
+
+    def __init__(
+        self,
+        data_dir: Path,
+        http_port: int,
+        cache_dir: Path | None = None,
+        *,
+        cluster: ClusterNode | None = None,
+        heap_mb: int = DEFAULT_HEAP_MB,
+        start_timeout: float = START_TIMEOUT_SECONDS,
+    ) -> None:
+        """A single-node cluster of its own, unless `cluster` places it in one of several
+        nodes (then it is ready once every node has joined). `heap_mb`: the JVM's heap;
+        `start_timeout`: how long `start` waits for it to get ready."""
         self.data_dir = data_dir
         self.http_port = http_port
         self.cache_dir = cache_dir if cache_dir is not None else default_cache_dir()
+        self.cluster = cluster
+        self.heap_mb = heap_mb
+        self.start_timeout = start_timeout
+        self._client: httpx.Client | None = None
 
     @property
     def pid_file(self) -> Path:
@@ -112,39 +162,74 @@ class OpenSearchServer:
         return f"http://127.0.0.1:{port or self.http_port}"
 
     def pid(self) -> int | None:
-        try:
-            return int(self.pid_file.read_text().strip())
-        except (FileNotFoundError, ValueError):
-            return None
+        return read_pid(self.pid_file)
 
     def running(self) -> bool:
         """Whether this folder's JVM is alive (it may still be starting)."""
         pid = self.pid()
-        return pid is not None and _alive(pid) and self._is_our_jvm(pid)
+        return pid is not None and alive(pid) and self._is_our_jvm(pid)
 
     def start(self) -> str:
         """Start the node unless this folder's node is running; wait until the cluster is
         yellow or green; return its URL."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        with _locked(self.data_dir / ".opensearch.lock"):
+        with folder_lock(self.data_dir / ".opensearch.lock"):
             if not self.running():
                 self._launch()
-            try:
-                self._wait_until_healthy()
-            except OpenSearchUnavailable:
-                self._stop()
-                raise
-            return self.url()
+            return self._wait_started()
+
+    def launch(self) -> None:
+        """Start the node unless it runs, without waiting (the first election of a cluster
+        needs its other nodes too); then `wait_started`."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with folder_lock(self.data_dir / ".opensearch.lock"):
+            if not self.running():
+                self._launch()
+
+    def wait_started(self) -> str:
+        """Until the launched node is ready (as `start`); its URL."""
+        with folder_lock(self.data_dir / ".opensearch.lock"):
+            return self._wait_started()
+
+    def _wait_started(self) -> str:
+        """Until the node is ready; a node that does not get ready is stopped."""
+        try:
+            if (pid := self.pid()) is None:
+                raise OpenSearchUnavailable(f"OpenSearch exited while starting; see {self.log_file}")
+            with httpx.Client(timeout=5.0) as self._client:  # one connection for the polls
+                self.wait_ready(time.monotonic() + self.start_timeout, pid)
+        except OpenSearchUnavailable:
+            self._stop()
+            raise
+        finally:
+            self._client = None
+        return self.url()
 
     def stop(self) -> None:
         """SIGTERM (the node closes its shards), then SIGKILL if it outlives the deadline."""
         if not self.data_dir.exists():
             return
-        with _locked(self.data_dir / ".opensearch.lock"):
+        with folder_lock(self.data_dir / ".opensearch.lock"):
             self._stop()
 
+    def probe(self, deadline: float) -> str | None:
+        """Ready once the cluster's health is yellow or green (with every node joined)."""
+        client = self._client or httpx.Client(timeout=5.0)
+        params = {"wait_for_status": "yellow", "timeout": "1s"}
+        if self.cluster is not None:
+            params["wait_for_nodes"] = str(self.cluster.cluster_size)
+        try:
+            health = client.get(f"{self.url()}/_cluster/health", params=params)
+        except httpx.TransportError:
+            return "not listening yet"
+        finally:
+            if client is not self._client:
+                client.close()
+        status = health.json().get("status") if health.status_code == 200 else None
+        return None if status in ("yellow", "green") else f"cluster health {health.status_code} {status}"
+
     def _launch(self) -> None:
-        java = _jdk_tool("java", self.log_file)
+        java = jdk_tool("java", _JDK, OpenSearchUnavailable)
         classpath = self._runtime_classpath()
         user = service_user(SERVICE_USER)
         tmp_dir = self.data_dir / "tmp"
@@ -155,81 +240,45 @@ class OpenSearchServer:
                 shutil.chown(folder, user.pw_uid, user.pw_gid)
             if self.node_dir.exists():
                 shutil.chown(self.node_dir, user.pw_uid, user.pw_gid)
-        command = [java, *JVM_OPTIONS, f"-Djava.io.tmpdir={tmp_dir.resolve()}",
-                   MAIN_CLASS, str(self.node_dir.resolve()), str(self.http_port), CLUSTER_NAME]  # fmt: skip
+        heap = [f"-Xms{self.heap_mb}m", f"-Xmx{self.heap_mb}m"]
+        node = self.cluster.settings() if self.cluster is not None else []
+        command = [java, *heap, *JVM_OPTIONS, f"-Djava.io.tmpdir={tmp_dir.resolve()}", MAIN_CLASS,
+                   str(self.node_dir.resolve()), str(self.http_port), CLUSTER_NAME, *node]  # fmt: skip
         log.info("starting OpenSearch on 127.0.0.1:%d (data in %s)", self.http_port, self.data_dir)
-        with self.log_file.open("ab") as log_handle:
-            log_handle.write(f"\n=== starting: {' '.join(command)}\n".encode())
-            log_handle.flush()
-            process = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=log_handle,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "CLASSPATH": classpath},  # keeps the command line short
-                cwd=self.data_dir,
-                start_new_session=True,  # outlives the caller (`start` from a script), no Ctrl-C
-                user=user.pw_uid if user else None,
-                group=user.pw_gid if user else None,
-                extra_groups=[] if user else None,
-            )
-        _CHILDREN[process.pid] = process
-        self.pid_file.write_text(f"{process.pid}\n")
+        pid = spawn(
+            command,
+            self.log_file,
+            cwd=self.data_dir,
+            env={**os.environ, "CLASSPATH": classpath},  # keeps the command line short
+            uid=user.pw_uid if user else None,
+            gid=user.pw_gid if user else None,
+            banner=True,
+        )
+        self.pid_file.write_text(f"{pid}\n")
         self.port_file.write_text(f"{self.http_port}\n")
-
-    def _wait_until_healthy(self) -> None:
-        pid = self.pid()
-        url = self.url()
-        deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        with httpx.Client(timeout=5.0) as client:
-            while True:
-                if pid is None or not _alive(pid):
-                    raise OpenSearchUnavailable(f"OpenSearch exited while starting; see {self.log_file}")
-                try:
-                    health = client.get(
-                        f"{url}/_cluster/health", params={"wait_for_status": "yellow", "timeout": "1s"}
-                    )
-                    if health.status_code == 200 and health.json().get("status") in ("yellow", "green"):
-                        return
-                except httpx.TransportError:
-                    pass  # not listening yet
-                if time.monotonic() > deadline:
-                    raise OpenSearchUnavailable(
-                        f"OpenSearch was not yellow or green within {START_TIMEOUT_SECONDS:.0f}s;"
-                        f" see {self.log_file}"
-                    )
-                time.sleep(_POLL_SECONDS)  # polling the node's readiness, bounded by the deadline
 
     def _stop(self) -> None:
         pid = self.pid()
-        if pid is not None and _alive(pid) and self._is_our_jvm(pid):
+        if pid is not None and alive(pid) and self._is_our_jvm(pid):
             log.info("stopping OpenSearch (pid %d)", pid)
-            os.kill(pid, signal.SIGTERM)
-            if not _wait_for_exit(pid, STOP_TIMEOUT_SECONDS):
-                log.warning(
-                    "OpenSearch (pid %d) outlived SIGTERM by %.0fs: SIGKILL", pid, STOP_TIMEOUT_SECONDS
-                )
-                os.kill(pid, signal.SIGKILL)
-                if not _wait_for_exit(pid, STOP_TIMEOUT_SECONDS):
-                    raise OpenSearchUnavailable(
-                        f"OpenSearch (pid {pid}) survived SIGKILL; see {self.log_file}"
-                    )
+            terminate(
+                pid,
+                name=self.display_name,
+                timeout=STOP_TIMEOUT_SECONDS,
+                kill_timeout=STOP_TIMEOUT_SECONDS,
+                error=OpenSearchUnavailable,
+                log_file=self.log_file,
+                poll_seconds=_POLL_SECONDS,
+            )
         self.pid_file.unlink(missing_ok=True)
         self.port_file.unlink(missing_ok=True)
 
     def _recorded_port(self) -> int | None:
-        try:
-            return int(self.port_file.read_text().strip())
-        except (FileNotFoundError, ValueError):
-            return None
+        return read_pid(self.port_file)
 
     def _is_our_jvm(self, pid: int) -> bool:
         """Guards against a recycled pid: the process must be this folder's node."""
-        try:
-            arguments = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            return False
-        return MAIN_CLASS.encode() in arguments and str(self.node_dir.resolve()).encode() in arguments
+        return command_line_has(pid, MAIN_CLASS.encode(), str(self.node_dir.resolve()).encode())
 
     def _runtime_classpath(self) -> str:
         """The compiled main and the resolved jars, resolving and compiling them if missing."""
@@ -242,7 +291,7 @@ class OpenSearchServer:
         runtime.mkdir(parents=True, exist_ok=True)
         for folder in (runtime_root, runtime):
             folder.chmod(0o755)  # readable by the service user whatever the umask
-        with _locked(runtime_root / ".resolve.lock"):
+        with folder_lock(runtime_root / ".resolve.lock"):
             classpath = _cached_classpath(classpath_file, classes)
             if classpath is None:
                 self._resolve(runtime, classpath_file, classes, maven_log)
@@ -255,108 +304,34 @@ class OpenSearchServer:
         return classpath
 
     def _resolve(self, runtime: Path, classpath_file: Path, classes: Path, maven_log: Path) -> None:
-        mvn = shutil.which("mvn")
-        if mvn is None:
-            raise _failure("Maven (mvn) is not installed: it resolves the OpenSearch runtime", maven_log)
-        javac = _jdk_tool("javac", maven_log)
-        resolved = runtime / "classpath.resolving"
+        try:
+            javac = jdk_tool("javac", _JDK, OpenSearchUnavailable)
+        except OpenSearchUnavailable as exc:
+            raise failure(str(exc), maven_log, OpenSearchUnavailable) from None
         log.info(
             "resolving the OpenSearch runtime with Maven into %s (first time: downloads)", self.cache_dir
         )
         started = time.monotonic()
-        maven_repo = self.cache_dir.resolve() / "maven"
-        _logged_run(
-            [mvn, "-B", "-q", "-f", str(POM), f"-Dmaven.repo.local={maven_repo}",
-             "dependency:build-classpath", f"-Dmdep.outputFile={resolved}"],
-            maven_log,
-        )  # fmt: skip
-        jars = resolved.read_text().strip()
+        resolved = runtime / "classpath.resolving"
+        jars = resolve_classpath(
+            POM, resolved, self.cache_dir.resolve() / "maven", maven_log, error=OpenSearchUnavailable
+        )
         shutil.rmtree(classes, ignore_errors=True)
-        _logged_run([javac, "-nowarn", "-d", str(classes), str(MAIN_SOURCE)], maven_log, classpath=jars)
+        logged_run(
+            [javac, "-nowarn", "-d", str(classes), str(MAIN_SOURCE)],
+            maven_log,
+            classpath=jars,
+            error=OpenSearchUnavailable,
+        )
         resolved.replace(classpath_file)
         log.info("OpenSearch runtime ready in %.1fs", time.monotonic() - started)
 
 
 def _cached_classpath(classpath_file: Path, classes: Path) -> str | None:
-    if not classpath_file.exists() or not (classes / f"{MAIN_CLASS}.class").exists():
+    if not (classes / f"{MAIN_CLASS}.class").exists():
         return None
-    jars = classpath_file.read_text().strip()
-    if not all(Path(jar).exists() for jar in jars.split(os.pathsep)):
-        return None  # the Maven repository was moved or cleaned
-    return f"{classes}{os.pathsep}{jars}"
-
-
-def _logged_run(command: list[str], log_path: Path, classpath: str | None = None) -> None:
-    with log_path.open("ab") as log_handle:
-        log_handle.write(f"\n=== {' '.join(command)}\n".encode())
-        log_handle.flush()
-        try:
-            # umask 022: the service user must read the jars and classes written here.
-            result = subprocess.run(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=log_handle,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "CLASSPATH": classpath} if classpath else None,
-                timeout=RESOLVE_TIMEOUT_SECONDS,
-                umask=0o022,
-                check=False,
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise OpenSearchUnavailable(f"{command[0]} timed out; see {log_path}") from exc
-    if result.returncode != 0:
-        raise OpenSearchUnavailable(f"{Path(command[0]).name} failed ({result.returncode}); see {log_path}")
-
-
-def _jdk_tool(name: str, log_path: Path) -> str:
-    java_home = os.environ.get("JAVA_HOME")
-    if java_home and (Path(java_home) / "bin" / name).exists():
-        return str(Path(java_home) / "bin" / name)
-    found = shutil.which(name)
-    if found is None:
-        raise _failure(f"{name} is not installed (OpenSearch 2.19 needs a JDK 17)", log_path)
-    return found
-
-
-def _failure(message: str, log_path: Path) -> OpenSearchUnavailable:
-    """The error to raise, also written to the log file that it names."""
-    with log_path.open("a") as log_handle:
-        log_handle.write(f"\n=== {message}\n")
-    return OpenSearchUnavailable(f"{message}; see {log_path}")
-
-
-def _alive(pid: int) -> bool:
-    child = _CHILDREN.get(pid)
-    if child is not None:
-        if child.poll() is None:
-            return True
-        del _CHILDREN[pid]
-        return False
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")  # a zombie has exited, whoever still has to reap it
-
-
-def _wait_for_exit(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while _alive(pid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(_POLL_SECONDS)  # waiting for the process to exit, bounded by the deadline
-    return True
-
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """One start, stop or resolution at a time per folder, across processes."""
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    jars = cached_jars(classpath_file)
+    return None if jars is None else f"{classes}{os.pathsep}{jars}"
 
 
 def main() -> None:

@@ -8,10 +8,7 @@ A password (generated, kept in the folder, mode 0600) keeps other local users ou
 count and markers stay.
 """
 
-import os
 import secrets
-import shutil
-import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -20,16 +17,21 @@ from pathlib import Path
 import redis
 
 from warriors.secret_files import write_secret
+from warriors.servers.base import LocalServer, ServerError, alive, read_pid, require_program, terminate
 
 START_TIMEOUT_SECONDS = 30.0
 
 
-class RedisUnavailable(RuntimeError):
+class RedisUnavailable(ServerError):
     """redis-server is missing, or did not start in time."""
 
 
 @dataclass(frozen=True)
-class RedisServer:
+class RedisServer(LocalServer):
+    display_name = "redis-server"
+    error = RedisUnavailable
+    poll_seconds = 0.05
+
     data_dir: Path
     port: int
 
@@ -52,11 +54,9 @@ class RedisServer:
         """Start the server unless it is running; returns its URL."""
         if self.running():
             return self.url()
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RedisUnavailable(
-                "redis-server is not installed (make services installs Debian's redis-server)"
-            )
+        binary = require_program(
+            "redis-server", "make services installs Debian's redis-server", RedisUnavailable
+        )
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if not self.password_file.exists():
             write_secret(self.password_file, secrets.token_urlsafe(24) + "\n")
@@ -68,60 +68,38 @@ class RedisServer:
             f"requirepass {self._password()}\n"
             'save ""\nappendonly no\ndaemonize yes\nmaxmemory 512mb\nmaxmemory-policy volatile-lru\n',
         )
-        subprocess.run([binary, str(config)], check=True)
-        deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        while not self._answers():
-            if time.monotonic() > deadline:
-                raise RedisUnavailable(
-                    f"redis-server did not answer within {START_TIMEOUT_SECONDS}s; see {self.log_file}"
-                )
-            time.sleep(0.05)  # polling the server's readiness, bounded by the deadline
+        subprocess.run([binary, str(config)], check=True)  # daemonizes: returns once forked
+        self.wait_ready(time.monotonic() + START_TIMEOUT_SECONDS)
         return self.url()
 
     def running(self) -> bool:
-        pid = self._pid()
-        if pid is None:
-            return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        return self._answers()
+        pid = read_pid(self.pid_file)
+        return pid is not None and alive(pid) and self.probe(0.0) is None
 
     def stop(self) -> None:
         """Stop the server (SIGTERM; it keeps nothing on disk) and wait until it is gone."""
-        pid = self._pid()
+        pid = read_pid(self.pid_file)
         if pid is None:
             return
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                self.pid_file.unlink(missing_ok=True)
-                return
-            time.sleep(0.05)  # waiting for the process to exit, bounded by the deadline
-        os.kill(pid, signal.SIGKILL)
+        terminate(
+            pid,
+            name=self.display_name,
+            timeout=START_TIMEOUT_SECONDS,
+            kill_timeout=START_TIMEOUT_SECONDS,
+            error=RedisUnavailable,
+            log_file=self.log_file,
+            poll_seconds=self.poll_seconds,
+        )
         self.pid_file.unlink(missing_ok=True)
 
-    def _pid(self) -> int | None:
-        try:
-            return int(self.pid_file.read_text().strip())
-        except (FileNotFoundError, ValueError):
-            return None
-
-    def _password(self) -> str:
-        return self.password_file.read_text().strip() if self.password_file.exists() else ""
-
-    def _answers(self) -> bool:
+    def probe(self, deadline: float) -> str | None:
         try:
             with redis.Redis(
                 host="127.0.0.1", port=self.port, password=self._password(), socket_timeout=1
             ) as r:
-                return bool(r.ping())
-        except redis.RedisError:
-            return False
+                return None if r.ping() else "PING was not answered"
+        except redis.RedisError as exc:
+            return str(exc)
+
+    def _password(self) -> str:
+        return self.password_file.read_text().strip() if self.password_file.exists() else ""
