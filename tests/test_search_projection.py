@@ -14,9 +14,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from tests.history import checkpoint, counted, head, with_read_model, write_history
 from tests.support import ServiceProcess, wait_for
-from warriors.adapters.embedded_postgres import free_port
 from warriors.adapters.kafka_bus import BusProducer
-from warriors.adapters.opensearch_server import OpenSearchServer
 from warriors.adapters.search_engine import EngineKind, IndexAction, SearchEngine, SearchUnavailable
 from warriors.bus.consumer import ProjectionConsumer
 from warriors.projections.base import ProjectionTargetUnavailable
@@ -25,6 +23,8 @@ from warriors.projections.live import run_live
 from warriors.projections.rebuild import rebuild_blue_green
 from warriors.projections.search import SEARCH, WarriorsSearch
 from warriors.readside import search_index
+from warriors.servers import free_port
+from warriors.servers.opensearch_server import OpenSearchServer
 
 Pool = AsyncConnectionPool[AsyncConnection]
 
@@ -213,12 +213,14 @@ async def test_group_members_building_the_index_at_once_leave_one_index_behind_t
         for _ in range(4)
     ]  # fmt: skip
     try:
-        outcomes = await asyncio.gather(*(m._replay_store() for m in members), return_exceptions=True)
+        outcomes = await asyncio.gather(
+            *(m._intact(asyncio.Event()) for m in members), return_exceptions=True
+        )
     finally:
         for member in members:
             member.consumer.close()
             await member.projection.close()
-    assert outcomes == [None] * len(members)
+    assert outcomes == [True] * len(members)
     assert len(await search_engine.generations()) == 1
     assert await search_engine.count() == 18  # 20 created, every tenth deleted
 

@@ -14,6 +14,11 @@ Keys (all under `warriors:`):
   and once a projection stops, fails or falls behind, readers use PostgreSQL.
 - `warriors:epoch`: set when the projection starts from position 0. A flushed Redis
   loses it, which tells the projection to replay (and the readers to use PostgreSQL).
+- `warriors:rebuilding`: fed from Kafka, the cache is being rebuilt from the event store
+  (the value: the rebuild's generation, `sink_rebuilds` in PostgreSQL), or a rebuild was
+  left unfinished (its owner died): whatever the epoch says, the cache is partial. Set
+  before the rebuild opens its epoch, removed only when its replay of the store finished;
+  while it stands the cache cannot be marked ready (warriors/bus/consumer.py).
 
 Every write is a compare-and-set on the version, inside a Lua script (atomic in Redis):
 a stale write (an older event redelivered, a read that raced a newer event) never
@@ -36,6 +41,7 @@ VERSIONS = f"{PREFIX}versions"
 COUNT = f"{PREFIX}count"
 READY = f"{PREFIX}ready"
 EPOCH = f"{PREFIX}epoch"
+REBUILDING = f"{PREFIX}rebuilding"
 BREAKER_SECONDS = 1.0
 
 # KEYS: versions, count, entry. ARGV: id, version, kind (created|changed|deleted), doc JSON
@@ -69,11 +75,25 @@ redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
 return 1
 """
 
-# KEYS: ready, epoch, count. ARGV: how long it stands, in milliseconds.
+# KEYS: ready, epoch, count, rebuilding. ARGV: how long it stands, in milliseconds. Ready
+# only with the epoch and the count there and no rebuild under way (or left unfinished):
+# checked here, atomically, not by the caller (a member's view of the rebuild may be a
+# moment old while another member starts one).
 _MARK_READY = """
-if redis.call('EXISTS', KEYS[2]) == 1 and redis.call('EXISTS', KEYS[3]) == 1 then
+if redis.call('EXISTS', KEYS[2]) == 1 and redis.call('EXISTS', KEYS[3]) == 1
+   and redis.call('EXISTS', KEYS[4]) == 0 then
   redis.call('SET', KEYS[1], '1', 'PX', tonumber(ARGV[1]))
 end
+"""
+
+# KEYS: rebuilding, epoch. ARGV: the rebuild's generation. The rebuild is over only if its
+# epoch still stands (a flush in between lost what it wrote) and it is still the one marked.
+_FINISH_REBUILD = """
+if redis.call('EXISTS', KEYS[2]) == 1 and redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
 """
 
 
@@ -115,6 +135,7 @@ class RedisReadModels:
         self._apply = self.client.register_script(_APPLY)
         self._fill = self.client.register_script(_FILL)
         self._mark_ready = self.client.register_script(_MARK_READY)
+        self._finish_rebuild = self.client.register_script(_FINISH_REBUILD)
 
     @asynccontextmanager
     async def _translated(self) -> AsyncIterator[None]:
@@ -178,8 +199,8 @@ class RedisReadModels:
     async def count(self) -> int | None:
         """The count, or None when it cannot be trusted (not caught up since a replay)."""
         async with self._translated():
-            count, ready, epoch = await self.client.mget(COUNT, READY, EPOCH)
-        if count is None or ready is None or epoch is None:
+            count, ready, epoch, rebuilding = await self.client.mget(COUNT, READY, EPOCH, REBUILDING)
+        if count is None or ready is None or epoch is None or rebuilding is not None:
             return None
         return int(count)
 
@@ -195,7 +216,25 @@ class RedisReadModels:
         """Ready for the next `count_fresh_seconds`; only while the epoch stands: a flush in
         between must not make a partial count look ready."""
         async with self._translated():
-            await self._mark_ready(keys=[READY, EPOCH, COUNT], args=[round(self.count_fresh_seconds * 1000)])
+            await self._mark_ready(
+                keys=[READY, EPOCH, COUNT, REBUILDING], args=[round(self.count_fresh_seconds * 1000)]
+            )
+
+    async def begin_rebuild(self, generation: int) -> None:
+        """A rebuild from the event store starts (or is taken over): the cache is partial
+        until `finish_rebuild`, and not ready from now on (one atomic step). Called before
+        the rebuild opens its epoch, so that no moment has an epoch without this mark."""
+        async with self._translated(), self.client.pipeline(transaction=True) as pipe:
+            pipe.set(REBUILDING, str(generation))
+            pipe.delete(READY)
+            await pipe.execute()
+
+    async def finish_rebuild(self, generation: int) -> bool:
+        """The rebuild's replay of the store finished: the cache may be ready again. False
+        when its epoch is gone or another rebuild is marked (Redis lost what the replay
+        wrote): the rebuild must start over."""
+        async with self._translated():
+            return bool(await self._finish_rebuild(keys=[REBUILDING, EPOCH], args=[str(generation)]))
 
     async def clear(self) -> None:
         """Remove every key of the read models (a replay from position 0 follows): the

@@ -16,6 +16,7 @@ atomic `_aliases` call.
 """
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -29,6 +30,32 @@ from warriors.readside.search_index import ALIAS
 QUERY_TIMEOUT_MS = 300
 BREAKER_SECONDS = 1.0
 WRITE_TIMEOUT_SECONDS = 10
+
+
+class _OneLineFailures(logging.Filter):
+    """opensearch-py logs every failed request at WARNING with the whole traceback of the
+    connection error (some 60 lines, the same each time), so an engine that is down for a
+    minute fills the projector's log. The line stays, at its level, with the exception's
+    type and message in place of the traceback: nothing is hidden, only shortened. Records
+    without an exception pass unchanged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+            record.msg = f"{record.getMessage()}: {reason[:300]}"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+_ONE_LINE_FAILURES = _OneLineFailures()
+
+
+def _shorten_client_failures() -> None:
+    """Once per process (adding the same filter again is a no-op)."""
+    logging.getLogger("opensearch").addFilter(_ONE_LINE_FAILURES)
 
 
 class EngineKind(StrEnum):
@@ -115,6 +142,7 @@ class SearchEngine:
             import opensearchpy
             from opensearchpy import AsyncOpenSearch
 
+            _shorten_client_failures()
             self.client: Any = AsyncOpenSearch(hosts=[url], timeout=WRITE_TIMEOUT_SECONDS)
             # opensearch-py takes a per-request `request_timeout` on every call.
             self._query_client: Any = self.client

@@ -11,19 +11,31 @@ parked events (its status shows it), and the rest of the stream goes on.
 
 Consumer lag (end of each partition minus the committed offset) is written to
 `bus_consumer_lag` after every batch; the projections' status reports it.
+
+A sink rebuilt from the event store (a lost sink, a group that never committed, records
+gone from the topic) is recorded in `sink_rebuilds`: 'rebuilding' from the moment it is
+asked for until its replay of the store finished, then 'complete'. One member (whichever
+takes the rebuild's lock first) replays; the others go on with the topic, never call the
+sink caught up meanwhile, and take the rebuild over if its owner dies (see `_intact`).
 """
 
 import asyncio
 import logging
+import os
+import socket
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from psycopg import AsyncConnection, InterfaceError, OperationalError
 from psycopg_pool import AsyncConnectionPool
 
 from warriors import tracing
 from warriors.adapters.kafka_bus import DLQ_TOPIC, TOPIC, BusProducer, BusUnavailable, OutgoingMessage
+from warriors.adapters.redis_cache import CacheUnavailable, RedisReadModels
 from warriors.bus import envelope
 from warriors.eventstore.reader import read_after
 from warriors.eventstore.records import START, StoredEvent, StreamPosition
@@ -48,6 +60,54 @@ VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING
 """
 
 
+# A sink's rebuild (`sink_rebuilds`): asked for (a new generation) unless one is under way
+# already, which covers the new reason too (it reads the store up to its head, after it).
+_REQUEST_REBUILD = """
+INSERT INTO sink_rebuilds AS r (projection_name, generation, state, reason)
+VALUES (%(name)s, 1, 'rebuilding', %(reason)s)
+ON CONFLICT (projection_name) DO UPDATE
+SET generation = r.generation + 1, state = 'rebuilding', reason = excluded.reason, owner = NULL,
+    requested_at = now(), started_at = NULL, finished_at = NULL,
+    replayed_transaction_id = '0', replayed_position = 0, updated_at = now()
+WHERE r.state = 'complete'
+RETURNING generation
+"""
+# Its state, and whether anyone holds its lock (the owner's session is alive). Advisory
+# locks belong to one database: the lock of the same projection in another database (a
+# test's, another deployment's on the same server) says nothing.
+_REBUILD_STATE = """
+SELECT r.generation, r.state, r.replayed_transaction_id::text::bigint, r.replayed_position,
+       EXISTS (SELECT 1 FROM pg_locks l
+               WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+                 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                 AND ((l.classid::int8 << 32) | l.objid::int8) = hashtextextended(%(key)s, 0)),
+       coalesce(r.finished_at > now() - make_interval(secs => %(recent)s), false)
+FROM sink_rebuilds r WHERE r.projection_name = %(name)s
+"""
+_TRY_OWN = "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))"
+# The owner's session: a host or a network gone is noticed by the server within about 25 s
+# (the default is the system's, two hours), and the rebuild's lock goes with the session.
+# Ignored on a Unix socket (same host: a dead process closes it at once).
+_KEEPALIVES = "SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 3"
+_DISOWN = "SELECT pg_advisory_unlock(hashtextextended(%s, 0))"
+_OWNED = """
+UPDATE sink_rebuilds SET owner = %(owner)s, started_at = now(), updated_at = now()
+WHERE projection_name = %(name)s AND generation = %(generation)s
+"""
+_RESTARTED = """
+UPDATE sink_rebuilds SET replayed_transaction_id = '0', replayed_position = 0, updated_at = now()
+WHERE projection_name = %(name)s AND generation = %(generation)s
+"""
+_REPLAYED = """
+UPDATE sink_rebuilds SET replayed_transaction_id = %(transaction_id)s::text::xid8,
+    replayed_position = %(position)s, updated_at = now()
+WHERE projection_name = %(name)s AND generation = %(generation)s
+"""
+_COMPLETE = """
+UPDATE sink_rebuilds SET state = 'complete', owner = NULL, finished_at = now(), updated_at = now()
+WHERE projection_name = %(name)s AND generation = %(generation)s AND state = 'rebuilding'
+"""
+
 # The database or the target away for now (see the engine's _is_transient): the batch is tried again.
 TRANSIENT = (OperationalError, InterfaceError, OSError, ProjectionTargetUnavailable)
 # Events per batch when a sink is built from the event store.
@@ -55,6 +115,28 @@ REPLAY_BATCH = 1000
 # Before parking an event that failed alone, it is tried again after 0.2 s, then 0.4 s.
 RETRY_PAUSE_SECONDS = 0.2
 _PAST_START = StreamPosition(0, 1)  # "not from the beginning", for `Projection.intact`
+# How often a member asks whether a rebuild is under way, and whether its owner is alive
+# (before a batch and while idle; at once after asking for one).
+REBUILD_CHECK_SECONDS = 1.0
+# While a member replays the store it keeps polling the consumer (partitions paused) this often.
+# A rebuild finished less than this ago covers a group found never to have committed.
+RECENT_REBUILD_SECONDS = 600
+REPLAY_POLL_SECONDS = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class RebuildState:
+    """A sink's row of `sink_rebuilds`."""
+
+    generation: int
+    rebuilding: bool  # asked for and not finished: the sink may be partial
+    replayed: StreamPosition  # how far the rebuild's replay of the store got
+    owned: bool  # someone holds its lock (a member replaying it)
+    finished_recently: bool = False  # complete, less than RECENT_REBUILD_SECONDS ago
+
+
+class _SinkLost(Exception):
+    """The sink lost its data while it was being rebuilt: the rebuild starts over."""
 
 
 class ProjectionConsumer:
@@ -68,6 +150,7 @@ class ProjectionConsumer:
         batch_size: int = 500,
         attempts: int = 3,
         session_timeout_ms: int = 45_000,
+        max_poll_interval_ms: int = 300_000,
     ) -> None:
         self.pool = pool
         self.projection = projection
@@ -75,8 +158,17 @@ class ProjectionConsumer:
         self.dead_letters = dead_letters
         self.batch_size = batch_size
         self.attempts = attempts
-        self._needs_store_replay = False  # set on assignment (a group that never committed) or a lost sink
+        # Set on assignment (a group that never committed) or a gap in a partition: a rebuild is asked for.
+        self._needs_store_replay = False
+        self._needs_reason = ""
         self._expected: dict[int, int | None] = {}  # partition -> the offset its next message should have
+        self._rebuild: RebuildState | None = None  # as last read (None: not read yet, or no row)
+        self._rebuild_checked = float("-inf")  # monotonic time it was read
+        self._replaying = False  # this member is replaying the store (its partitions paused)
+        self._paused: set[tuple[str, int]] = set()
+        self._held: list[Message] = []  # messages polled during a replay, applied after it
+        self._owner = f"{socket.gethostname()}:{os.getpid()}"
+        self._rebuild_key = f"rebuild:{projection.name}"
         self.consumer = Consumer(
             {
                 "bootstrap.servers": bootstrap_servers,
@@ -87,21 +179,29 @@ class ProjectionConsumer:
                 # A member unheard for this long (killed, hung) loses its partitions to the others.
                 "session.timeout.ms": session_timeout_ms,
                 "heartbeat.interval.ms": min(3000, session_timeout_ms // 3),
+                # Between two polls; a replay of the store keeps polling (`_polling_paused`).
+                # librdkafka refuses one below the session time-out.
+                "max.poll.interval.ms": max(max_poll_interval_ms, session_timeout_ms),
             }
         )
 
     async def run(self, stop: asyncio.Event) -> None:
-        self.consumer.subscribe([TOPIC], on_assign=self._assigned)
+        self.consumer.subscribe(
+            [TOPIC], on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._lost
+        )
         log.info("consumer group %s reading %s for %s", self.group, TOPIC, self.projection.name)
         try:
             while not stop.is_set():
-                messages = await asyncio.to_thread(self._next_messages)
+                if self._held:  # polled while this member replayed the store
+                    messages, self._held = self._held, []
+                else:
+                    messages = await asyncio.to_thread(self._next_messages)
                 batch = [m for m in messages if not _skippable(m)]
                 self._notice_gaps(batch)
                 if batch:
                     await self._process(batch, stop)
                 elif not messages:
-                    await self._idle()
+                    await self._idle(stop)
         finally:
             await asyncio.to_thread(self.consumer.close)
 
@@ -113,10 +213,54 @@ class ProjectionConsumer:
         made each member rebuild its sink from the whole store)."""
         if not partitions:  # a cooperative rebalance that gave this member nothing new
             return
-        committed = consumer.committed(partitions, 10.0)
-        self._needs_store_replay = self._needs_store_replay or all(tp.offset < 0 for tp in committed)
+        log.info("consumer %s: partitions %s assigned", self.group, sorted(tp.partition for tp in partitions))
+        try:
+            committed = consumer.committed(partitions, 10.0)
+        except KafkaException as exc:
+            # Raised out of this callback, it escapes the consume() of the worker thread
+            # in a form nothing catches (seen under load: "Failed to get committed offsets:
+            # Local: Timed out"), the thread dies and the await on it never returns. Not
+            # known: no gap check on these partitions until they are assigned again, and no
+            # rebuild asked for on this ground (a group without a rebuild on record asks for
+            # one anyway, see `_intact`).
+            log.warning("consumer %s: the committed offsets of partitions %s not read: %s",
+                        self.group, sorted(tp.partition for tp in partitions), exc)  # fmt: skip
+            for tp in partitions:
+                self._expected[tp.partition] = None
+            return
+        # A rebuild under way (this member's own replay: it keeps polling, so rebalances
+        # happen) covers it: it reads the store to its head, after now. So does one that
+        # finished a moment ago (a member's first rebuild often starts before it has joined
+        # its group): the records published since cannot have been deleted by retention (an
+        # hour at least), and the group reads them from the topic.
+        state = self._rebuild
+        covered = self._replaying or (state is not None and (state.rebuilding or state.finished_recently))
+        if all(tp.offset < 0 for tp in committed) and not covered:
+            self._needs_store_replay, self._needs_reason = True, "a consumer group that never committed"
         for tp in committed:  # where each partition's next message should be
             self._expected[tp.partition] = tp.offset if tp.offset >= 0 else None
+
+    def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if partitions:
+            log.info("consumer %s: partitions %s revoked",
+                     self.group, sorted(tp.partition for tp in partitions))  # fmt: skip
+        self._unpause(consumer, partitions)
+
+    def _lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.warning("consumer %s: partitions %s lost (this member was thrown out of the group)",
+                    self.group, sorted(tp.partition for tp in partitions))  # fmt: skip
+        self._unpause(consumer, partitions)
+
+    def _unpause(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Partitions leaving this member are resumed first (librdkafka may keep a partition
+        paused across a revocation: assigned here again later, it would never be read)."""
+        paused = [tp for tp in partitions if (tp.topic, tp.partition) in self._paused]
+        self._paused -= {(tp.topic, tp.partition) for tp in partitions}
+        if paused:
+            try:
+                consumer.resume(paused)
+            except KafkaException as exc:
+                log.warning("consumer %s: resuming %s: %s", self.group, paused, exc)
 
     def _notice_gaps(self, batch: list[Message]) -> None:
         """Offsets are contiguous (an idempotent producer, no transactions): a message
@@ -134,7 +278,7 @@ class ProjectionConsumer:
                     " the sink is rebuilt from the event store",
                     self.group, partition, expected, offset,
                 )  # fmt: skip
-                self._needs_store_replay = True
+                self._needs_store_replay, self._needs_reason = True, "records gone from the topic"
             self._expected[partition] = offset + 1
 
     def _at_end(self) -> bool:
@@ -144,23 +288,31 @@ class ProjectionConsumer:
             return False
         for tp in self.consumer.position(assigned):
             _, end = self.consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), 1.0, True)
-            if end > max(tp.offset, 0):
+            if end < 0 or end > max(tp.offset, 0):  # < 0: nothing fetched yet, the end unknown
                 return False
         return True
 
-    async def _idle(self) -> None:
+    async def _idle(self, stop: asyncio.Event) -> None:
         """No message for a while: a sink that must be built from the store is built now
-        (a new group on a quiet topic, a cache flushed while nothing is written), and at
-        the end of the topic its partitions' lag is recorded again (their progress: see
-        `_record_lag`) and the projection is told it is still caught up (the cache renews
-        its readiness, which lapses when nobody renews it)."""
+        (a new group on a quiet topic, a cache flushed while nothing is written, a rebuild
+        whose owner died), and at the end of the topic its partitions' lag is recorded
+        again (their progress: see `_record_lag`) and, unless its sink is being rebuilt,
+        the projection is told it is still caught up (the cache renews its readiness, which
+        lapses when nobody renews it)."""
         try:
-            await self._intact()
+            if not await self._intact(stop):
+                return
             if await asyncio.to_thread(self._at_end):
                 await self._record_lag()
-                await self.projection.caught_up()
+                await self._caught_up()
         except TRANSIENT as exc:
             log.warning("consumer %s: %r", self.group, exc)
+
+    async def _caught_up(self) -> None:
+        """At the end of the topic: the sink is caught up, unless a rebuild is under way or
+        was left unfinished (then it is partial, whatever the topic says)."""
+        if self._rebuild is not None and not self._rebuild.rebuilding:
+            await self.projection.caught_up()
 
     def _next_messages(self) -> list[Message]:
         """Wait (up to half a second) for one message, then take whatever else has
@@ -180,8 +332,8 @@ class ProjectionConsumer:
                 await self._dead_letter(message, str(exc))
         while True:
             try:
-                if not await self._intact():
-                    return  # replaying from the beginning: this batch comes again
+                if not await self._intact(stop):
+                    return  # stopping in the middle of a replay: this batch comes again
                 started_ns = time.time_ns()
                 await self._apply(readable)
                 tracing.record_applied(
@@ -201,59 +353,250 @@ class ProjectionConsumer:
             log_applied(log, self.projection.name, [event for _, event in readable])
         try:
             if await self._record_lag() == 0:
-                await self.projection.caught_up()
+                await self._caught_up()
         except TRANSIENT as exc:  # only a gauge: the next batch records it again
             log.warning("consumer %s: lag not recorded: %r", self.group, exc)
 
-    async def _intact(self) -> bool:
-        """Before a batch: the sink holds everything before it. A group that never
-        committed (a new projection, a new group), or a sink that lost its data (a flushed
-        cache, a lost index alias: reset here, whichever member notices), is first built
-        from the event store, the source of truth, with the gap-safe reader; then the topic
-        goes on from where the group stands. Never from the topic's beginning: retention
-        may have dropped it, and a member only reads its own partitions. Events applied
-        twice across the overlap are harmless (the applies' version guards)."""
-        if not self._needs_store_replay:
-            if await self.projection.intact(_PAST_START):
-                return True
-            log.warning("consumer %s: %s lost its data; rebuilding it from the event store",
-                        self.group, self.projection.name)  # fmt: skip
-            async with self.pool.connection() as conn, conn.transaction():
-                await lock_projection(conn, self.projection.name)
-                await self.projection.reset(conn)
-            self._needs_store_replay = True
-        await self._replay_store()  # a transient error: tried again, from the start of the store
-        self._needs_store_replay = False
+    async def _intact(self, stop: asyncio.Event) -> bool:
+        """Before a batch and while idle: the sink holds everything before it, or a rebuild
+        from the event store is recorded as under way (`sink_rebuilds`), so that nothing
+        reports it caught up meanwhile. A sink that lost its data (a flushed cache, a lost
+        index alias), a group that never committed (a new projection, a new group) and
+        records gone from the topic ask for a rebuild, whichever member notices; a sink
+        never built from the store by this code (no row yet) too.
+
+        The rebuild is carried out by the member that takes its lock first (`_take_over`):
+        the whole store, with the gap-safe reader, whatever partitions it holds; the others
+        go on with the topic. Never from the topic's beginning: retention may have dropped
+        it, and a member only reads its own partitions. Events applied twice across the
+        overlap are harmless (the applies' version guards). A rebuild left unfinished (its
+        owner died: nobody holds its lock) is taken over by whichever member sees it.
+        False: stopping in the middle of a replay."""
+        lost = not await self.projection.intact(_PAST_START)
+        if lost or self._needs_store_replay:
+            reason = f"{self.projection.name} lost its data" if lost else self._needs_reason
+            await self._request_rebuild(reason)
+            self._needs_store_replay = False
+        state = await self._rebuild_state()
+        if state is None:
+            await self._request_rebuild(f"{self.projection.name} has no rebuild on record")
+            state = await self._rebuild_state()
+        if state is not None and state.rebuilding and not state.owned:
+            return await self._take_over(stop)
         return True
 
-    async def _replay_store(self) -> None:
-        """Every stored event into the sink, in batches under the projection's lock (as the
-        consumers' batches); an event that fails alone is parked, as from the topic."""
-        # A fresh start: the cache opens its epoch, the index gets its alias. Under the
-        # projection's lock, as every reset: two members creating the alias at once would
-        # each add an index behind it, and then every write fails ("no write index").
-        async with self.pool.connection() as conn, conn.transaction():
-            await lock_projection(conn, self.projection.name)
-            await self.projection.intact(START)
-        position, total = START, 0
+    async def _request_rebuild(self, reason: str) -> None:
+        """Record that the sink must be rebuilt (a new generation), unless a rebuild is
+        under way already: it reads the store to its head, after now, so it covers this."""
+        async with self.pool.connection() as conn:
+            row = await (
+                await conn.execute(_REQUEST_REBUILD, {"name": self.projection.name, "reason": reason})
+            ).fetchone()
+        if row is not None:
+            log.warning("consumer %s: %s; rebuilding it from the event store (rebuild %d)",
+                        self.group, reason, row[0])  # fmt: skip
+            await self._mark_rebuilding(row[0])
+        self._rebuild_checked = float("-inf")  # read it again now
+
+    async def _rebuild_state(self) -> RebuildState | None:
+        """The sink's rebuild, read at most every REBUILD_CHECK_SECONDS."""
+        now = time.monotonic()
+        if now - self._rebuild_checked < REBUILD_CHECK_SECONDS and self._rebuild is not None:
+            return self._rebuild
+        async with self.pool.connection() as conn:
+            row = await (
+                await conn.execute(
+                    _REBUILD_STATE,
+                    {
+                        "name": self.projection.name,
+                        "key": self._rebuild_key,
+                        "recent": RECENT_REBUILD_SECONDS,
+                    },
+                )
+            ).fetchone()
+        self._rebuild = None if row is None else RebuildState(
+            row[0], row[1] == "rebuilding", StreamPosition(row[2], row[3]), bool(row[4]), bool(row[5])
+        )  # fmt: skip
+        self._rebuild_checked = now
+        return self._rebuild
+
+    async def _take_over(self, stop: asyncio.Event) -> bool:
+        """Own the sink's rebuild and carry it out, unless another member took its lock a
+        moment ago. The owner holds a session-level advisory lock for the whole replay, on
+        the connection the replay runs on.
+
+        Why a lock and not a lease (a heartbeat with an expiry): PostgreSQL drops the lock
+        the moment the owner's session ends, so a SIGKILLed or crashed owner is seen at once
+        by every member (a host or network lost: once the server's TCP keepalives, set
+        short on this session, find the connection dead), with no clock and no expiry to
+        tune. A lease would have to outlast the slowest batch (a search engine answering in
+        10 s, a lock held by a blue/green swap) and would then leave a dead owner's partial
+        sink unnoticed for as long, or lapse under a live but slow owner and have two
+        members replay. The replay's own statements run on the session that holds the
+        lock: if the owner loses its session, it loses the lock and cannot write another
+        batch's progress either. A hung owner keeps its lock, as it keeps its partitions:
+        its rebuild shows as a growing lag in the projections' status
+        (`sink_rebuilds.replayed_*` stops moving)."""
+        async with self.pool.connection() as conn:
+            owned = await (await conn.execute(_TRY_OWN, (self._rebuild_key,))).fetchone()
+            if not owned or not owned[0]:
+                self._rebuild_checked = float("-inf")
+                return True
+            try:
+                await conn.execute(_KEEPALIVES)
+                async with self._polling_paused():
+                    return await self._rebuild_owned(conn, stop)
+            finally:
+                self._rebuild_checked = float("-inf")
+                try:
+                    await conn.execute(_DISOWN, (self._rebuild_key,))
+                except Exception:  # the session is gone, and its lock with it; else it goes now
+                    await conn.close()
+
+    async def _rebuild_owned(self, conn: AsyncConnection[Any], stop: asyncio.Event) -> bool:
+        """Holding the rebuild's lock: replay the store into the sink and mark it complete.
+        The sink is reset first only if it lost its data; otherwise (a group that never
+        committed, a gap, an owner that died) the replay goes into it as it is, from where
+        the rebuild got (`replayed_*`: the sink holds every event up to there as long as its
+        epoch or alias stands, since a reset moves it back to the start before touching the
+        sink)."""
+        name = self.projection.name
         while True:
-            async with self.pool.connection() as conn, conn.transaction():
+            self._rebuild_checked = float("-inf")
+            state = await self._rebuild_state()
+            if state is None or not state.rebuilding:
+                return True  # finished by another member a moment ago
+            generation, start = state.generation, state.replayed
+            lost = not await self.projection.intact(_PAST_START)
+            await conn.execute(_OWNED, {"owner": self._owner, "name": name, "generation": generation})
+            if lost:
+                start = START
+                await conn.execute(_RESTARTED, {"name": name, "generation": generation})  # first: see above
+                async with conn.transaction():
+                    await lock_projection(conn, name)
+                    await self.projection.reset(conn)
+            # Marked partial before an epoch opens (the cache cannot be ready meanwhile).
+            await self._mark_rebuilding(generation)
+            # A fresh start: the cache opens its epoch, the index gets its alias. Under the
+            # projection's lock, as every reset: two members creating the alias at once would
+            # each add an index behind it, and then every write fails ("no write index").
+            async with conn.transaction():
+                await lock_projection(conn, name)
+                await self.projection.intact(START)
+            log.info("consumer %s: rebuild %d of %s from the event store, from position %d",
+                     self.group, generation, name, start.position)  # fmt: skip
+            try:
+                total = await self._replay_store(conn, generation, start, stop)
+            except _SinkLost:
+                log.warning(
+                    "consumer %s: %s lost its data during its rebuild; starting it over", self.group, name
+                )
+                continue
+            if total is None:
+                return False  # stopping: the rebuild stays unfinished, for another member
+            if not await self._finish_marked(generation):
+                log.warning(
+                    "consumer %s: %s lost its data during its rebuild; starting it over", self.group, name
+                )
+                continue
+            await conn.execute(_COMPLETE, {"name": name, "generation": generation})
+            self._rebuild = RebuildState(generation, False, state.replayed, False, True)
+            log.info("consumer %s: %s built from the event store (%d events); on with the topic",
+                     self.group, name, total)  # fmt: skip
+            return True
+
+    async def _mark_rebuilding(self, generation: int) -> None:
+        """The sink's own mark, where its readers look (the Redis cache: not ready while it stands)."""
+        models = getattr(self.projection, "models", None)
+        if isinstance(models, RedisReadModels):
+            await self._sink(models.begin_rebuild(generation))
+
+    async def _finish_marked(self, generation: int) -> bool:
+        models = getattr(self.projection, "models", None)
+        if isinstance(models, RedisReadModels):
+            return bool(await self._sink(models.finish_rebuild(generation)))
+        return True
+
+    async def _sink(self, work: Any) -> Any:
+        try:
+            return await work
+        except CacheUnavailable as exc:
+            raise ProjectionTargetUnavailable(str(exc)) from exc
+
+    async def _replay_store(
+        self, conn: AsyncConnection[Any], generation: int, position: StreamPosition, stop: asyncio.Event
+    ) -> int | None:
+        """Every stored event after `position` into the sink, in batches under the
+        projection's lock (as the consumers' batches), each recording how far the rebuild
+        got in its own transaction; an event that fails alone is parked, as from the topic.
+        None: stopped midway. Raises _SinkLost when the sink lost its data meanwhile."""
+        total = 0
+        while True:
+            if stop.is_set():
+                return None
+            if not await self.projection.intact(_PAST_START):
+                raise _SinkLost()
+            async with conn.transaction():
                 await lock_projection(conn, self.projection.name)
                 events = await read_after(conn, position, REPLAY_BATCH)
                 if events:
                     started_ns = time.time_ns()
                     await self._apply_from_store(conn, events)
                     tracing.record_applied(_APPLY_SPAN, self.projection.name, events, started_ns)
+                    end = events[-1].stream_position
+                    await conn.execute(_REPLAYED, {
+                        "transaction_id": end.transaction_id, "position": end.position,
+                        "name": self.projection.name, "generation": generation,
+                    })  # fmt: skip
             if not events:
-                break
+                return total
             EVENTS_APPLIED.labels(self.projection.name).inc(len(events))
             if log.isEnabledFor(logging.DEBUG):
                 log_applied(log, self.projection.name, events)
             position, total = events[-1].stream_position, total + len(events)
             if total % (REPLAY_BATCH * 20) < REPLAY_BATCH:
                 log.info("consumer %s: %d events replayed from the store", self.group, total)
-        log.info("consumer %s: %s built from the event store (%d events); on with the topic",
-                 self.group, self.projection.name, total)  # fmt: skip
+
+    @asynccontextmanager
+    async def _polling_paused(self) -> AsyncIterator[None]:
+        """While this member replays the store, its partitions are paused and the consumer
+        is polled all the same (every REPLAY_POLL_SECONDS, in a thread): a replay longer
+        than max.poll.interval.ms no longer gets the member thrown out of its group (and its
+        partitions rebalanced mid-replay), and rebalances asked for meanwhile (a member
+        joining) complete. Polling a paused consumer returns no messages of its paused
+        partitions (librdkafka drops what it had fetched for them, and fetches again from the
+        position on resume); partitions assigned during the replay are paused at the next
+        poll, and the messages a poll returned before that are kept and applied after the
+        replay, before anything else is read."""
+        done = False
+
+        def poll() -> list[Message]:
+            assigned = [
+                tp for tp in self.consumer.assignment() if (tp.topic, tp.partition) not in self._paused
+            ]
+            if assigned:
+                self.consumer.pause(assigned)
+                self._paused |= {(tp.topic, tp.partition) for tp in assigned}
+            return self.consumer.consume(self.batch_size, REPLAY_POLL_SECONDS)
+
+        async def keep_polling() -> None:
+            while not done:
+                self._held += await asyncio.to_thread(poll)
+
+        self._replaying = True
+        poller = asyncio.create_task(keep_polling())
+        try:
+            yield
+        finally:
+            done = True
+            try:
+                await poller
+            finally:
+                self._replaying = False
+                paused = [tp for tp in self.consumer.assignment() if (tp.topic, tp.partition) in self._paused]
+                self._paused.clear()
+                if paused:
+                    self.consumer.resume(paused)
 
     async def _apply_from_store(self, conn: AsyncConnection[Any], events: list[StoredEvent]) -> None:
         try:
@@ -371,6 +714,8 @@ class ProjectionConsumer:
             if tp.topic != TOPIC or committed is None:
                 continue  # never committed and nothing read yet: nothing to say
             _, end = self.consumer.get_watermark_offsets(TopicPartition(TOPIC, tp.partition), 1.0, True)
+            if end < 0:  # no fetch answered yet (a partition just assigned): ask the broker
+                _, end = self.consumer.get_watermark_offsets(TopicPartition(TOPIC, tp.partition), 5.0, False)
             rows.append((self.group, tp.partition, committed, max(end, committed)))
         async with self.pool.connection() as conn:
             for row in rows:

@@ -95,6 +95,26 @@ FROM (SELECT wanted.group_id, coalesce(min(l.updated_at), '-infinity') AS progre
       GROUP BY wanted.group_id) AS g
 """
 
+# A sink being rebuilt from the event store by a Kafka consumer (warriors/bus/consumer.py,
+# `sink_rebuilds`), or left partial by a rebuild whose owner died: what its topic consumers
+# applied says nothing about the events before, so its lag is also the events the rebuild
+# has not replayed yet (counted up to 10,000) and the age of the oldest of them; past the
+# head but not finished (its owner died at the very end, or is marking it), the age of its
+# last progress. A dead owner's rebuild stops moving, and this grows.
+_REBUILDING = """
+SELECT r.projection_name,
+       (SELECT count(*) FROM (
+            SELECT 1 FROM event_store e
+            WHERE (e.transaction_id, e.position) > (r.replayed_transaction_id, r.replayed_position)
+            LIMIT 10000) AS b),
+       coalesce(extract(epoch FROM now() - coalesce(
+           (SELECT e.created_at FROM event_store e
+            WHERE (e.transaction_id, e.position) > (r.replayed_transaction_id, r.replayed_position)
+            ORDER BY e.transaction_id, e.position LIMIT 1),
+           r.updated_at)), 0)::float8
+FROM sink_rebuilds r WHERE r.state = 'rebuilding'
+"""
+
 _CONSUMER_LAG = """
 SELECT group_id, sum(greatest(end_offset - committed, 0))::bigint FROM bus_consumer_lag GROUP BY group_id
 """
@@ -128,7 +148,11 @@ async def projection_statuses(
             unconsumed = {
                 group: (int(events), float(seconds)) for group, events, seconds in await cursor.fetchall()
             }
-        statuses = [_through_kafka(s, relay, lags, unconsumed) for s in statuses]
+        cursor = await conn.execute(_REBUILDING)
+        rebuilding = {
+            name: (int(events), float(seconds)) for name, events, seconds in await cursor.fetchall()
+        }
+        statuses = [_rebuilt(_through_kafka(s, relay, lags, unconsumed), rebuilding) for s in statuses]
     return [s for s in statuses if name is None or s.name == name]
 
 
@@ -153,4 +177,19 @@ def _through_kafka(
         lag_seconds=max(relay.lag_seconds, since_seconds),
         consumer_group=group,
         consumer_lag=consumer_lag,
+    )
+
+
+def _rebuilt(status: ProjectionStatus, rebuilding: dict[str, tuple[int, float]]) -> ProjectionStatus:
+    """A sink being rebuilt from the store (or left partial) is REBUILDING, at least one
+    event behind whatever its consumers say (the rebuild is not over until it says so), and
+    as far behind as its replay is."""
+    if status.name not in rebuilding or status.status == "FAILED":
+        return status
+    events, seconds = rebuilding[status.name]
+    return replace(
+        status,
+        status="REBUILDING",
+        lag_events=max(status.lag_events, events, 1),
+        lag_seconds=max(status.lag_seconds, seconds),
     )
