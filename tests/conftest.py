@@ -2,13 +2,12 @@
 or the server named by TEST_DATABASE_URL. Nothing is skipped for a missing service."""
 
 import os
-import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 import dagster as dg
 import psycopg
@@ -18,12 +17,14 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from tests.support import ProjectorProcess, ServiceProcess, fresh_search_engine
-from warriors.adapters.embedded_postgres import EmbeddedPostgres, free_port
-from warriors.adapters.kafka_broker import KafkaBroker
-from warriors.adapters.opensearch_server import OpenSearchServer
-from warriors.adapters.redis_server import RedisServer
 from warriors.adapters.search_engine import SearchEngine
 from warriors.eventstore.database import apply_migrations
+from warriors.security.personal_data import new_master_key_text
+from warriors.servers import LocalServer, free_port
+from warriors.servers.embedded_postgres import EmbeddedPostgres
+from warriors.servers.kafka_broker import KafkaBroker
+from warriors.servers.opensearch_server import OpenSearchServer
+from warriors.servers.redis_server import RedisServer
 
 # The services a developer started with `make services` (.env.services) are not the
 # tests': each test that uses one passes its URL explicitly.
@@ -31,6 +32,10 @@ for _variable in ("REDIS_URL", "SEARCH_URL", "KAFKA_BOOTSTRAP_SERVERS"):
     os.environ[_variable] = ""
 # The daily statistics' Parquet files of the tests go to a folder of their own, not .data.
 os.environ["ANALYTICS_DIR"] = tempfile.mkdtemp(prefix="warriors-test-analytics-")
+# One personal data master key for the whole run (in-process code and every service the
+# tests start inherit it); tests/test_erasure.py starts a service without it too.
+os.environ["PERSONAL_DATA_KEY"] = new_master_key_text()
+os.environ.pop("PERSONAL_DATA_KEY_FILE", None)
 
 
 @pytest.fixture(scope="session")
@@ -138,16 +143,7 @@ def broker() -> Iterator[KafkaBroker]:
     yield from _running(KafkaBroker(_folder("kafka"), free_port()))
 
 
-class _Server(Protocol):
-    @property
-    def data_dir(self) -> Path: ...
-
-    def start(self) -> str: ...
-
-    def stop(self) -> None: ...
-
-
-ServerT = TypeVar("ServerT", bound=_Server)
+ServerT = TypeVar("ServerT", bound=LocalServer)
 
 
 def _folder(kind: str) -> Path:
@@ -162,8 +158,7 @@ def _running(server: ServerT) -> Iterator[ServerT]:
     try:
         yield server
     finally:
-        server.stop()
-        shutil.rmtree(server.data_dir, ignore_errors=True)
+        server.destroy()
 
 
 @pytest.fixture

@@ -1,32 +1,58 @@
-"""Helpers of the Kafka tests (tests/test_kafka_projectors.py, tests/test_production_faults.py):
+"""Helpers of the Kafka tests (tests/test_kafka_projectors.py, tests/test_production_faults.py,
+tests/test_cluster_topology.py):
 the relay in a subprocess, what retention does to the topic, and each sink compared with
 the event store (the read model, the Redis cache, the search index)."""
 
 import asyncio
 import uuid
-from typing import Any
+from typing import Any, Protocol
 
+import httpx
 import psycopg
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from tests.history import read_model_rows, replay_into_shadow
 from tests.support import LoggedProcess
-from warriors.adapters.kafka_broker import KafkaBroker
 from warriors.adapters.kafka_bus import TOPIC
 from warriors.adapters.redis_cache import RedisReadModels
 from warriors.adapters.search_engine import EngineKind, SearchEngine
+from warriors.projections.cache import CACHE
+from warriors.projections.read_model import READ_MODEL
+from warriors.projections.search import SEARCH
+from warriors.projections.status import RELAY
 
+# The projections that keep a sink.
+SINKS = (READ_MODEL, CACHE, SEARCH)
 # What a search document holds of its warrior, compared field by field with a fresh fold.
 DOCUMENT_FIELDS = ("id", "name", "dob", "fight_skills", "version")
 
 
-def bus_env(broker: KafkaBroker) -> dict[str, str]:
-    return {"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers(), "KAFKA_PARTITIONS": "3"}
+class Kafka(Protocol):
+    """A broker (KafkaBroker) or a cluster of them (KafkaCluster)."""
+
+    def bootstrap_servers(self) -> str: ...
 
 
-def relay(url: str, broker: KafkaBroker) -> LoggedProcess:
-    return LoggedProcess(["-m", "warriors.cli", "relay"], {"DATABASE_URL": url, **bus_env(broker)}, "relay")
+def bus_env(kafka: Kafka, replication: int = 1) -> dict[str, str]:
+    """The projectors' and the relay's Kafka settings; `replication`: of the topics the
+    relay creates."""
+    return {"KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers(), "KAFKA_PARTITIONS": "3",
+            "KAFKA_REPLICATION": str(replication)}  # fmt: skip
+
+
+def relay(url: str, kafka: Kafka, env: dict[str, str] | None = None) -> LoggedProcess:
+    """`warriors relay` in a subprocess: `env` over the bus settings of `kafka`."""
+    return LoggedProcess(
+        ["-m", "warriors.cli", "relay"], {"DATABASE_URL": url, **bus_env(kafka), **(env or {})}, "relay"
+    )
+
+
+def caught_up(client: httpx.Client) -> bool:
+    """`GET /projections` (through `client`, with an operator's key) lists the relay and
+    every sink, none of them behind."""
+    statuses = client.get("/api/v1/queries/projections").json()
+    return {s["name"] for s in statuses} >= {RELAY, *SINKS} and all(s["lag_events"] == 0 for s in statuses)
 
 
 def exact(url: str) -> bool:
@@ -53,14 +79,15 @@ def read_model_differences(url: str) -> list[str]:
 def living(url: str) -> int:
     with psycopg.connect(url) as conn:
         row = conn.execute(
-            "SELECT count(*) FILTER (WHERE event_type = 'WarriorCreated')"
-            " - count(*) FILTER (WHERE event_type = 'WarriorDeleted') FROM event_store"
+            "SELECT count(DISTINCT aggregate_id) FILTER (WHERE event_type = 'WarriorCreated')"
+            " - count(DISTINCT aggregate_id) FILTER (WHERE event_type IN ('WarriorDeleted', 'WarriorErased'))"
+            " FROM event_store"
         ).fetchone()
     assert row is not None
     return int(row[0])
 
 
-def drop_the_topics_records(broker: KafkaBroker) -> None:
+def drop_the_topics_records(broker: Kafka) -> None:
     """What retention does: every record published so far is deleted from the topic."""
     admin = AdminClient({"bootstrap.servers": broker.bootstrap_servers()})
     partitions = admin.list_topics(TOPIC, timeout=10).topics[TOPIC].partitions

@@ -7,14 +7,18 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
+from uuid import UUID
 
 import httpx
+import psycopg
 
-from warriors.adapters.opensearch_server import OpenSearchServer
 from warriors.adapters.search_engine import EngineKind, SearchEngine
+from warriors.domain.events import plain_data
+from warriors.eventstore.opening import KeyRecord, Keyring
 from warriors.security.identity import Role, key_subject
 from warriors.security.key_store import create_key
+from warriors.servers.opensearch_server import OpenSearchServer
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
@@ -123,3 +127,30 @@ async def fresh_search_engine(server: OpenSearchServer) -> AsyncIterator[SearchE
         yield engine
     finally:
         await engine.close()
+
+
+def opened_events(postgres: str, warrior_id: str) -> list[tuple[str, int, dict[str, Any], dict[str, Any]]]:
+    """The warrior's stored events, (event type, version, data, metadata), their data
+    opened with the warrior's key and shown as the API's history shows it (personal
+    fields at the top level): what was stored, whatever the schema version."""
+    with psycopg.connect(postgres) as conn:
+        rows = conn.execute(
+            "SELECT event_type, event_version, schema_version, event_data, metadata FROM event_store"
+            " WHERE aggregate_id = %s ORDER BY event_version",
+            (warrior_id,),
+        ).fetchall()
+        key = conn.execute(
+            "SELECT wrapped_key, master_key_id FROM warrior_keys WHERE warrior_id = %s", (warrior_id,)
+        ).fetchone()
+    aggregate_id = UUID(warrior_id)
+    records = {aggregate_id: KeyRecord(bytes(key[0]) if key[0] else None, key[1])} if key else {}
+    keyring = Keyring(records)
+    return [
+        (
+            event_type,
+            version,
+            plain_data(event_type, keyring.open_data(aggregate_id, event_type, schema, data)),
+            meta,
+        )
+        for event_type, version, schema, data, meta in rows
+    ]

@@ -6,11 +6,10 @@ from typing import Any
 from uuid import UUID
 
 import httpx
-import psycopg
 import pytest
 
 from tests.history import event_count
-from tests.support import ServiceProcess
+from tests.support import ServiceProcess, opened_events
 
 COMMANDS = "/api/v1/commands/warriors"
 VALID = {"name": "Musashi", "dob": "1584-03-12", "fight_skills": ["Katana", "Niten Ichi-ryu"]}
@@ -23,12 +22,7 @@ def client(service: ServiceProcess) -> Iterator[httpx.Client]:
 
 
 def events_of(postgres: str, warrior_id: str) -> list[tuple[Any, ...]]:
-    with psycopg.connect(postgres) as conn:
-        return conn.execute(
-            "SELECT event_type, event_version, event_data, metadata FROM event_store"
-            " WHERE aggregate_id = %s ORDER BY event_version",
-            (warrior_id,),
-        ).fetchall()
+    return list(opened_events(postgres, warrior_id))
 
 
 def create(

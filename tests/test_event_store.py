@@ -9,7 +9,7 @@ import pytest
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from warriors.application.warrior_commands import RequestContext, WarriorCommands, rebuild
+from warriors.application.warrior_commands import RequestContext, WarriorCommands, living, rebuild
 from warriors.eventstore.appender import GroupCommitAppender
 from warriors.eventstore.errors import AppendOnlyViolation, translated_errors
 from warriors.eventstore.records import (
@@ -98,11 +98,10 @@ async def test_loading_from_a_snapshot_equals_a_full_replay(
     assert [version for _, version, _, _ in stream.events] == [7, 8]  # only the events after it
 
     every_event = await store.aggregate_events(wid)
-    replay = rebuild(
-        wid,
-        AggregateStream.from_events(every_event),
-    )
-    from_snapshot = rebuild(wid, stream)
+    replay = living(rebuild(wid, AggregateStream.from_events(every_event)))  # opened by the store
+    from_snapshot = rebuild(wid, stream.opened(wid))
+    assert stream.snapshot.schema_version == 2  # its personal fields sealed, like the events'
+    assert "Snap" not in str(stream.snapshot.state)
     assert from_snapshot == replay
     assert replay is not None
     assert (replay.name, replay.fight_skills, replay.dob.isoformat(), replay.version) == (

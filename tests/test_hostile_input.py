@@ -10,12 +10,11 @@ from typing import Any
 from uuid import uuid4
 
 import httpx
-import psycopg
 import pytest
 
 from tests.history import event_count
-from tests.support import ProjectorProcess, ServiceProcess, wait_for
-from warriors.adapters.embedded_postgres import free_port
+from tests.support import ProjectorProcess, ServiceProcess, opened_events, wait_for
+from warriors.servers import free_port
 
 COMMANDS = "/api/v1/commands/warriors"
 QUERIES = "/api/v1/queries/warriors"
@@ -52,13 +51,7 @@ def created(
 
 def stored(postgres: str, warrior_id: str) -> list[tuple[int, dict[str, Any], dict[str, Any]]]:
     """The warrior's events: (version, data, metadata)."""
-    with psycopg.connect(postgres) as conn:
-        rows = conn.execute(
-            "SELECT event_version, event_data, metadata FROM event_store WHERE aggregate_id = %s"
-            " ORDER BY event_version",
-            (warrior_id,),
-        ).fetchall()
-    return [(version, data, metadata) for version, data, metadata in rows]
+    return [(version, data, metadata) for _, version, data, metadata in opened_events(postgres, warrior_id)]
 
 
 def assert_problem(response: httpx.Response, status: int, title: str) -> dict[str, Any]:

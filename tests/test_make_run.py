@@ -15,7 +15,8 @@ import psycopg
 
 from tests.dagster_stack import code_location_loaded
 from tests.support import ROOT, wait_for
-from warriors.adapters.embedded_postgres import EmbeddedPostgres, free_port
+from warriors.servers import free_port
+from warriors.servers.embedded_postgres import EmbeddedPostgres
 
 
 def start_platform(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -86,7 +87,9 @@ def stop_with_ctrl_c(process: subprocess.Popen[bytes]) -> int:
 
 def test_run_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
     pg_port, http_port, dagster_port = free_port(), free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "PROMETHEUS_MULTIPROC_DIR")}
+    # Without PERSONAL_DATA_KEY: make run keeps its own master key with the data.
+    unset = ("DATABASE_URL", "PROMETHEUS_MULTIPROC_DIR", "PERSONAL_DATA_KEY")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
     env |= {"DATA_DIR": str(tmp_path / "data"), "EMBEDDED_PG_PORT": str(pg_port),
             "HTTP_PORT": str(http_port), "HTTP_WORKERS": "1", "DAGSTER_PORT": str(dagster_port)}  # fmt: skip
     log = tmp_path / "run.log"
@@ -104,7 +107,9 @@ def test_run_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
             # The local operator key: made on the first start, kept (mode 0600) and reused.
             key = key_file.read_text().strip()
             secrets = ["superuser-password", "warriors_api-password", "warriors_projector-password"]
-            for secret in (key_file, *(tmp_path / "data" / "postgres" / name for name in secrets)):
+            personal_key = tmp_path / "data" / "personal-data.key"
+            stored_secrets = (tmp_path / "data" / "postgres" / name for name in secrets)
+            for secret in (key_file, personal_key, *stored_secrets):
                 assert stat.S_IMODE(secret.stat().st_mode) == 0o600, secret
             keys.add(key)
             auth = {"Authorization": f"Bearer {key}"}
@@ -122,6 +127,9 @@ def test_run_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
             read = httpx.get(base + answer.headers["location"])  # the query service is routed too
             assert read.status_code == 200
             assert read.json()["name"] == f"Run {round_}"
+            # The first start's warrior opens with the master key kept with the data.
+            first = httpx.get(f"{base}/api/v1/queries/warriors/{created[0]}/history").json()
+            assert first[0]["data"]["name"] == "Run 0"
             wait_for(partial(caught_up, base, auth), timeout=30, what="the live projector to catch up")
             wait_for(
                 lambda: code_location_loaded(f"http://127.0.0.1:{dagster_port}"),
@@ -159,6 +167,8 @@ def test_run_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
         output = log.read_text()
         assert len(keys) == 1, "the second start reuses the first start's key"
         assert f"API key (operator) created in {key_file} (mode 0600)" in output
+        assert f"personal data master key created in {tmp_path / 'data' / 'personal-data.key'}" in output
+        assert output.count("personal data master key created") == 1, "made once, then reused"
         assert keys.pop() not in output, "the key itself is never printed"
         assert "command API  http://127.0.0.1" in output
         assert "live projector listening" in output

@@ -23,13 +23,13 @@ from orchestration.jobs import replay_parked
 from tests.dagster_support import resources
 from tests.history import poison_a_warrior, read_model_rows, replay_into_shadow, write_history
 from tests.support import ROOT, ServiceProcess
-from warriors.adapters.embedded_postgres import free_port
 from warriors.domain import events as domain_events
 from warriors.eventstore.records import StoredEvent
 from warriors.projections import read_model
 from warriors.projections.catalog import ProjectionName
 from warriors.projections.engine import ProjectionEngine
 from warriors.projections.read_model import WarriorsReadModel
+from warriors.servers import free_port
 
 NAME = ProjectionName.WARRIORS_READ_MODEL
 PARKED_KEY = dg.AssetCheckKey(projection_key(NAME), PARKED_CHECK)
@@ -78,8 +78,9 @@ def repaired_parsing(monkeypatch: pytest.MonkeyPatch) -> None:
     parse = domain_events.event_from_data
 
     def repaired(event_type: str, data: dict[str, Any]) -> Any:
-        if data.get("dob") == "soon":
-            data = {**data, "dob": "1990-01-01"}
+        personal = data.get("personal") or {}  # the current shape: upcast and opened
+        if personal.get("dob") == "soon":
+            data = {**data, "personal": {**personal, "dob": "1990-01-01"}}
         return parse(event_type, data)
 
     monkeypatch.setattr(read_model, "event_from_data", repaired)

@@ -56,12 +56,13 @@ def test_a_broken_upcaster_fails_the_check_and_blocks_a_rebuild(
     assert check.passed, check.description
     assert check.metadata["failures"].value == 0
 
-    # The next release reads WarriorUpdated at version 2, and its step from 1 is broken.
+    # The next release reads WarriorUpdated at version 3, and its step from 2 is broken
+    # (the stored version-1 events go through the real step to 2 first).
     def broken(data: dict[str, Any]) -> dict[str, Any]:
         raise KeyError("nickname")
 
-    monkeypatch.setitem(CURRENT_SCHEMA_VERSIONS, "WarriorUpdated", 2)
-    monkeypatch.setitem(UPCASTERS._steps, ("WarriorUpdated", 1), broken)
+    monkeypatch.setitem(CURRENT_SCHEMA_VERSIONS, "WarriorUpdated", 3)
+    monkeypatch.setitem(UPCASTERS._steps, ("WarriorUpdated", 2), broken)
     failed = regression(fresh_database, instance)
     assert not failed.passed
     assert "WarriorUpdated v1" in (failed.description or "")
@@ -73,7 +74,7 @@ def test_a_broken_upcaster_fails_the_check_and_blocks_a_rebuild(
     assert read_model_rows(fresh_database) == before, "the live read model is untouched"
 
     # Fixed: the step adds the new field's default; the check passes and rebuilds run.
-    monkeypatch.setitem(UPCASTERS._steps, ("WarriorUpdated", 1), lambda data: {**data})
+    monkeypatch.setitem(UPCASTERS._steps, ("WarriorUpdated", 2), lambda data: {**data})
     assert regression(fresh_database, instance).passed
     assert rebuild(fresh_database, instance).success
     assert read_model_rows(fresh_database) == before

@@ -34,11 +34,10 @@ from orchestration.instance import (
     prepare_home,
     storage_url,
 )
-from warriors.adapters.embedded_postgres import EmbeddedPostgres
 from warriors.adapters.kafka_bus import BusProducer, BusUnavailable, ensure_topics
 from warriors.bus.consumer import ProjectionConsumer
 from warriors.bus.relay import KafkaRelay
-from warriors.config import PROJECT_ROOT, get_settings
+from warriors.config import PROJECT_ROOT, Settings, get_settings
 from warriors.eventstore.database import apply_migrations
 from warriors.eventstore.roles import ServiceRole, enable_logins, local_passwords, url_as
 from warriors.http_server import serve_command
@@ -52,9 +51,12 @@ from warriors.projections.parked import replay as replay_parked
 from warriors.projections.rebuild import RebuildFailed, RebuildInProgress
 from warriors.projections.status import projection_statuses
 from warriors.retrying import Stopped, retry_until_stopped
-from warriors.secret_files import without_password
+from warriors.secret_files import without_password, write_secret
 from warriors.security.identity import Role
 from warriors.security.key_store import UnknownKey, create_key, ensure_key_file, list_keys, revoke_key
+from warriors.security.master_key import MasterKeyMissing, require_master_key
+from warriors.security.personal_data import new_master_key_text
+from warriors.servers.embedded_postgres import EmbeddedPostgres
 from warriors.services import start_all, stop_all
 from warriors.supervisor import Supervisor
 from warriors.tracing import setup_tracing
@@ -142,6 +144,7 @@ def _serve(url: str, service_url: str, metrics_dir: str, code_dir: str) -> None:
     made = ensure_key_file(url, key_file)
     _say(f"API key (operator) {'created in' if made else 'in'} {key_file} (mode 0600): send it as"
          f' -H "Authorization: Bearer $(cat {key_file})"')  # fmt: skip
+    personal_key_env = _local_personal_key(settings)
     base = f"http://{settings.http_host}:{settings.http_port}"
     _say(f"command API  {base}/api/v1/commands/warriors")
     _say(f"query API    {base}/api/v1/queries/warriors")
@@ -154,7 +157,7 @@ def _serve(url: str, service_url: str, metrics_dir: str, code_dir: str) -> None:
          " one code server); press Ctrl-C to stop")  # fmt: skip
     api_url, projector_url = _service_urls(url, service_url)
     # Prometheus' multiprocess mode adds up the metrics of all HTTP workers.
-    env = {**os.environ, "DATABASE_URL": api_url, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
+    env = {**os.environ, **personal_key_env, "DATABASE_URL": api_url, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
     projector_env = {**env, "DATABASE_URL": projector_url}
     dagster_env = {
         **projector_env,
@@ -188,6 +191,22 @@ def _serve(url: str, service_url: str, metrics_dir: str, code_dir: str) -> None:
     returncode = supervisor.loop()
     if returncode not in (0, 128 + signal.SIGINT, 128 + signal.SIGTERM):
         raise typer.Exit(returncode)
+
+
+def _local_personal_key(settings: Settings) -> dict[str, str]:
+    """`make run`'s personal data master key: PERSONAL_DATA_KEY(_FILE) when set, otherwise
+    a file kept with the data (made once, mode 0600), given to every child. Losing it
+    makes every warrior's name and date of birth unreadable: back it up with the data."""
+    if settings.personal_data_key is not None or settings.personal_data_key_file is not None:
+        require_master_key()
+        return {}
+    path = settings.local_personal_key_file()
+    made = not path.exists()
+    if made:
+        write_secret(path, new_master_key_text() + "\n")
+    _say(f"personal data master key {'created in' if made else 'in'} {path} (mode 0600; back it up"
+         " with the data: without it no name or date of birth can be read)")  # fmt: skip
+    return {"PERSONAL_DATA_KEY_FILE": str(path)}
 
 
 def _service_urls(url: str, service_url: str) -> tuple[str, str]:
@@ -230,8 +249,17 @@ def project() -> None:
     """Run the live projector: keep every projection caught up with the store (or, with
     KAFKA_BOOTSTRAP_SERVERS, with the topic the relay fills: one consumer group each)."""
     _configure_logging("projector")
+    _master_key_or_exit()
     with _database() as url:
         asyncio.run(_project(url))
+
+
+def _master_key_or_exit() -> None:
+    try:
+        require_master_key()
+    except MasterKeyMissing as exc:
+        _say(f"refusing to start: {exc}")
+        raise typer.Exit(2) from None
 
 
 async def _project(url: str) -> None:
@@ -250,6 +278,7 @@ async def _project(url: str) -> None:
                     await register(pool, projection.name)  # its parked events and status
                 dead_letters = BusProducer(bootstrap)
                 session_timeout_ms = round(settings.kafka_session_timeout_seconds * 1000)
+                max_poll_interval_ms = round(settings.kafka_max_poll_interval_seconds * 1000)
 
                 async def consume(projection: Projection) -> None:
                     """A consumer, made again after a broker error (the group rebalances;
@@ -257,7 +286,8 @@ async def _project(url: str) -> None:
                     await retry_until_stopped(
                         f"consumer of {projection.name}",
                         lambda: ProjectionConsumer(pool, projection, bootstrap, dead_letters,
-                                                   session_timeout_ms=session_timeout_ms).run(stop),
+                                                   session_timeout_ms=session_timeout_ms,
+                                                   max_poll_interval_ms=max_poll_interval_ms).run(stop),
                         stop, (KafkaException, BusUnavailable), log,
                     )  # fmt: skip
 
@@ -508,6 +538,23 @@ def projections_rebuild(name: ProjectionName) -> None:
 
     with _database() as url:
         asyncio.run(go(url))
+
+
+personal_key = typer.Typer(
+    help="The personal data master key (PERSONAL_DATA_KEY): names and dates of birth are sealed"
+    " with each warrior's own key, wrapped by this one.",
+    no_args_is_help=True,
+)
+app.add_typer(personal_key, name="personal-key")
+
+
+@personal_key.command("new")
+def personal_key_new() -> None:
+    """Print a new random master key (32 bytes, base64), its only line: put it in
+    PERSONAL_DATA_KEY or a file named by PERSONAL_DATA_KEY_FILE, and keep a copy with the
+    database's backups. A platform whose warriors were sealed under another key cannot read
+    them with this one (it says so)."""
+    typer.echo(new_master_key_text())
 
 
 keys = typer.Typer(

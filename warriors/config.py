@@ -125,6 +125,14 @@ class Settings(BaseSettings):
         description="How long a projector's consumer may go unheard (killed, hung) before its group"
         " moves its partitions to the other members (Kafka's session.timeout.ms).",
     )
+    kafka_max_poll_interval_seconds: float = Field(
+        default=300.0,
+        ge=6,
+        le=86400,
+        description="Longest a projector's consumer may go without polling before its group moves its"
+        " partitions (Kafka's max.poll.interval.ms; never below the session time-out). A rebuild from"
+        " the event store keeps polling, so it may last longer than this.",
+    )
     search_url: str | None = Field(
         default=None, description="Search engine for ?term= and suggest. Unset: PostgreSQL search."
     )
@@ -219,6 +227,16 @@ class Settings(BaseSettings):
         default=None,
         description="`warriors db-roles`: the password of warriors_projector (projector, relay, Dagster).",
     )
+    personal_data_key: SecretStr | None = Field(
+        default=None,
+        description="The master key (32 bytes, base64) that wraps each warrior's own key; names and"
+        " dates of birth are stored encrypted under those. Required by every service.",
+    )
+    personal_data_key_file: Path | None = Field(
+        default=None,
+        description="A file holding the master key instead (mode 0600); `make run` keeps one in"
+        " DATA_DIR/personal-data.key.",
+    )
     api_key_file: Path | None = Field(
         default=None,
         description="`make run`: where the local operator key is kept (mode 0600). Unset: DATA_DIR/api-key.",
@@ -230,6 +248,9 @@ class Settings(BaseSettings):
 
     def local_key_file(self) -> Path:
         return self.api_key_file or self.data_dir / "api-key"
+
+    def local_personal_key_file(self) -> Path:
+        return self.personal_data_key_file or self.data_dir / "personal-data.key"
 
     def analytics_path(self) -> Path:
         return self.analytics_dir or self.data_dir / "analytics"

@@ -78,6 +78,18 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(line).decode()
 
 
+class PathOnlyAccessLog(logging.Filter):
+    """uvicorn's access lines without their query strings: a search term is often a
+    person's name, and an access log must not keep what an erasure removes everywhere else
+    (docs/event-store.md, Erasure). The path, method and status stay."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str) and "?" in args[2]:
+            record.args = (*args[:2], args[2].split("?", 1)[0] + "?…", *args[3:])
+        return True
+
+
 class _PlatformHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """The handler configure_logging installs (and replaces when called again)."""
 
@@ -97,5 +109,8 @@ def configure_logging(log_format: str, level: str, process: str) -> None:
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, PathOnlyAccessLog) for f in access.filters):
+        access.addFilter(PathOnlyAccessLog())
     for chatty in _CHATTY:
         logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))

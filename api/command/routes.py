@@ -57,9 +57,11 @@ _CORRELATION = _header(
 )  # fmt: skip
 
 
-def _documented(body: dict[str, Any] | None, *headers: dict[str, Any]) -> dict[str, Any]:
+def _documented(
+    body: dict[str, Any] | None, *headers: dict[str, Any], role: Role = Role.WRITER
+) -> dict[str, Any]:
     """A command's OpenAPI extras: its body, the headers it reads, and the role it needs."""
-    return {**(body or {}), "parameters": [*headers, _CORRELATION], **requires(Role.WRITER)}
+    return {**(body or {}), "parameters": [*headers, _CORRELATION], **requires(role)}
 
 
 _ANSWERS: dict[int | str, dict[str, Any]] = {
@@ -232,3 +234,18 @@ async def delete_warrior(warrior_id: UUID, request: Request) -> Response:
         warrior_id, _context(request), _idempotency(request, None), _expected_version(request)
     )
     return _accepted(result)
+
+
+@router.post(
+    "/{warrior_id}/erase", status_code=202, summary="Erase a warrior's personal data (operator)",
+    description="Destroys the warrior's own key, so that its name and date of birth, stored only"
+    " encrypted under that key, are unreadable for good in the store, on the bus and in backups;"
+    " records a WarriorErased event; every read model, the search index, the cache and the"
+    " statistics then remove the warrior. A deleted warrior can be erased too; an erased or"
+    " unknown one answers 404. The Location is the warrior's history, which shows its events"
+    " without personal fields. docs/event-store.md, Erasure.",
+    openapi_extra=_documented(None, _IDEMPOTENCY_KEY, role=Role.OPERATOR), responses=_BODILESS_ANSWERS,
+)  # fmt: skip
+async def erase_warrior(warrior_id: UUID, request: Request) -> Response:
+    result = await _commands(request).erase(warrior_id, _context(request), _idempotency(request, None))
+    return accepted_response(result, f"{QUERY_PATH}/{warrior_id}/history")

@@ -28,6 +28,7 @@ from warriors.logs import configure_logging
 from warriors.projections.catalog import search_engine
 from warriors.readside.answer_cache import AnswerCache
 from warriors.readside.queries import WarriorQueries
+from warriors.security.master_key import require_master_key
 from warriors.tracing import setup_tracing
 
 # Each readiness check's bound: /health/ready answers within a second whatever a
@@ -47,6 +48,7 @@ def build_service(
     settings = settings or get_settings()
     if not settings.database_url:
         raise RuntimeError("DATABASE_URL is not set; start the platform with `make run`.")
+    require_master_key()  # MasterKeyMissing says what to set: no service without it
     configure_logging(settings.log_format, settings.log_level, service)
     setup_tracing(settings.otel_exporter_otlp_endpoint, service)
     database_url = settings.database_url

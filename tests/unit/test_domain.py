@@ -9,14 +9,14 @@ import pytest
 from warriors.domain import commands
 from warriors.domain.errors import InvalidCommand, WarriorNotFound
 from warriors.domain.events import DomainEvent, WarriorCreated, WarriorDeleted, WarriorUpdated
-from warriors.domain.warrior import Warrior, decide, fold
+from warriors.domain.warrior import State, Warrior, decide, fold
 
 TODAY = date(2026, 11, 26)
 WID = UUID("01936d2e-7a1c-7b3e-9f10-4c2b8e1d2a33")
 VALID = {"name": "Musashi", "dob": "1584-03-12", "fight_skills": ["Katana"]}
 
 
-def given(*events: DomainEvent) -> Warrior | None:
+def given(*events: DomainEvent) -> State | None:
     return fold(None, WID, events)
 
 
@@ -178,7 +178,7 @@ def test_delete_then_state_is_deleted() -> None:
 
 def test_snapshot_round_trip() -> None:
     state = given(WarriorCreated("José", date(1990, 1, 1), ("Capoeira",)), WarriorUpdated(name="Zé"))
-    assert state is not None
+    assert isinstance(state, Warrior)
     assert Warrior.from_snapshot(WID, state.version, state.to_snapshot()) == state
 
 

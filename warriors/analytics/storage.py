@@ -9,29 +9,32 @@ from psycopg import AsyncConnection
 
 from warriors.analytics.daily import CreatedWarrior, DailyStatistics
 from warriors.domain.events import WarriorCreated, event_from_data
-from warriors.domain.upcasting import UPCASTERS
+from warriors.eventstore.opening import keyring_for
 
 _CREATED_ON = """
-SELECT schema_version, event_data FROM event_store
+SELECT aggregate_id, schema_version, event_data FROM event_store
 WHERE event_type = %(type)s AND created_at >= %(start)s AND created_at < %(end)s
 ORDER BY position
 """
 
 
 async def warriors_created_on(conn: AsyncConnection[Any], day: date) -> list[CreatedWarrior]:
-    """The warriors whose WarriorCreated event was stored on `day` (UTC), as created."""
+    """The warriors whose WarriorCreated event was stored on `day` (UTC), as created;
+    erased warriors left out (their date of birth is gone: a backfill of the day after an
+    erasure no longer counts them)."""
     start = datetime.combine(day, time(), UTC)
     cursor = await conn.execute(
         _CREATED_ON,
         {"type": WarriorCreated.event_type, "start": start, "end": start + timedelta(days=1)},
     )
+    rows = await cursor.fetchall()
+    keyring = await keyring_for(conn, list({row[0] for row in rows}))
     created = []
-    for schema_version, data in await cursor.fetchall():
-        event = event_from_data(
-            WarriorCreated.event_type, UPCASTERS.upcast(WarriorCreated.event_type, schema_version, data)
-        )
-        assert isinstance(event, WarriorCreated)
-        created.append(CreatedWarrior(event.name, event.dob, event.fight_skills))
+    for warrior_id, schema_version, data in rows:
+        opened = keyring.open_data(warrior_id, WarriorCreated.event_type, schema_version, data)
+        event = event_from_data(WarriorCreated.event_type, opened)
+        if isinstance(event, WarriorCreated):  # an erased warrior is no longer counted
+            created.append(CreatedWarrior(event.name, event.dob, event.fight_skills))
     return created
 
 

@@ -21,19 +21,22 @@ from uuid_utils.compat import uuid7
 from warriors import tracing
 from warriors.domain import commands
 from warriors.domain.errors import VersionMismatch
-from warriors.domain.events import AGGREGATE_TYPE, DomainEvent, event_from_data
-from warriors.domain.upcasting import UPCASTERS
-from warriors.domain.warrior import Warrior, decide, fold
+from warriors.domain.events import AGGREGATE_TYPE, PERSONAL, DomainEvent, event_from_data, is_erased
+from warriors.domain.warrior import ErasedWarrior, State, Warrior, decide, fold
+from warriors.eventstore.opening import SNAPSHOT_SCHEMA_VERSION, Keyring, sealed_data
 from warriors.eventstore.records import (
     Appended,
     AppendRequest,
     IdempotencyKey,
     KeyTaken,
     NewEvent,
+    NewKey,
     Snapshot,
     VersionTaken,
 )
 from warriors.eventstore.store import AggregateStream, EventStore
+from warriors.security.master_key import master_key
+from warriors.security.personal_data import new_data_key
 
 # A date of birth is "not in the future" if it is today or earlier somewhere on Earth:
 # the latest time zone (UTC+14) decides, so no valid birthday is refused near midnight.
@@ -101,18 +104,24 @@ class Accepted:
     replayed: bool = False
 
 
-def rebuild(warrior_id: UUID, stream: AggregateStream) -> Warrior | None:
-    """The aggregate's state: its snapshot (if any) plus the events after it."""
-    state = (
-        Warrior.from_snapshot(warrior_id, stream.snapshot.version, stream.snapshot.state)
-        if stream.snapshot
-        else None
-    )
+def rebuild(warrior_id: UUID, stream: AggregateStream) -> State | None:
+    """The aggregate's state: its snapshot (if any) plus the events after it. The stream's
+    data must be opened already (`AggregateStream.opened`, `eventstore/opening.py`)."""
+    state: State | None = None
+    if (snapshot := stream.snapshot) is not None:
+        if is_erased(snapshot.state):
+            state = ErasedWarrior(warrior_id, snapshot.version)
+        else:
+            state = Warrior.from_snapshot(warrior_id, snapshot.version, snapshot.state)
     events: list[DomainEvent] = [
-        event_from_data(event_type, UPCASTERS.upcast(event_type, schema_version, data))
-        for event_type, _version, schema_version, data in stream.events
+        event_from_data(event_type, data) for event_type, _v, _s, data in stream.events
     ]
     return fold(state, warrior_id, events)
+
+
+def living(state: State | None) -> Warrior | None:
+    """The warrior, unless it never existed, was deleted or was erased."""
+    return state if isinstance(state, Warrior) and not state.deleted else None
 
 
 class WarriorCommands:
@@ -158,17 +167,52 @@ class WarriorCommands:
         command = commands.DeleteWarrior(warrior_id)
         return await self._handle(command, context, idempotency, expected_version)
 
+    async def erase(
+        self, warrior_id: UUID, context: RequestContext, idempotency: IdempotencyKey | None
+    ) -> Accepted:
+        """Erase the warrior's personal data (crypto-shredding; docs/event-store.md)."""
+        return await self._handle(commands.EraseWarrior(warrior_id), context, idempotency, None)
+
     async def snapshot(self, warrior_id: UUID) -> Snapshot | None:
-        """Save the warrior's current state as a snapshot; None if it never existed."""
-        state = rebuild(warrior_id, await self._store.load_stream(warrior_id))
-        if state is None:
+        """Save the warrior's current state as a snapshot, its personal fields sealed with
+        the warrior's key; None if it never existed or was erased (an erasure deletes
+        its snapshots). A warrior from before keys existed (no key row) keeps them open,
+        as its version-1 events do: this runs as the projector role, which makes no keys."""
+        stream = await self._store.load_stream(warrior_id)
+        state = rebuild(warrior_id, stream.opened(warrior_id))
+        if not isinstance(state, Warrior):
             return None
-        snapshot = Snapshot(warrior_id, state.version, state.to_snapshot())
+        data = state.to_snapshot()
+        if stream.key is not None:
+            data = sealed_data(Keyring({warrior_id: stream.key}).data_key(warrior_id), warrior_id, data)
+        snapshot = Snapshot(warrior_id, state.version, data, SNAPSHOT_SCHEMA_VERSION)
         await self._store.save_snapshot(snapshot, AGGREGATE_TYPE)
         return snapshot
 
-    async def load(self, warrior_id: UUID) -> Warrior | None:
-        return rebuild(warrior_id, await self._store.load_stream(warrior_id))
+    async def load(self, warrior_id: UUID) -> State | None:
+        return (await self._load(warrior_id))[0]
+
+    async def _load(self, warrior_id: UUID) -> tuple[State | None, AggregateStream]:
+        stream = await self._store.load_stream(warrior_id)
+        return rebuild(warrior_id, stream.opened(warrior_id)), stream
+
+    async def _sealing(
+        self, command: commands.Command, stream: AggregateStream | None
+    ) -> tuple[bytes, NewKey | None]:
+        """The data key to seal the command's personal fields with, and the key to store
+        with its events when the warrior is new."""
+        master = master_key()
+        warrior_id = command.warrior_id
+        if stream is None:  # a creation
+            data_key = new_data_key()
+            return data_key, NewKey(master.wrap(warrior_id, data_key), master.key_id)
+        record = stream.key
+        if record is None:  # created before keys existed: its first key, made once
+            data_key = new_data_key()
+            record = await self._store.ensure_key(
+                warrior_id, NewKey(master.wrap(warrior_id, data_key), master.key_id)
+            )
+        return Keyring({warrior_id: record}, master).data_key(warrior_id), None
 
     async def _handle(
         self,
@@ -194,23 +238,32 @@ class WarriorCommands:
         for attempt in range(MAX_DECIDE_ATTEMPTS):
             if idempotency is not None and (answer := await self._recorded(idempotency)):
                 return answer
-            if isinstance(command, commands.CreateWarrior):
-                state: Warrior | None = None
-            else:
-                state = await self.load(command.warrior_id)
+            state: State | None = None
+            stream: AggregateStream | None = None
+            if not isinstance(command, commands.CreateWarrior):
+                state, stream = await self._load(command.warrior_id)
             events = decide(state, command)
             current = state.version if state else 0
             if expected_version is not None and expected_version != current:
                 raise VersionMismatch(command.warrior_id, expected_version, current)
+            data = [e.to_data() for e in events]
+            new_key = None
+            if any(PERSONAL in d for d in data):
+                data_key, new_key = await self._sealing(command, stream)
+                data = [sealed_data(data_key, command.warrior_id, d) for d in data]
             request = AppendRequest(
                 [
-                    self._new_event(command.warrior_id, current + 1 + i, e, context)
-                    for i, e in enumerate(events)
+                    self._new_event(command.warrior_id, current + 1 + i, e, d, context)
+                    for i, (e, d) in enumerate(zip(events, data, strict=True))
                 ],
                 idempotency,
+                new_key,
             )
             with tracing.span("warriors.append", **{"warriors.events": len(request.events)}):
-                outcome = await self._store.append(request)
+                if isinstance(command, commands.EraseWarrior):
+                    outcome = await self._store.erase(request)
+                else:
+                    outcome = await self._store.append(request)
             if isinstance(outcome, Appended):
                 if log.isEnabledFor(logging.DEBUG):  # the request's correlation id is on the line
                     log.debug("stored %s of warrior %s (version %s, position %s)",
@@ -238,7 +291,12 @@ class WarriorCommands:
         return Accepted(answer.aggregate_id, answer.version, answer.position, replayed=True)
 
     def _new_event(
-        self, warrior_id: UUID, version: int, event: DomainEvent, context: RequestContext
+        self,
+        warrior_id: UUID,
+        version: int,
+        event: DomainEvent,
+        data: dict[str, Any],
+        context: RequestContext,
     ) -> NewEvent:
         metadata = context.as_metadata()
         metadata["occurred_at"] = datetime.now(UTC).isoformat()
@@ -250,6 +308,6 @@ class WarriorCommands:
             event_type=event.event_type,
             event_version=version,
             schema_version=event.schema_version,
-            data=event.to_data(),
+            data=data,
             metadata=metadata,
         )

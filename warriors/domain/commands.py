@@ -40,7 +40,14 @@ class DeleteWarrior:
     warrior_id: UUID
 
 
-Command = CreateWarrior | ChangeWarrior | DeleteWarrior
+@dataclass(frozen=True, slots=True)
+class EraseWarrior:
+    """Forget the warrior's personal data for good (crypto-shredding): its key is destroyed."""
+
+    warrior_id: UUID
+
+
+Command = CreateWarrior | ChangeWarrior | DeleteWarrior | EraseWarrior
 
 
 class _Collector:

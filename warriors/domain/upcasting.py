@@ -12,7 +12,7 @@ Reading applies the chain v1 -> v2 -> ... up to the current version.
 from collections.abc import Callable
 from typing import Any
 
-from warriors.domain.events import CURRENT_SCHEMA_VERSIONS
+from warriors.domain.events import CURRENT_SCHEMA_VERSIONS, PERSONAL
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -48,3 +48,16 @@ class UpcasterRegistry:
 
 
 UPCASTERS = UpcasterRegistry(CURRENT_SCHEMA_VERSIONS)
+_PERSONAL_FIELDS = ("name", "dob")
+
+
+@UPCASTERS.register("WarriorCreated", from_version=1)
+@UPCASTERS.register("WarriorUpdated", from_version=1)
+def _personal_fields_grouped(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 kept name and dob in plain text at the top level; version 2 groups them
+    under `personal` (an open object here: only version 2 writes seal it). An erased
+    warrior's version-1 events are redacted after this step, when they are opened."""
+    upcast = {k: v for k, v in data.items() if k not in _PERSONAL_FIELDS}
+    if personal := {k: data[k] for k in _PERSONAL_FIELDS if k in data}:
+        upcast[PERSONAL] = personal
+    return upcast

@@ -17,6 +17,7 @@ multi-event append racing another writer), makes the batch roll back and run aga
 without it, so a batch never commits part of an append.
 """
 
+import base64
 from typing import Any
 from uuid import UUID
 
@@ -70,7 +71,16 @@ inserted AS (
     )
     ORDER BY b.aggregate_id, b.event_version, b.req
     ON CONFLICT (aggregate_id, event_version) DO NOTHING
-    RETURNING event_id, position
+    RETURNING event_id, position, aggregate_id
+),
+-- A new warrior's key, stored only if its events were (an orphan key would be harmless,
+-- but a key is personal-data machinery: none without a warrior).
+new_keys AS (
+    INSERT INTO warrior_keys (warrior_id, wrapped_key, master_key_id)
+    SELECT n.warrior_id, decode(n.wrapped_key, 'base64'), n.master_key_id
+    FROM jsonb_to_recordset(%(new_keys)s::jsonb) AS n(warrior_id uuid, wrapped_key text, master_key_id text)
+    WHERE n.warrior_id IN (SELECT aggregate_id FROM inserted)
+    ON CONFLICT (warrior_id) DO NOTHING
 )
 -- One wake-up per flush for live projectors (LISTEN event_store); it is sent at commit.
 SELECT event_id, position, NULL::text FROM inserted, (SELECT pg_notify('event_store', '')) AS wake
@@ -154,6 +164,20 @@ async def _attempt(
     return _judge(requests, live, written, keys_taken, outcomes)
 
 
+async def append_in_transaction(conn: AsyncConnection[Any], request: AppendRequest) -> AppendOutcome:
+    """One append inside the caller's open transaction (an erasure: the key's destruction
+    and its event commit together, or neither). A half-done append (its key taken but
+    not its events) is rolled back to a savepoint and reported as VersionTaken."""
+    outcomes: list[AppendOutcome | None] = [None]
+    _refuse_repeated_keys([request], outcomes)
+    if outcomes[0] is not None:
+        return outcomes[0]
+    async with conn.transaction():  # a savepoint
+        if await _attempt(conn, [request], [0], outcomes):
+            raise psycopg.Rollback()
+    return outcomes[0] or VersionTaken()
+
+
 def _refuse_repeated_keys(requests: list[AppendRequest], outcomes: list[AppendOutcome | None]) -> None:
     """Within one batch a key may be written once; later uses are `KeyTaken` right away."""
     seen: set[str] = set()
@@ -170,8 +194,17 @@ def _batch_params(requests: list[AppendRequest], live: list[int]) -> dict[str, s
     (cheaper to send than a column array per field)."""
     events: list[dict[str, Any]] = []
     keys: list[dict[str, Any]] = []
+    new_keys: list[dict[str, Any]] = []
     for index in live:
         request = requests[index]
+        if request.new_key is not None:
+            new_keys.append(
+                {
+                    "warrior_id": request.events[0].aggregate_id,
+                    "wrapped_key": base64.b64encode(request.new_key.wrapped).decode(),
+                    "master_key_id": request.new_key.master_key_id,
+                }
+            )
         events.extend(
             {
                 "req": index,
@@ -197,7 +230,11 @@ def _batch_params(requests: list[AppendRequest], live: list[int]) -> dict[str, s
                     "event_version": last.event_version,
                 }
             )
-    return {"events": orjson.dumps(events).decode(), "keys": orjson.dumps(keys).decode()}
+    return {
+        "events": orjson.dumps(events).decode(),
+        "keys": orjson.dumps(keys).decode(),
+        "new_keys": orjson.dumps(new_keys).decode(),
+    }
 
 
 def _judge(

@@ -58,11 +58,21 @@ class IdempotencyKey:
 
 
 @dataclass(frozen=True, slots=True)
+class NewKey:
+    """A new warrior's data key, wrapped by the master key (`warrior_keys`)."""
+
+    wrapped: bytes
+    master_key_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class AppendRequest:
-    """Events for one aggregate with consecutive versions, written all or none."""
+    """Events for one aggregate with consecutive versions, written all or none; with
+    `new_key`, the aggregate's key is stored with them (in the same transaction)."""
 
     events: list[NewEvent]
     idempotency: IdempotencyKey | None = None
+    new_key: NewKey | None = None
 
     def __post_init__(self) -> None:
         if not self.events:
@@ -110,3 +120,4 @@ class Snapshot:
     aggregate_id: UUID
     version: int
     state: dict[str, Any] = field(default_factory=dict)
+    schema_version: int = 1  # of `state`: 1 plain text, 2 with `personal` sealed

@@ -14,7 +14,7 @@ from psycopg.rows import tuple_row
 
 from warriors.application.warrior_commands import rebuild
 from warriors.domain.events import event_from_data
-from warriors.domain.upcasting import UPCASTERS
+from warriors.eventstore.opening import keyring_for
 from warriors.eventstore.reader import EVENT_COLUMNS, stored_event
 from warriors.eventstore.store import AggregateStream
 
@@ -57,13 +57,13 @@ async def check_upcasters(conn: AsyncConnection[Any], sample: int = SAMPLE_PER_V
         for event_type, version, count in pairs:
             report.versions[f"{event_type} v{version}"] = count
             await cur.execute(_SAMPLE, {"type": event_type, "version": version, "half": max(1, sample // 2)})
-            for event in [stored_event(row) for row in await cur.fetchall()]:
+            events = [stored_event(row) for row in await cur.fetchall()]
+            keyring = await keyring_for(conn, list({e.aggregate_id for e in events}))
+            for event in events:
                 report.sampled += 1
                 aggregates.add(event.aggregate_id)
-                try:
-                    event_from_data(
-                        event.event_type, UPCASTERS.upcast(event.event_type, event.schema_version, event.data)
-                    )
+                try:  # upcast, opened with the warrior's key (the master key is checked too)
+                    event_from_data(event.event_type, keyring.open_event(event).data)
                 except Exception as exc:  # any error is the regression to report
                     report.failures.append(f"{event_type} v{version}: event {event.event_id}: {exc!r}")
         await cur.execute(_PARKED)
@@ -74,7 +74,8 @@ async def check_upcasters(conn: AsyncConnection[Any], sample: int = SAMPLE_PER_V
                 e for e in (stored_event(row) for row in await cur.fetchall()) if e.event_id not in parked
             ]
             try:
-                rebuild(aggregate_id, AggregateStream.from_events(history))
+                keyring = await keyring_for(conn, [aggregate_id])
+                rebuild(aggregate_id, AggregateStream.from_events([keyring.open_event(e) for e in history]))
             except Exception as exc:
                 report.failures.append(f"warrior {aggregate_id}: its history does not fold: {exc!r}")
     return report

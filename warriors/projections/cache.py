@@ -14,12 +14,20 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from warriors.adapters.redis_cache import CacheUnavailable, CacheWrite, RedisReadModels
-from warriors.domain.events import AGGREGATE_TYPE, WarriorCreated, WarriorDeleted, event_from_data
-from warriors.domain.upcasting import UPCASTERS
+from warriors.domain.events import (
+    AGGREGATE_TYPE,
+    WarriorCreated,
+    WarriorDeleted,
+    WarriorErased,
+    event_from_data,
+    is_erased,
+)
+from warriors.eventstore.opening import opened
 from warriors.eventstore.records import START, StoredEvent, StreamPosition
 from warriors.projections.base import ProjectionTargetUnavailable
 
 CACHE = "warriors_cache"
+_GONE = frozenset({WarriorDeleted.event_type, WarriorErased.event_type})
 
 
 class WarriorsCache:
@@ -29,7 +37,8 @@ class WarriorsCache:
         self._ready_renewed = -1.0  # monotonic time the count's readiness was last renewed (< 0: not ready)
 
     async def apply(self, conn: AsyncConnection[Any], events: list[StoredEvent]) -> None:
-        writes = [_write(e) for e in events if e.aggregate_type == AGGREGATE_TYPE]
+        ours = [e for e in events if e.aggregate_type == AGGREGATE_TYPE]
+        writes = [_write(e) for e in await opened(conn, ours)]
         if writes:
             await self._redis(self.models.apply(writes))
 
@@ -70,14 +79,13 @@ class WarriorsCache:
 
 
 def _write(event: StoredEvent) -> CacheWrite:
-    if event.event_type == WarriorDeleted.event_type:
+    """`event` opened: an erased warrior's events (and its erasure) write tombstones."""
+    if event.event_type in _GONE or is_erased(event.data):
         return CacheWrite(event.aggregate_id, event.event_version, "deleted", None)
     if event.event_type != WarriorCreated.event_type:
         return CacheWrite(event.aggregate_id, event.event_version, "changed", None)
     try:
-        created = event_from_data(
-            event.event_type, UPCASTERS.upcast(event.event_type, event.schema_version, event.data)
-        )
+        created = event_from_data(event.event_type, event.data)
     except (KeyError, TypeError, ValueError):  # unreadable: let a read fill it from PostgreSQL
         return CacheWrite(event.aggregate_id, event.event_version, "changed", None)
     assert isinstance(created, WarriorCreated)

@@ -19,10 +19,12 @@ from warriors.domain.events import (
     AGGREGATE_TYPE,
     WarriorCreated,
     WarriorDeleted,
+    WarriorErased,
     WarriorUpdated,
     event_from_data,
+    is_erased,
 )
-from warriors.domain.upcasting import UPCASTERS
+from warriors.eventstore.opening import opened
 from warriors.eventstore.records import StoredEvent, StreamPosition
 from warriors.projections.base import BlueGreenProjection, PoisonEvent
 
@@ -40,7 +42,7 @@ ON CONFLICT (id) DO UPDATE SET version = greatest({DELETIONS}.version, excluded.
 
 _DELETED_AT = """
 SELECT aggregate_id, max(event_version) FROM event_store
-WHERE aggregate_id = ANY(%s) AND event_type = 'WarriorDeleted' GROUP BY aggregate_id
+WHERE aggregate_id = ANY(%s) AND event_type IN ('WarriorDeleted', 'WarriorErased') GROUP BY aggregate_id
 """
 
 
@@ -97,6 +99,15 @@ class WarriorsReadModel:
             ON CONFLICT DO NOTHING"""
         ).format(t=ident)
         self._delete = sql.SQL("DELETE FROM {} WHERE id = ANY(%s)").format(ident)
+        self._words = sql.SQL(
+            "SELECT DISTINCT word FROM {}, unnest(tsvector_to_array(search_vector)) AS word"
+            " WHERE id = ANY(%s)"
+        ).format(ident)
+        # A vocabulary word is the lexeme itself: quoted, it is read back as that lexeme.
+        self._forget_words = sql.SQL(
+            """DELETE FROM search_words w WHERE w.word = ANY(%s::text[])
+            AND NOT EXISTS (SELECT 1 FROM {} t WHERE t.search_vector @@ quote_literal(w.word)::tsquery)"""
+        ).format(ident)
         self._reset = sql.SQL("TRUNCATE {}").format(ident)
         self._skip = sql.SQL("UPDATE {} SET version = %s WHERE id = %s AND version = %s").format(ident)
 
@@ -111,6 +122,7 @@ class WarriorsReadModel:
             for row in await cursor.fetchall()
         }
         passed_deleted: dict[UUID, int] = {}
+        events = await opened(conn, events)
         if self.redelivery:
             events, passed_deleted = await self._without_deleted(conn, events, before)
         after = dict(before)
@@ -129,7 +141,11 @@ class WarriorsReadModel:
         if upserts:
             await conn.execute(self._upsert, (orjson.dumps(upserts).decode(),))
         if deletes:
+            erased = [a for a in deletes if a in {e.aggregate_id for e in events if _erasure(e)}]
+            words = await self._words_of(conn, erased)
             await conn.execute(self._delete, (deletes,))
+            if words:  # an erased name's words leave the vocabulary, unless another row has them
+                await conn.execute(self._forget_words, (words,))
         gone = {**passed_deleted, **{a: row.version for a, row in after.items() if row.deleted}}
         if self.keeps_count and gone:  # only the live read model: what `?position=` reads fed from Kafka
             await conn.execute(_RECORD_DELETIONS, (list(gone), list(gone.values())))
@@ -137,6 +153,12 @@ class WarriorsReadModel:
             born = sum(1 for a, row in after.items() if not row.deleted and a not in before)
             if delta := born - len(deletes):
                 await conn.execute("UPDATE warrior_count SET total = total + %s", (delta,))
+
+    async def _words_of(self, conn: AsyncConnection[Any], warrior_ids: list[UUID]) -> list[str]:
+        if not warrior_ids:
+            return []
+        cursor = await conn.execute(self._words, (warrior_ids,))
+        return [row[0] for row in await cursor.fetchall()]
 
     def shadow(self) -> "WarriorsReadModel":
         """The same projection into a shadow table (a blue/green rebuild builds it)."""
@@ -247,19 +269,27 @@ async def _drop_table(conn: AsyncConnection[Any], table: str) -> None:
     await conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
 
 
+def _erasure(event: StoredEvent) -> bool:
+    """An opened event that erases its warrior (its erasure, or any event of it after)."""
+    return event.event_type == WarriorErased.event_type or is_erased(event.data)
+
+
 def _evolve(row: _Row | None, event: StoredEvent) -> _Row:
     """The row after `event`; the row itself when the event was already applied."""
     if row is not None and event.event_version <= row.version:
         return row  # a redelivery: already applied
+    try:
+        domain_event = event_from_data(event.event_type, event.data)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PoisonEvent(event, f"unreadable event data: {exc!r}") from exc
+    if isinstance(domain_event, WarriorErased):
+        # Gone, whatever came before: a deleted warrior erased later has no row, and in a
+        # replay every event of an erased warrior reads as this (nothing is written).
+        gone = row or _Row("", date.min, (), event.created_at, event.created_at, 0)
+        return replace(gone, deleted=True, version=event.event_version, updated_at=event.created_at)
     expected = 1 if row is None else row.version + 1
     if event.event_version != expected:
         raise PoisonEvent(event, f"version {event.event_version} does not follow {expected - 1}")
-    try:
-        domain_event = event_from_data(
-            event.event_type, UPCASTERS.upcast(event.event_type, event.schema_version, event.data)
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise PoisonEvent(event, f"unreadable event data: {exc!r}") from exc
     if isinstance(domain_event, WarriorCreated):
         if row is not None:
             raise PoisonEvent(event, "WarriorCreated for an existing warrior")

@@ -20,8 +20,9 @@ from psycopg import AsyncConnection
 from psycopg.rows import tuple_row
 
 from warriors.adapters.search_engine import IndexAction, SearchEngine, SearchRejected, SearchUnavailable
-from warriors.application.warrior_commands import rebuild
+from warriors.application.warrior_commands import living, rebuild
 from warriors.domain.events import AGGREGATE_TYPE
+from warriors.eventstore.opening import keyring_for
 from warriors.eventstore.reader import EVENT_COLUMNS, stored_event
 from warriors.eventstore.records import START, StoredEvent, StreamPosition
 from warriors.eventstore.store import AggregateStream
@@ -57,8 +58,9 @@ class WarriorsSearch:
         async with conn.cursor(row_factory=tuple_row) as cursor:
             await cursor.execute(_HISTORIES, (list(touched),))
             histories: dict[UUID, list[StoredEvent]] = {}
+            keyring = await keyring_for(conn, list(touched))
             for row in await cursor.fetchall():
-                event = stored_event(row)
+                event = keyring.open_event(stored_event(row))
                 histories.setdefault(event.aggregate_id, []).append(event)
         await self._write([_action(warrior_id, history) for warrior_id, history in histories.items()])
 
@@ -141,9 +143,10 @@ class WarriorsSearch:
 
 
 def _action(warrior_id: UUID, history: list[StoredEvent]) -> IndexAction:
-    warrior = rebuild(warrior_id, AggregateStream.from_events(history))
+    """`history` opened: a deleted or erased warrior is a versioned delete."""
+    warrior = living(rebuild(warrior_id, AggregateStream.from_events(history)))
     version = history[-1].event_version
-    if warrior is None or warrior.deleted:
+    if warrior is None:
         return IndexAction(str(warrior_id), version, None)
     return IndexAction(
         str(warrior_id),

@@ -27,7 +27,8 @@ from psycopg.rows import tuple_row
 
 from warriors.adapters.redis_cache import RedisReadModels
 from warriors.adapters.search_engine import SearchEngine
-from warriors.application.warrior_commands import rebuild
+from warriors.application.warrior_commands import living, rebuild
+from warriors.eventstore.opening import opened
 from warriors.eventstore.reader import EVENT_COLUMNS, stored_event
 from warriors.eventstore.records import StoredEvent
 from warriors.eventstore.store import AggregateStream
@@ -133,7 +134,7 @@ async def check_read_model(
                 await events_cursor.execute(_EVENTS_UP_TO_VERSIONS, (ids, [row[4] for row in sample]))
             else:
                 await events_cursor.execute(_EVENTS_UP_TO, (ids, str(transaction_id), position))
-            events = [stored_event(row) for row in await events_cursor.fetchall()]
+            events = await opened(conn, [stored_event(row) for row in await events_cursor.fetchall()])
     mismatches = _sample_mismatches(sample, events)
     if not kafka:
         return ConsistencyReport(position, rows, counted, expected, parked, len(sample), mismatches)
@@ -151,13 +152,9 @@ def _sample_mismatches(sample: list[tuple[Any, ...]], events: list[StoredEvent])
         by_aggregate.setdefault(event.aggregate_id, []).append(event)
     mismatches = []
     for warrior_id, name, dob, skills, version in sample:
-        folded = rebuild(warrior_id, AggregateStream.from_events(by_aggregate.get(warrior_id, [])))
+        folded = living(rebuild(warrior_id, AggregateStream.from_events(by_aggregate.get(warrior_id, []))))
         row = (name, dob, tuple(skills), version)
-        truth = (
-            None
-            if folded is None or folded.deleted
-            else (folded.name, folded.dob, folded.fight_skills, folded.version)
-        )
+        truth = None if folded is None else (folded.name, folded.dob, folded.fight_skills, folded.version)
         if row != truth:
             mismatches.append(f"warrior {warrior_id}: read model {row}, events {truth}")
     return mismatches

@@ -14,8 +14,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from warriors.adapters.redis_cache import CacheEntry, CacheUnavailable, RedisReadModels
 from warriors.adapters.search_engine import SearchEngine, SearchRejected, SearchUnavailable
-from warriors.application.warrior_commands import rebuild
-from warriors.domain.upcasting import UPCASTERS
+from warriors.application.warrior_commands import living, rebuild
+from warriors.domain.events import plain_data
 from warriors.eventstore.errors import translated_errors
 from warriors.eventstore.grouping import Grouped
 from warriors.eventstore.store import AggregateStream, EventStore
@@ -271,8 +271,8 @@ class WarriorQueries:
         events = await self.store.aggregate_events(warrior_id)
         if not events:
             return None
-        state = rebuild(warrior_id, AggregateStream.from_events(events))
-        if state is None or state.deleted:
+        state = living(rebuild(warrior_id, AggregateStream.from_events(events)))
+        if state is None:
             return None
         return WarriorView(state.warrior_id, state.name, state.dob, list(state.fight_skills), state.version,
                            events[0].created_at, events[-1].created_at)  # fmt: skip
@@ -382,7 +382,7 @@ class WarriorQueries:
         return [
             {"version": e.event_version, "event_type": e.event_type, "event_id": str(e.event_id),
              "position": e.position, "created_at": e.created_at.isoformat(),
-             "data": UPCASTERS.upcast(e.event_type, e.schema_version, e.data),
+             "data": plain_data(e.event_type, e.data),
              "metadata": e.metadata if request_metadata else _without_request(e.metadata)}
             for e in events
         ]  # fmt: skip
