@@ -287,10 +287,22 @@ class ProjectionConsumer:
         if not assigned:
             return False
         for tp in self.consumer.position(assigned):
-            _, end = self.consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), 1.0, True)
-            if end < 0 or end > max(tp.offset, 0):  # < 0: nothing fetched yet, the end unknown
+            # No position yet (nothing fetched since the assignment): where it will read
+            # from, its committed offset.
+            at = tp.offset if tp.offset >= 0 else (self._expected.get(tp.partition) or 0)
+            if self._end_offset(tp.topic, tp.partition) > at:
                 return False
         return True
+
+    def _end_offset(self, topic: str, partition: int) -> int:
+        """The partition's end: the consumer's cached watermark (no round trip), or the
+        broker's answer when none is cached yet (librdkafka answers -1001 for a partition
+        no fetch has answered for, e.g. just assigned: taken as the end, a new member
+        would count as caught up before reading anything)."""
+        _, end = self.consumer.get_watermark_offsets(TopicPartition(topic, partition), 1.0, True)
+        if end < 0:
+            _, end = self.consumer.get_watermark_offsets(TopicPartition(topic, partition), 5.0, False)
+        return int(end)
 
     async def _idle(self, stop: asyncio.Event) -> None:
         """No message for a while: a sink that must be built from the store is built now
@@ -713,9 +725,7 @@ class ProjectionConsumer:
             committed = self._expected.get(tp.partition)
             if tp.topic != TOPIC or committed is None:
                 continue  # never committed and nothing read yet: nothing to say
-            _, end = self.consumer.get_watermark_offsets(TopicPartition(TOPIC, tp.partition), 1.0, True)
-            if end < 0:  # no fetch answered yet (a partition just assigned): ask the broker
-                _, end = self.consumer.get_watermark_offsets(TopicPartition(TOPIC, tp.partition), 5.0, False)
+            end = self._end_offset(TOPIC, tp.partition)
             rows.append((self.group, tp.partition, committed, max(end, committed)))
         async with self.pool.connection() as conn:
             for row in rows:
