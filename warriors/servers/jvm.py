@@ -7,7 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from warriors.servers.base import ServerError
+from warriors.servers.base import ServerError, folder_lock
 
 log = logging.getLogger("warriors.servers")
 
@@ -48,6 +48,24 @@ def resolve_classpath(
     """Resolve `pom`'s dependencies (`scope` only, if given) with Maven into `maven_repo`
     and write their classpath to `output_file` (atomically); Maven's output goes to
     `log_path`. Returns the classpath."""
+    output_file.parent.mkdir(parents=True, exist_ok=True)
+    # One resolution per output at a time, across threads and processes (a cluster's
+    # nodes start side by side, and on a fresh machine all of them would resolve into the
+    # same .partial file): the others wait, then find the classpath made.
+    with folder_lock(output_file.with_name(output_file.name + ".lock")):
+        if (ready := cached_jars(output_file)) is not None:
+            return ready
+        return _resolve(pom, output_file, maven_repo, log_path, scope, error)
+
+
+def _resolve(
+    pom: Path,
+    output_file: Path,
+    maven_repo: Path,
+    log_path: Path,
+    scope: str | None,
+    error: type[ServerError],
+) -> str:
     mvn = shutil.which("mvn")
     if mvn is None:
         raise failure(f"Maven (mvn) is not installed: it resolves {pom} once", log_path, error)
