@@ -23,8 +23,10 @@ from warriors.servers import free_port
 COMMANDS = "/api/v1/commands/warriors"
 QUERIES = "/api/v1/queries/warriors"
 BODY = {"name": "Tomoe Gozen", "dob": "1990-01-01", "fight_skills": ["Naginata"]}
-# Operator endpoints: the projections' state and the metrics.
-OPERATOR_PATHS = {"/api/v1/queries/projections", "/api/v1/queries/projections/{name}/parked", "/metrics"}
+# Operator endpoints: the projections' state, the metrics, and erasing a warrior (issue 15).
+ERASE_PATH = "/api/v1/commands/warriors/{warrior_id}/erase"
+OPERATOR_PATHS = {"/api/v1/queries/projections", "/api/v1/queries/projections/{name}/parked", "/metrics",
+                  ERASE_PATH}  # fmt: skip
 OPEN_PATHS = {"/health/live", "/health/ready"}
 
 
@@ -32,6 +34,8 @@ def needed_role(method: str, path: str) -> Role | None:
     """The rule the issue states, written independently of the routes' declarations."""
     if path in OPEN_PATHS:
         return None
+    if path in OPERATOR_PATHS and method != "get":
+        return Role.OPERATOR
     if method != "get":
         return Role.WRITER
     return Role.OPERATOR if path in OPERATOR_PATHS else Role.READER
@@ -92,19 +96,25 @@ def test_each_role_reaches_exactly_what_it_may(
     headers = auth_headers(postgres, role)
     for method, path, url in operations(service, warrior):
         needed = needed_role(method, path)
-        if method == "delete":
-            continue  # last, below: it ends the warrior the other operations use
+        if method == "delete" or path == ERASE_PATH:
+            continue  # last, below: each ends the warrior the other operations use
         response = call(service, method, url, headers)
         if needed is None or role.allows(needed):
             assert response.status_code < 400, (role, method, url, response.text)
         else:
             assert_refused(response, 403)
-    other = httpx.post(f"{service.base_url}{COMMANDS}", json=BODY, headers=service.headers, timeout=10)
-    deleted = httpx.delete(f"{service.base_url}{COMMANDS}/{other.json()['id']}", headers=headers, timeout=10)
-    if role.allows(Role.WRITER):
-        assert deleted.status_code == 202, deleted.text
-    else:
-        assert_refused(deleted, 403)
+    for ending, needed in (("delete", Role.WRITER), ("erase", Role.OPERATOR)):
+        other = httpx.post(f"{service.base_url}{COMMANDS}", json=BODY, headers=service.headers, timeout=10)
+        url = f"{service.base_url}{COMMANDS}/{other.json()['id']}"
+        ended = (
+            httpx.delete(url, headers=headers)
+            if ending == "delete"
+            else httpx.post(f"{url}/erase", headers=headers)
+        )
+        if role.allows(needed):
+            assert ended.status_code == 202, ended.text
+        else:
+            assert_refused(ended, 403)
 
 
 def test_a_revoked_or_unknown_key_is_refused_everywhere(

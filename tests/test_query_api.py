@@ -192,7 +192,8 @@ async def test_count_is_exact_after_1000_creations_and_100_deletions(
         rows = conn.execute("SELECT count(*) FROM warriors_read_model").fetchone()
         living = conn.execute(
             "SELECT count(DISTINCT aggregate_id) FILTER (WHERE event_type = 'WarriorCreated')"
-            " - count(*) FILTER (WHERE event_type = 'WarriorDeleted') FROM event_store"
+            " - count(DISTINCT aggregate_id) FILTER (WHERE event_type IN ('WarriorDeleted', 'WarriorErased'))"
+            " FROM event_store"
         ).fetchone()
     assert rows is not None
     assert living is not None

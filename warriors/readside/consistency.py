@@ -37,7 +37,7 @@ from warriors.projections.status import projection_statuses
 
 _EXPECTED = """
 SELECT count(*) FILTER (WHERE event_type = 'WarriorCreated')
-     - count(*) FILTER (WHERE event_type = 'WarriorDeleted')
+     - count(DISTINCT aggregate_id) FILTER (WHERE event_type IN ('WarriorDeleted', 'WarriorErased'))
 FROM event_store
 WHERE (transaction_id, position) <= (%s::text::xid8, %s)
   AND event_id NOT IN (SELECT event_id FROM projection_parked_events WHERE projection_name = %s)
