@@ -32,7 +32,7 @@ from tests.kafka_support import (
 from tests.support import LoggedProcess, ProjectorProcess, ServiceProcess, wait_for
 from warriors.adapters.kafka_bus import DLQ_TOPIC, TOPIC
 from warriors.adapters.redis_cache import RedisReadModels
-from warriors.projections.status import RELAY, ProjectionStatus, projection_statuses
+from warriors.projections.status import RELAY, ProjectionStatus, consumer_group, projection_statuses
 from warriors.readside.consistency import ConsistencyReport, check_cache, check_read_model
 from warriors.servers import free_port
 from warriors.servers.kafka_broker import KafkaBroker
@@ -188,6 +188,47 @@ def kafka_statuses(url: str) -> dict[str, ProjectionStatus]:
             return {s.name: s for s in await projection_statuses(conn, kafka=True)}
 
     return asyncio.run(read())
+
+
+def test_an_event_published_after_a_member_recorded_itself_idle_is_lag(fresh_database: str) -> None:
+    """The relay publishes an event some milliseconds after its commit. A member that
+    recorded itself idle at the end of its partitions in between (after the event was
+    created, before it was on the topic) had not applied it, and the status must say so:
+    compared by creation time with the member's last record, the event was "consumed",
+    /projections said lag 0 and a reader trusting it found the sink without it (seen in
+    CI: a search still finding an erased warrior). The state recorded here is the one
+    the members wrote in that race; the status is read from the real store."""
+    url = fresh_database
+    write_history(url, 3)
+    with psycopg.connect(url, autocommit=True) as conn:
+        order = conn.execute(
+            "SELECT transaction_id::text::bigint, position FROM event_store ORDER BY transaction_id, position"
+        ).fetchall()
+        last, before_last = order[-1], order[-2]
+        for name, at in ((RELAY, last), ("warriors_read_model", (0, 0))):
+            conn.execute(
+                "INSERT INTO projection_offsets (projection_name, last_transaction_id, last_position)"
+                " VALUES (%s, %s::text::xid8, %s) ON CONFLICT (projection_name) DO UPDATE"
+                " SET last_transaction_id = excluded.last_transaction_id,"
+                " last_position = excluded.last_position",
+                (name, *at),
+            )
+        # Recorded after every event was created: read to the end of the topic as it was,
+        # everything up to the event before the last applied, no message outstanding.
+        conn.execute(
+            "INSERT INTO bus_consumer_lag (group_id, partition, committed, end_offset, updated_at,"
+            " applied_transaction_id, applied_position) VALUES (%s, 0, 6, 6, now(), %s::text::xid8, %s)",
+            (consumer_group("warriors_read_model"), *before_last),
+        )
+        status = kafka_statuses(url)["warriors_read_model"]
+        assert (status.lag_events, status.consumer_lag) == (1, 1)
+        assert status.lag_seconds > 0
+        conn.execute(
+            "UPDATE bus_consumer_lag SET applied_transaction_id = %s::text::xid8, applied_position = %s",
+            last,
+        )
+        status = kafka_statuses(url)["warriors_read_model"]
+        assert (status.lag_events, status.lag_seconds) == (0, 0.0)
 
 
 def test_a_dead_consumer_shows_as_lag_not_as_caught_up(fresh_database: str, broker: KafkaBroker) -> None:

@@ -43,16 +43,30 @@ from warriors.logs import log_applied
 from warriors.metrics import EVENTS_APPLIED
 from warriors.projections.base import Projection, ProjectionTargetUnavailable
 from warriors.projections.engine import lock_projection
-from warriors.projections.status import consumer_group
+from warriors.projections.status import RELAY, consumer_group
 
 log = logging.getLogger("warriors.bus.consumer")
 _APPLY_SPAN = "warriors.projection.apply"
 
+# A partition's progress: its offsets, and the store's order up to which its events are
+# applied (sql/0016), which only moves forward: whichever member applied them, they are in
+# the sink.
 _RECORD_LAG = """
-INSERT INTO bus_consumer_lag (group_id, partition, committed, end_offset, updated_at)
-VALUES (%s, %s, %s, %s, now())
+INSERT INTO bus_consumer_lag AS l
+    (group_id, partition, committed, end_offset, updated_at, applied_transaction_id, applied_position)
+VALUES (%s, %s, %s, %s, now(), %s::text::xid8, %s)
 ON CONFLICT (group_id, partition) DO UPDATE
-SET committed = excluded.committed, end_offset = excluded.end_offset, updated_at = now()
+SET committed = excluded.committed, end_offset = excluded.end_offset, updated_at = now(),
+    applied_transaction_id = CASE WHEN (excluded.applied_transaction_id, excluded.applied_position)
+        > (l.applied_transaction_id, l.applied_position)
+        THEN excluded.applied_transaction_id ELSE l.applied_transaction_id END,
+    applied_position = CASE WHEN (excluded.applied_transaction_id, excluded.applied_position)
+        > (l.applied_transaction_id, l.applied_position)
+        THEN excluded.applied_position ELSE l.applied_position END
+"""
+# How far the relay has published (its checkpoint moves only after the broker confirmed).
+_RELAYED = """
+SELECT last_transaction_id::text::bigint, last_position FROM projection_offsets WHERE projection_name = %s
 """
 _PARK = """
 INSERT INTO projection_parked_events (projection_name, event_id, position, error)
@@ -122,6 +136,8 @@ REBUILD_CHECK_SECONDS = 1.0
 # A rebuild finished less than this ago covers a group found never to have committed.
 RECENT_REBUILD_SECONDS = 600
 REPLAY_POLL_SECONDS = 0.2
+# After a batch, the partitions' ends are asked of the broker at most this often (see _record_lag).
+PROGRESS_CHECK_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +178,10 @@ class ProjectionConsumer:
         self._needs_store_replay = False
         self._needs_reason = ""
         self._expected: dict[int, int | None] = {}  # partition -> the offset its next message should have
+        # partition -> the store's order up to which this member applied its events (a
+        # partition holds its events in the relay's order, which is the store's)
+        self._applied: dict[int, StreamPosition] = {}
+        self._progress_checked = float("-inf")  # monotonic time the ends were last asked of the broker
         self._rebuild: RebuildState | None = None  # as last read (None: not read yet, or no row)
         self._rebuild_checked = float("-inf")  # monotonic time it was read
         self._replaying = False  # this member is replaying the store (its partitions paused)
@@ -294,12 +314,14 @@ class ProjectionConsumer:
                 return False
         return True
 
-    def _end_offset(self, topic: str, partition: int) -> int:
+    def _end_offset(self, topic: str, partition: int, *, fresh: bool = False) -> int:
         """The partition's end: the consumer's cached watermark (no round trip), or the
-        broker's answer when none is cached yet (librdkafka answers -1001 for a partition
-        no fetch has answered for, e.g. just assigned: taken as the end, a new member
-        would count as caught up before reading anything)."""
-        _, end = self.consumer.get_watermark_offsets(TopicPartition(topic, partition), 1.0, True)
+        broker's answer when `fresh` or when none is cached yet (librdkafka answers -1001
+        for a partition no fetch has answered for, e.g. just assigned: taken as the end, a
+        new member would count as caught up before reading anything)."""
+        end = -1
+        if not fresh:
+            _, end = self.consumer.get_watermark_offsets(TopicPartition(topic, partition), 1.0, True)
         if end < 0:
             _, end = self.consumer.get_watermark_offsets(TopicPartition(topic, partition), 5.0, False)
         return int(end)
@@ -314,10 +336,9 @@ class ProjectionConsumer:
         try:
             if not await self._intact(stop):
                 return
-            if await asyncio.to_thread(self._at_end):
-                await self._record_lag()
+            if await asyncio.to_thread(self._at_end) and await self._record_lag(fresh=True) == 0:
                 await self._caught_up()
-        except TRANSIENT as exc:
+        except (*TRANSIENT, KafkaException) as exc:
             log.warning("consumer %s: %r", self.group, exc)
 
     async def _caught_up(self) -> None:
@@ -360,6 +381,10 @@ class ProjectionConsumer:
         # After the effect; asynchronous: a commit lost to a crash only means a redelivery,
         # which the applies make harmless.
         self.consumer.commit(asynchronous=True)
+        for message, event in readable:
+            partition = message.partition()
+            if partition is not None:
+                self._applied[partition] = max(self._applied.get(partition, START), event.stream_position)
         EVENTS_APPLIED.labels(self.projection.name).inc(len(readable))
         if log.isEnabledFor(logging.DEBUG):
             log_applied(log, self.projection.name, [event for _, event in readable])
@@ -713,24 +738,50 @@ class ProjectionConsumer:
             error,
         )
 
-    async def _record_lag(self) -> int:
+    async def _record_lag(self, *, fresh: bool = False) -> int:
         """Each partition this member holds: the offset it reads next (everything before it
-        applied) and the partition's end, from the consumer's cached watermarks (no round
-        trip to the broker). Every held partition, after each batch and while idle at the
-        end of the topic, not only those the batch touched: a partition's row then stops
-        moving only when nobody consumes it (its member died or hangs), and the status
-        counts what was stored since the least recently recorded partition."""
+        applied), the partition's end, and the store's order up to which its events are
+        applied (sql/0016): the last event this member applied from it, or, if it is read
+        to its end, the relay's checkpoint as it was before the end was asked of the
+        broker (everything the relay had published by then is before that end), the later.
+        The ends come from the consumer's cached watermarks (no round trip), or, `fresh`
+        (while idle, and after a batch at most every PROGRESS_CHECK_SECONDS), from the
+        broker, which moves a quiet partition's order on while others are busy.
+
+        Every held partition, after each batch and while idle at the end of the topic, not
+        only those the batch touched: a partition's row then stops moving only when nobody
+        consumes it (its member died or hangs), and the status counts what the relay
+        published after the least advanced partition. Returns the messages not consumed."""
+        relayed = None
+        if fresh or time.monotonic() - self._progress_checked >= PROGRESS_CHECK_SECONDS:
+            relayed = await self._relayed()
+            self._progress_checked = time.monotonic()
+        rows = await asyncio.to_thread(self._progress, relayed)
+        async with self.pool.connection() as conn:
+            for row in rows:
+                await conn.execute(_RECORD_LAG, row)
+        return sum(row[3] - row[2] for row in rows)
+
+    def _progress(self, relayed: StreamPosition | None) -> list[tuple[Any, ...]]:
+        """The rows of `_record_lag`; ends asked of the broker when `relayed` is given."""
         rows: list[tuple[Any, ...]] = []
         for tp in self.consumer.assignment():
             committed = self._expected.get(tp.partition)
             if tp.topic != TOPIC or committed is None:
                 continue  # never committed and nothing read yet: nothing to say
-            end = self._end_offset(TOPIC, tp.partition)
-            rows.append((self.group, tp.partition, committed, max(end, committed)))
+            end = self._end_offset(TOPIC, tp.partition, fresh=relayed is not None)
+            applied = self._applied.get(tp.partition, START)
+            if relayed is not None and committed >= end:
+                applied = max(applied, relayed)
+            end = max(end, committed)
+            rows.append((self.group, tp.partition, committed, end, applied.transaction_id, applied.position))
+        return rows
+
+    async def _relayed(self) -> StreamPosition:
+        """The relay's checkpoint: every event up to it is on the topic."""
         async with self.pool.connection() as conn:
-            for row in rows:
-                await conn.execute(_RECORD_LAG, row)
-        return sum(end - committed for _, _, committed, end in rows)
+            row = await (await conn.execute(_RELAYED, (RELAY,))).fetchone()
+        return StreamPosition(int(row[0]), int(row[1])) if row else START
 
 
 def _skippable(message: Message) -> bool:

@@ -68,31 +68,35 @@ def consumer_group(projection: str) -> str:
     return f"warriors-{projection}"
 
 
-# Per consumer group: the events the relay has published that were stored after the
-# group's progress was last recorded for its least recently recorded partition (counted
-# up to 10,000), and the age of the oldest: the messages it has not consumed since, from
-# live facts (the store and the relay's checkpoint), whether or not the consumer is alive
-# to say so. The least recent, not the latest: the members record every partition they
-# hold after each batch and while idle at the end, so a partition nobody consumes (its
-# member died and the group has not moved it yet) stops moving, and must not be hidden by
-# the partitions the live members keep recording. A group that never recorded anything
-# has consumed nothing. (The BRIN index on created_at keeps this to the recent end of the
-# store.)
+# Per consumer group: the events the relay has published after the store order up to
+# which the group's least advanced partition is applied (counted up to 10,000), and the
+# age of the oldest: what it may not have consumed, from live facts (the store and the
+# relay's checkpoint), whether or not the consumer is alive to say so. Each partition's
+# order is what its member last recorded (sql/0016; see ProjectionConsumer._record_lag):
+# a partition nobody consumes (its member died and the group has not moved it yet) stops
+# moving, and must not be hidden by the partitions the live members keep recording. A
+# group that never recorded anything has consumed nothing.
 _UNCONSUMED = """
-SELECT g.group_id,
+WITH relayed AS (
+    SELECT last_transaction_id AS t, last_position AS p FROM projection_offsets
+    WHERE projection_name = %(relay)s
+), applied AS (
+    SELECT wanted.group_id, coalesce(lowest.t, '0'::xid8) AS t, coalesce(lowest.p, 0) AS p
+    FROM unnest(%(groups)s::text[]) AS wanted(group_id)
+    LEFT JOIN LATERAL (
+        SELECT l.applied_transaction_id AS t, l.applied_position AS p FROM bus_consumer_lag l
+        WHERE l.group_id = wanted.group_id ORDER BY 1, 2 LIMIT 1) AS lowest ON true
+)
+SELECT a.group_id,
        (SELECT count(*) FROM (
             SELECT 1 FROM event_store e
-            WHERE e.created_at > g.progressed AND e.position <= %(relayed)s LIMIT 10000) AS x),
-       coalesce(extract(epoch FROM now() - CASE
-           WHEN g.progressed = '-infinity' THEN (  -- consumed nothing: the oldest event published
-               SELECT e.created_at FROM event_store e WHERE e.position <= %(relayed)s
-               ORDER BY e.position LIMIT 1)
-           ELSE (SELECT min(e.created_at) FROM event_store e
-                 WHERE e.created_at > g.progressed AND e.position <= %(relayed)s) END), 0)::float8
-FROM (SELECT wanted.group_id, coalesce(min(l.updated_at), '-infinity') AS progressed
-      FROM unnest(%(groups)s::text[]) AS wanted(group_id)
-      LEFT JOIN bus_consumer_lag l ON l.group_id = wanted.group_id
-      GROUP BY wanted.group_id) AS g
+            WHERE (e.transaction_id, e.position) > (a.t, a.p) AND (e.transaction_id, e.position) <= (r.t, r.p)
+            LIMIT 10000) AS x),
+       coalesce(extract(epoch FROM now() - (
+            SELECT e.created_at FROM event_store e
+            WHERE (e.transaction_id, e.position) > (a.t, a.p) AND (e.transaction_id, e.position) <= (r.t, r.p)
+            ORDER BY e.transaction_id, e.position LIMIT 1)), 0)::float8
+FROM applied a CROSS JOIN relayed r
 """
 
 # A sink being rebuilt from the event store by a Kafka consumer (warriors/bus/consumer.py,
@@ -144,7 +148,7 @@ async def projection_statuses(
         unconsumed: dict[str, tuple[int, float]] = {}
         if relay is not None:
             groups = [consumer_group(s.name) for s in statuses if s.name != RELAY]
-            cursor = await conn.execute(_UNCONSUMED, {"groups": groups, "relayed": relay.position})
+            cursor = await conn.execute(_UNCONSUMED, {"groups": groups, "relay": RELAY})
             unconsumed = {
                 group: (int(events), float(seconds)) for group, events, seconds in await cursor.fetchall()
             }
