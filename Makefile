@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run services services-stop test test-tools deploy-tools lint format bench bench-tools bench-write bench-read bench-search bench-bus bench-load bench-search-classes bench-deployed soak soak-cluster fuzz clean-data
+.PHONY: install run services services-stop test test-tools deploy-tools lint format bench bench-tools bench-write bench-read bench-search bench-bus bench-load bench-search-classes bench-deployed bench-stream-cost soak soak-cluster fuzz clean-data
 
 # Debian packages are installed with sudo unless running as root.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -114,6 +114,7 @@ bench: bench-tools test-tools
 	$(BIN)/python -m bench.search_classes
 	$(BIN)/python -m bench.mixed_load
 	$(BIN)/python -m bench.deployed
+	$(BIN)/python -m bench.stream_cost
 
 bench-write: bench-tools
 	$(BIN)/python -m bench.write_path
@@ -141,6 +142,11 @@ bench-deployed: bench-tools test-tools
 ## SERVICES=1 with its own Kafka, OpenSearch and Redis.
 bench-load: bench-tools test-tools
 	$(BIN)/python -m bench.mixed_load $(if $(SERVICES),--services,)
+
+## make bench-stream-cost: CPU per request of each stream of the mixed load, one at a time,
+## next to /health/live at the same rate (bench/stream_cost.py).
+bench-stream-cost: bench-tools test-tools
+	$(BIN)/python -m bench.stream_cost
 
 clean-data:
 	rm -rf .data
