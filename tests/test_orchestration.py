@@ -152,6 +152,16 @@ def test_lag_sensor_runs_catch_up_and_the_check_fails_until_recovery(
     assert json.loads(recovered.cursor or "") == []
 
 
+def checkpoint_moved(url: str, seconds_ago: float) -> None:
+    """The read model's checkpoint last moved `seconds_ago` (by the database's clock)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE projection_offsets SET last_processed_at = now() - make_interval(secs => %s)"
+            " WHERE projection_name = 'warriors_read_model'",
+            (seconds_ago,),
+        )
+
+
 def test_store_advanced_sensor_requests_one_catch_up_per_head(
     fresh_database: str, instance: dg.DagsterInstance
 ) -> None:
@@ -162,12 +172,26 @@ def test_store_advanced_sensor_requests_one_catch_up_per_head(
     assert not fresh.run_requests
     assert fresh.cursor == str(head(fresh_database))
 
+    # A minute behind, but its checkpoint moved a moment ago: the live projector is working
+    # through a backlog (a bulk load, a load it is behind on), and a run would only wait
+    # for its lock.
     run(fresh_database, instance, dg.AssetSelection.assets(READ_MODEL))
-    write_history(fresh_database, 5, created_at=datetime.now(UTC) - timedelta(minutes=1))  # nobody projected
+    write_history(fresh_database, 5, created_at=datetime.now(UTC) - timedelta(minutes=1))
+    checkpoint_moved(fresh_database, seconds_ago=0)
+    working = store_advanced(
+        dg.build_sensor_context(cursor=fresh.cursor, resources=resources(fresh_database), instance=instance)
+    )
+    assert isinstance(working, dg.SensorResult)
+    assert not working.run_requests
+    assert working.cursor == str(head(fresh_database))
+
+    # Nobody projected: behind, and its checkpoint still for as long.
+    write_history(fresh_database, 5, created_at=datetime.now(UTC) - timedelta(minutes=1))
+    checkpoint_moved(fresh_database, seconds_ago=60)
     top = head(fresh_database)
 
     first = store_advanced(
-        dg.build_sensor_context(cursor=fresh.cursor, resources=resources(fresh_database), instance=instance)
+        dg.build_sensor_context(cursor=working.cursor, resources=resources(fresh_database), instance=instance)
     )
     assert isinstance(first, dg.SensorResult)
     [request] = first.run_requests or []

@@ -3,9 +3,13 @@
 The cursor is the last head seen; the run key is the head, so a tick evaluated twice
 never starts two runs for the same head. The live projector applies events within
 milliseconds, so a projection only counts as behind when its oldest unapplied event is
-older than CATCH_UP_AFTER_SECONDS (nobody is projecting it: the live projector is down,
-say). Otherwise the tick only moves the cursor, and no run is started for events the live
-projector is applying anyway."""
+older than CATCH_UP_AFTER_SECONDS and its checkpoint has not moved for as long (nobody is
+projecting it: the live projector is down, say). Otherwise the tick only moves the
+cursor, and no run is started for events the live projector is applying anyway: after a
+bulk load, or under a load it is behind on but working through, a catch-up run would
+only wait for the projection's lock in a process of its own (a few seconds of a core to
+start), on a machine already short of CPU. (Fed from Kafka, a projection's checkpoint row
+does not move: there the age of its oldest unapplied event decides alone, as before.)"""
 
 import dagster as dg
 
@@ -43,7 +47,10 @@ def store_advanced(
     behind = [
         s.name
         for s in projections.statuses()
-        if s.name in known and s.status != "FAILED" and s.lag_seconds > CATCH_UP_AFTER_SECONDS
+        if s.name in known
+        and s.status != "FAILED"
+        and s.lag_seconds > CATCH_UP_AFTER_SECONDS
+        and s.checkpoint_age_seconds > CATCH_UP_AFTER_SECONDS
     ]
     if not behind:
         return dg.SensorResult(

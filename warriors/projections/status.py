@@ -26,7 +26,8 @@ SELECT o.projection_name, o.last_position, o.status, o.last_processed_at, o.last
            WHERE (e.transaction_id, e.position) > (o.last_transaction_id, o.last_position)
            ORDER BY e.transaction_id, e.position LIMIT 1)), 0)::float8 AS lag_seconds,
        (SELECT count(*) FROM projection_parked_events p
-        WHERE p.projection_name = o.projection_name AND p.discarded_at IS NULL) AS parked
+        WHERE p.projection_name = o.projection_name AND p.discarded_at IS NULL) AS parked,
+       extract(epoch FROM now() - o.last_processed_at)::float8 AS checkpoint_age
 FROM projection_offsets o
 {where}
 ORDER BY o.projection_name
@@ -46,6 +47,9 @@ class ProjectionStatus:
     parked_events: int = 0  # parked and waiting for a replay or a discard
     consumer_group: str | None = None  # fed from Kafka: its group
     consumer_lag: int | None = None  # messages its group has not committed yet
+    # Seconds since the checkpoint last moved, by the database's clock (not in the JSON:
+    # the Dagster sensor's "is anybody projecting it?"). Fed from Kafka it does not move.
+    checkpoint_age_seconds: float = 0.0
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -137,10 +141,7 @@ async def projection_statuses(
     else:
         where = "WHERE o.projection_name IN (%s, %s)"  # the relay too: a Kafka-fed lag needs it
         cursor = await conn.execute(_STATUSES.format(where=where), (name, RELAY))
-    statuses = [
-        ProjectionStatus(row[0], row[1], row[2], row[3], row[4], row[5], max(row[6], 0), row[7], row[8])
-        for row in await cursor.fetchall()
-    ]
+    statuses = [_status(row) for row in await cursor.fetchall()]
     if kafka:
         relay = next((s for s in statuses if s.name == RELAY), None)
         cursor = await conn.execute(_CONSUMER_LAG)
@@ -158,6 +159,22 @@ async def projection_statuses(
         }
         statuses = [_rebuilt(_through_kafka(s, relay, lags, unconsumed), rebuilding) for s in statuses]
     return [s for s in statuses if name is None or s.name == name]
+
+
+def _status(row: tuple[Any, ...]) -> ProjectionStatus:
+    """A row of _STATUSES."""
+    return ProjectionStatus(
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        row[4],
+        row[5],
+        max(row[6], 0),
+        row[7],
+        row[8],
+        checkpoint_age_seconds=row[9],
+    )
 
 
 def _through_kafka(
