@@ -391,7 +391,7 @@ class ProjectionConsumer:
         try:
             if await self._record_lag() == 0:
                 await self._caught_up()
-        except TRANSIENT as exc:  # only a gauge: the next batch records it again
+        except (*TRANSIENT, KafkaException) as exc:  # only a gauge: the next batch records it again
             log.warning("consumer %s: lag not recorded: %r", self.group, exc)
 
     async def _intact(self, stop: asyncio.Event) -> bool:
@@ -766,9 +766,14 @@ class ProjectionConsumer:
         """The rows of `_record_lag`; ends asked of the broker when `relayed` is given."""
         rows: list[tuple[Any, ...]] = []
         for tp in self.consumer.assignment():
-            committed = self._expected.get(tp.partition)
-            if tp.topic != TOPIC or committed is None:
-                continue  # never committed and nothing read yet: nothing to say
+            if tp.topic != TOPIC:
+                continue
+            # Never committed and nothing read from it yet: it is read from its earliest
+            # record, so all of it is ahead (0 overstates it when retention has deleted the
+            # first records, until the first message read from it). Skipped, as it was, the
+            # partition said nothing, and the group's other partitions, read to their ends,
+            # made the lag 0 with its messages unread.
+            committed = self._expected.get(tp.partition) or 0
             end = self._end_offset(TOPIC, tp.partition, fresh=relayed is not None)
             applied = self._applied.get(tp.partition, START)
             if relayed is not None and committed >= end:
