@@ -255,10 +255,23 @@ class ProjectionConsumer:
         # hour at least), and the group reads them from the topic.
         state = self._rebuild
         covered = self._replaying or (state is not None and (state.rebuilding or state.finished_recently))
-        if all(tp.offset < 0 for tp in committed) and not covered:
+        never_committed = all(tp.offset < 0 for tp in committed)
+        if never_committed and not covered:
             self._needs_store_replay, self._needs_reason = True, "a consumer group that never committed"
+        elif never_committed and not self._replaying and self._records_deleted(consumer, partitions):
+            # A finished rebuild covers only if nothing published since it read the store is
+            # gone: records deleted on purpose (delete-records, not retention) can be. (This
+            # member's own replay reads the store to its head, after now: it covers.)
+            self._needs_store_replay, self._needs_reason = True, "records deleted from a topic never read"
         for tp in committed:  # where each partition's next message should be
             self._expected[tp.partition] = tp.offset if tp.offset >= 0 else None
+
+    def _records_deleted(self, consumer: Consumer, partitions: list[TopicPartition]) -> bool:
+        """Some partition no longer starts at offset 0 (or its start is not known)."""
+        try:
+            return any(consumer.get_watermark_offsets(tp, 10.0, False)[0] > 0 for tp in partitions)
+        except KafkaException:
+            return True
 
     def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if partitions:
