@@ -110,13 +110,15 @@ def path_script(path: Path, url_path: str) -> Path:
 
 class LagSampler(threading.Thread):
     """Every 10 ms: each projection's distance from the store's head, in events and in
-    seconds (the age of the oldest stored event it has not applied; 0 when caught up)."""
+    seconds (the age of the oldest stored event it has not applied, in the store's order;
+    0 when caught up). Started and stopped by hand, or as a context manager."""
 
     QUERY = """
         SELECT p.projection_name, (SELECT coalesce(max(position), 0) FROM event_store) - p.last_position,
                coalesce(extract(epoch FROM clock_timestamp() - (
-                   SELECT e.created_at FROM event_store e WHERE e.position > p.last_position
-                   ORDER BY e.position LIMIT 1)), 0)
+                   SELECT e.created_at FROM event_store e
+                   WHERE (e.transaction_id, e.position) > (p.last_transaction_id, p.last_position)
+                   ORDER BY e.transaction_id, e.position LIMIT 1)), 0)
         FROM projection_offsets p
     """
 
@@ -126,20 +128,32 @@ class LagSampler(threading.Thread):
         self.samples: dict[str, list[tuple[int, float]]] = {}
         self.stopping = threading.Event()
 
+    def __enter__(self) -> "LagSampler":
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stopping.set()
+        self.join()
+
     def run(self) -> None:
         with psycopg.connect(self.url, autocommit=True) as conn:
             while not self.stopping.wait(0.01):
                 for name, events, seconds in conn.execute(self.QUERY):
                     self.samples.setdefault(name, []).append((int(events), float(seconds)))
 
+    def percentile_ms(self, name: str, p: float) -> float:
+        """Projection `name`'s lag at percentile `p` (0-1), in ms (0 if never sampled)."""
+        ms = sorted(seconds * 1000 for _, seconds in self.samples.get(name, [])) or [0.0]
+        return round(ms[int(p * (len(ms) - 1))], 1)
+
     def summary(self) -> dict[str, float]:
         """Per projection: lag p99 in ms and events, and the largest."""
         out: dict[str, float] = {}
         for name, samples in sorted(self.samples.items()):
-            ms = sorted(s * 1000 for _, s in samples)
             events = sorted(e for e, _ in samples)
-            out[f"{name} p99 ms"] = round(ms[int(0.99 * (len(ms) - 1))], 1)
-            out[f"{name} max ms"] = round(ms[-1], 1)
+            out[f"{name} p99 ms"] = self.percentile_ms(name, 0.99)
+            out[f"{name} max ms"] = self.percentile_ms(name, 1.0)
             out[f"{name} p99 events"] = events[int(0.99 * (len(events) - 1))]
         return out
 

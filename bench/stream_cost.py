@@ -29,17 +29,15 @@ import os
 import shutil
 import subprocess
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
-from bench.deployed import wait_dagster_quiet
+from bench.deployed import LagSampler, wait_dagster_quiet
 from bench.mixed_load import seed
 from bench.platform import Platform, cpu_by_group, process_groups, tree_cpu
 from bench.tools import RESULTS, machine, require, save
+from warriors.projections.read_model import READ_MODEL
 
 GROUPS = ["http", "projector", "postgres", "dagster"]
 # The processes that serve the requests: the CPU per request is theirs. Dagster's sensors
@@ -47,42 +45,6 @@ GROUPS = ["http", "projector", "postgres", "dagster"]
 # its cores are shown apart.
 SERVING = ["http", "projector", "postgres"]
 SENSOR_TICK_SECONDS = 30  # orchestration/sensors: the store and lag sensors' interval
-# Age of the oldest stored event the read model has not applied (0 when caught up).
-_LAG = """
-SELECT coalesce(extract(epoch FROM now() - (
-    SELECT e.created_at FROM event_store e, projection_offsets o
-    WHERE o.projection_name = 'warriors_read_model'
-      AND (e.transaction_id, e.position) > (o.last_transaction_id, o.last_position)
-    ORDER BY e.transaction_id, e.position LIMIT 1)), 0)::float8
-"""
-
-
-class LagSampler:
-    """The read model's lag, every 20 ms, on a connection of its own."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.samples: list[float] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> "LagSampler":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        with psycopg.connect(self.url, autocommit=True) as conn:
-            while not self._stop.wait(0.02):  # the sampling period
-                row = conn.execute(_LAG).fetchone()
-                self.samples.append(float(row[0]) if row else 0.0)
-
-    def percentile(self, p: float) -> float:
-        ordered = sorted(self.samples) or [0.0]
-        return ordered[min(len(ordered) - 1, int(len(ordered) * p))] * 1000
 
 
 def live_generator(platform: Platform, rate: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
@@ -171,8 +133,8 @@ def run_stream(args: argparse.Namespace, platform: Platform, name: str, workdir:
         "cores": cores,
         "platform_cores": platform_cores,
         "ms_per_request": 1000 * platform_cores / max(result["ok_per_second"], 1e-9),
-        "lag_p50_ms": lag.percentile(0.5),
-        "lag_p99_ms": lag.percentile(0.99),
+        "lag_p50_ms": lag.percentile_ms(READ_MODEL, 0.5),
+        "lag_p99_ms": lag.percentile_ms(READ_MODEL, 0.99),
     }
 
 

@@ -13,14 +13,14 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from tests.history import read_model_rows, replay_into_shadow
-from tests.support import LoggedProcess
+from tests.support import LoggedProcess, wait_for
 from warriors.adapters.kafka_bus import TOPIC
 from warriors.adapters.redis_cache import RedisReadModels
 from warriors.adapters.search_engine import EngineKind, SearchEngine
 from warriors.projections.cache import CACHE
 from warriors.projections.read_model import READ_MODEL
 from warriors.projections.search import SEARCH
-from warriors.projections.status import RELAY
+from warriors.projections.status import RELAY, ProjectionStatus, projection_statuses
 
 # The projections that keep a sink.
 SINKS = (READ_MODEL, CACHE, SEARCH)
@@ -76,6 +76,16 @@ def read_model_differences(url: str) -> list[str]:
     return differences
 
 
+def kafka_statuses(url: str) -> dict[str, ProjectionStatus]:
+    """Every projection's status as /projections reports it in Kafka mode."""
+
+    async def read() -> dict[str, ProjectionStatus]:
+        async with await psycopg.AsyncConnection.connect(url) as conn:
+            return {s.name: s for s in await projection_statuses(conn, kafka=True)}
+
+    return asyncio.run(read())
+
+
 def living(url: str) -> int:
     with psycopg.connect(url) as conn:
         row = conn.execute(
@@ -88,7 +98,13 @@ def living(url: str) -> int:
 
 
 def drop_the_topics_records(broker: Kafka) -> None:
-    """What retention does: every record published so far is deleted from the topic."""
+    """What retention does: every record published so far is deleted from the topic. A
+    broker just restarted answers "Not leader for partition" for a moment: tried again
+    until it answers (deleting up to an offset already deleted changes nothing)."""
+    wait_for(lambda: _drop_records(broker), timeout=60, what="the topic's records deleted")
+
+
+def _drop_records(broker: Kafka) -> bool:
     admin = AdminClient({"bootstrap.servers": broker.bootstrap_servers()})
     partitions = admin.list_topics(TOPIC, timeout=10).topics[TOPIC].partitions
     reader = Consumer({"bootstrap.servers": broker.bootstrap_servers(), "group.id": f"ends-{uuid.uuid4()}"})
@@ -99,6 +115,7 @@ def drop_the_topics_records(broker: Kafka) -> None:
         reader.close()
     for future in admin.delete_records(ends, request_timeout=10).values():
         future.result(timeout=30)
+    return True
 
 
 def redis_count(url: str) -> int | None:

@@ -25,6 +25,7 @@ from tests.kafka_support import (
     cache_matches_the_store,
     drop_the_topics_records,
     exact,
+    kafka_statuses,
     living,
     redis_count,
     relay,
@@ -32,7 +33,7 @@ from tests.kafka_support import (
 from tests.support import LoggedProcess, ProjectorProcess, ServiceProcess, wait_for
 from warriors.adapters.kafka_bus import DLQ_TOPIC, TOPIC
 from warriors.adapters.redis_cache import RedisReadModels
-from warriors.projections.status import RELAY, ProjectionStatus, consumer_group, projection_statuses
+from warriors.projections.status import RELAY, consumer_group
 from warriors.readside.consistency import ConsistencyReport, check_cache, check_read_model
 from warriors.servers import free_port
 from warriors.servers.kafka_broker import KafkaBroker
@@ -180,14 +181,6 @@ def test_the_relay_and_the_projector_wait_for_a_broker_not_up_yet(fresh_database
         late.stop()
         shutil.rmtree(late.data_dir, ignore_errors=True)
     assert exact(fresh_database)
-
-
-def kafka_statuses(url: str) -> dict[str, ProjectionStatus]:
-    async def read() -> dict[str, ProjectionStatus]:
-        async with await AsyncConnection.connect(url) as conn:
-            return {s.name: s for s in await projection_statuses(conn, kafka=True)}
-
-    return asyncio.run(read())
 
 
 def test_an_event_published_after_a_member_recorded_itself_idle_is_lag(fresh_database: str) -> None:

@@ -21,9 +21,8 @@ import redis
 from confluent_kafka.admin import AdminClient
 
 from tests.history import write_history
-from tests.kafka_support import bus_env, cache_matches_the_store, exact, living, relay
+from tests.kafka_support import bus_env, cache_matches_the_store, exact, kafka_statuses, living, relay
 from tests.support import ProjectorProcess, wait_for
-from tests.test_kafka_projectors import kafka_statuses
 from warriors.adapters.redis_cache import VERSIONS, RedisReadModels
 from warriors.projections.cache import CACHE
 from warriors.projections.read_model import READ_MODEL

@@ -42,31 +42,29 @@ from warriors.eventstore.records import START, StoredEvent, StreamPosition
 from warriors.logs import log_applied
 from warriors.metrics import EVENTS_APPLIED
 from warriors.projections.base import Projection, ProjectionTargetUnavailable
-from warriors.projections.engine import lock_projection
+from warriors.projections.engine import lock_projection, read_checkpoint
 from warriors.projections.status import RELAY, consumer_group
 
 log = logging.getLogger("warriors.bus.consumer")
 _APPLY_SPAN = "warriors.projection.apply"
 
-# A partition's progress: its offsets, and the store's order up to which its events are
-# applied (sql/0016), which only moves forward: whichever member applied them, they are in
-# the sink.
+# The held partitions' progress, in one statement: their offsets, and the store's order up
+# to which their events are applied (sql/0016), which only moves forward (the later of the
+# recorded and the new): whichever member applied them, they are in the sink.
 _RECORD_LAG = """
 INSERT INTO bus_consumer_lag AS l
     (group_id, partition, committed, end_offset, updated_at, applied_transaction_id, applied_position)
-VALUES (%s, %s, %s, %s, now(), %s::text::xid8, %s)
+SELECT %(group)s, p.partition, p.committed, p.end_offset, now(), p.transaction_id::text::xid8, p.position
+FROM unnest(%(partitions)s::int[], %(committed)s::bigint[], %(ends)s::bigint[],
+            %(transaction_ids)s::bigint[], %(positions)s::bigint[])
+    AS p(partition, committed, end_offset, transaction_id, position)
 ON CONFLICT (group_id, partition) DO UPDATE
 SET committed = excluded.committed, end_offset = excluded.end_offset, updated_at = now(),
-    applied_transaction_id = CASE WHEN (excluded.applied_transaction_id, excluded.applied_position)
-        > (l.applied_transaction_id, l.applied_position)
-        THEN excluded.applied_transaction_id ELSE l.applied_transaction_id END,
-    applied_position = CASE WHEN (excluded.applied_transaction_id, excluded.applied_position)
-        > (l.applied_transaction_id, l.applied_position)
-        THEN excluded.applied_position ELSE l.applied_position END
-"""
-# How far the relay has published (its checkpoint moves only after the broker confirmed).
-_RELAYED = """
-SELECT last_transaction_id::text::bigint, last_position FROM projection_offsets WHERE projection_name = %s
+    (applied_transaction_id, applied_position) = (
+        SELECT a.transaction_id, a.position
+        FROM (VALUES (excluded.applied_transaction_id, excluded.applied_position),
+                     (l.applied_transaction_id, l.applied_position)) AS a(transaction_id, position)
+        ORDER BY a.transaction_id DESC, a.position DESC LIMIT 1)
 """
 _PARK = """
 INSERT INTO projection_parked_events (projection_name, event_id, position, error)
@@ -149,6 +147,27 @@ class RebuildState:
     replayed: StreamPosition  # how far the rebuild's replay of the store got
     owned: bool  # someone holds its lock (a member replaying it)
     finished_recently: bool = False  # complete, less than RECENT_REBUILD_SECONDS ago
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionProgress:
+    """A held partition's row of `bus_consumer_lag` (see `_record_lag`)."""
+
+    partition: int
+    committed: int  # the offset read next: everything before it is applied
+    end: int
+    applied: StreamPosition  # the store's order up to which its events are applied
+
+
+def _columns(rows: list[PartitionProgress]) -> dict[str, list[int]]:
+    """`_RECORD_LAG`'s arrays: one statement for every partition."""
+    return {
+        "partitions": [r.partition for r in rows],
+        "committed": [r.committed for r in rows],
+        "ends": [r.end for r in rows],
+        "transaction_ids": [r.applied.transaction_id for r in rows],
+        "positions": [r.applied.position for r in rows],
+    }
 
 
 class _SinkLost(Exception):
@@ -770,14 +789,14 @@ class ProjectionConsumer:
             relayed = await self._relayed()
             self._progress_checked = time.monotonic()
         rows = await asyncio.to_thread(self._progress, relayed)
-        async with self.pool.connection() as conn:
-            for row in rows:
-                await conn.execute(_RECORD_LAG, row)
-        return sum(row[3] - row[2] for row in rows)
+        if rows:
+            async with self.pool.connection() as conn:
+                await conn.execute(_RECORD_LAG, {"group": self.group, **_columns(rows)})
+        return sum(row.end - row.committed for row in rows)
 
-    def _progress(self, relayed: StreamPosition | None) -> list[tuple[Any, ...]]:
+    def _progress(self, relayed: StreamPosition | None) -> list[PartitionProgress]:
         """The rows of `_record_lag`; ends asked of the broker when `relayed` is given."""
-        rows: list[tuple[Any, ...]] = []
+        rows: list[PartitionProgress] = []
         for tp in self.consumer.assignment():
             if tp.topic != TOPIC:
                 continue
@@ -792,14 +811,15 @@ class ProjectionConsumer:
             if relayed is not None and committed >= end:
                 applied = max(applied, relayed)
             end = max(end, committed)
-            rows.append((self.group, tp.partition, committed, end, applied.transaction_id, applied.position))
+            rows.append(PartitionProgress(tp.partition, committed, end, applied))
         return rows
 
     async def _relayed(self) -> StreamPosition:
-        """The relay's checkpoint: every event up to it is on the topic."""
+        """The relay's checkpoint (it moves only once the broker confirmed): every event
+        up to it is on the topic."""
         async with self.pool.connection() as conn:
-            row = await (await conn.execute(_RELAYED, (RELAY,))).fetchone()
-        return StreamPosition(int(row[0]), int(row[1])) if row else START
+            found = await read_checkpoint(conn, RELAY)
+        return found[0] if found else START
 
 
 def _skippable(message: Message) -> bool:

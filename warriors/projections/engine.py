@@ -91,6 +91,12 @@ async def lock_projection(conn: AsyncConnection[Any], name: str) -> None:
     await conn.execute(_LOCK, (name,))
 
 
+async def read_checkpoint(conn: AsyncConnection[Any], name: str) -> tuple[StreamPosition, str] | None:
+    """A projection's (or the relay's) checkpoint and status; None if it is not registered."""
+    row = await (await conn.execute(_READ_CHECKPOINT, (name,))).fetchone()
+    return (StreamPosition(row[0], row[1]), row[2]) if row else None
+
+
 async def register(pool: AsyncConnectionPool[AsyncConnection], name: str) -> None:
     """Create projection `name`'s checkpoint row (at position 0) if it has none."""
     with translated_errors():
@@ -252,11 +258,10 @@ class ProjectionEngine:
 
     async def checkpoint(self, conn: AsyncConnection[Any]) -> tuple[StreamPosition, str]:
         """The projection's checkpoint and status, as `conn` sees them."""
-        cursor = await conn.execute(_READ_CHECKPOINT, (self.name,))
-        row = await cursor.fetchone()
-        if row is None:
+        found = await read_checkpoint(conn, self.name)
+        if found is None:
             raise LookupError(f"projection {self.name} is not registered")
-        return StreamPosition(row[0], row[1]), row[2]
+        return found
 
     async def move_checkpoint(
         self,

@@ -1,0 +1,138 @@
+"""A Kafka-fed projection's member driven in-process, one step at a time, against a real
+broker and database: what it records of partitions it holds but has not read, and when a
+finished rebuild from the store covers a group that never committed. Both were races of
+the production fault test (tests/test_production_faults.py) that only showed now and then
+under load; here the state each race produced is set up on purpose."""
+
+import asyncio
+import time
+
+import psycopg
+from confluent_kafka import OFFSET_BEGINNING, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from tests.history import write_history
+from tests.support import wait_for
+from warriors.adapters.kafka_bus import TOPIC, BusProducer, ensure_topics
+from warriors.bus.consumer import ProjectionConsumer, RebuildState
+from warriors.eventstore.records import START
+from warriors.projections.engine import register
+from warriors.projections.read_model import READ_MODEL, WarriorsReadModel
+from warriors.projections.status import RELAY, projection_statuses
+from warriors.servers.kafka_broker import KafkaBroker
+
+PARTITIONS = 3
+PER_PARTITION = 2  # messages published to each partition
+
+
+def publish(broker: KafkaBroker) -> list[TopicPartition]:
+    """The topic, with PER_PARTITION messages in each of its partitions (their content is
+    never decoded here)."""
+    ensure_topics(broker.bootstrap_servers(), PARTITIONS, 1)
+    producer = Producer({"bootstrap.servers": broker.bootstrap_servers()})
+    for partition in range(PARTITIONS):
+        for _ in range(PER_PARTITION):
+            producer.produce(TOPIC, b"{}", key=b"k", partition=partition)
+    assert producer.flush(30) == 0, "messages not delivered"
+    return [TopicPartition(TOPIC, p) for p in range(PARTITIONS)]
+
+
+def member_of(
+    pool: AsyncConnectionPool[AsyncConnection], broker: KafkaBroker, partitions: list[TopicPartition]
+) -> ProjectionConsumer:
+    """A member of the read model's group, once the broker answers for the group (a new
+    broker's coordinator takes a moment: "Not coordinator" meanwhile)."""
+    servers = broker.bootstrap_servers()
+    member = ProjectionConsumer(pool, WarriorsReadModel(redelivery=True), servers, BusProducer(servers))
+    wait_for(lambda: member.consumer.committed(partitions, 10.0), timeout=60, what="the group's coordinator")
+    return member
+
+
+def relay_at_the_head(url: str) -> int:
+    """The relay's checkpoint at the store's last event (everything published); returns
+    the number of stored events."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT transaction_id::text::bigint, position, count(*) OVER () FROM event_store"
+            " ORDER BY transaction_id DESC, position DESC LIMIT 1"
+        ).fetchone()
+        assert row is not None
+        conn.execute(
+            "INSERT INTO projection_offsets (projection_name, last_transaction_id, last_position)"
+            " VALUES (%s, %s::text::xid8, %s) ON CONFLICT (projection_name) DO UPDATE"
+            " SET last_transaction_id = excluded.last_transaction_id, last_position = excluded.last_position",
+            (RELAY, row[0], row[1]),
+        )
+    return int(row[2])
+
+
+async def test_a_held_partition_never_read_counts_whole_in_the_lag(
+    fresh_database: str, fresh_pool: AsyncConnectionPool[AsyncConnection], broker: KafkaBroker
+) -> None:
+    """A member holds three partitions of a group that never committed and has read two
+    of them to their ends; the third it has not read at all yet. Skipped when recording
+    (no offset to record), that partition said nothing, and the two others made the
+    group's lag 0: /projections said caught up with its messages unread (CI, the
+    dead-consumer test). It counts as read from offset 0: all of it is ahead."""
+    write_history(fresh_database, 5)
+    stored = relay_at_the_head(fresh_database)
+    await register(fresh_pool, READ_MODEL)
+    partitions = publish(broker)
+    member = await asyncio.to_thread(member_of, fresh_pool, broker, partitions)
+    unread = partitions[1]
+    try:
+        # From their beginnings, as a group that never committed reads them.
+        member.consumer.assign([TopicPartition(TOPIC, tp.partition, OFFSET_BEGINNING) for tp in partitions])
+        member.consumer.pause([unread])
+        deadline = time.monotonic() + 60
+        while any(member._expected.get(tp.partition) != PER_PARTITION for tp in partitions if tp != unread):
+            assert time.monotonic() < deadline, f"partitions not read to their ends: {member._expected}"
+            messages = await asyncio.to_thread(member._next_messages)
+            member._notice_gaps([m for m in messages if m.error() is None])
+        assert unread.partition not in member._expected
+        unconsumed = await member._record_lag(fresh=True)
+    finally:
+        await asyncio.to_thread(member.consumer.close)
+    assert unconsumed == PER_PARTITION
+    async with fresh_pool.connection() as conn:
+        recorded = await (
+            await conn.execute("SELECT partition, committed, end_offset FROM bus_consumer_lag ORDER BY 1")
+        ).fetchall()
+        status = {s.name: s for s in await projection_statuses(conn, kafka=True)}[READ_MODEL]
+    n = PER_PARTITION
+    assert recorded == [(0, n, n), (1, 0, n), (2, n, n)]
+    # Nothing applied from the unread partition: every event the relay published may be in it.
+    assert (status.lag_events, status.consumer_lag) == (stored, stored)
+    assert status.lag_seconds > 0
+
+
+async def test_a_finished_rebuild_covers_a_new_group_only_while_its_partitions_start_at_0(
+    fresh_pool: AsyncConnectionPool[AsyncConnection], broker: KafkaBroker
+) -> None:
+    """A member's first rebuild from the store often finishes before the member gets its
+    partitions (on a loaded machine, half a minute later); the group has never committed,
+    and reads each partition from its earliest record. What was published after the
+    rebuild read the store is on the topic, unless records were deleted meanwhile (a
+    delete-records, as the fault test's "retention" does): those events were never
+    applied, and the read model never converged (CI, seed 291845). A partition no longer
+    starting at offset 0 makes the member rebuild again."""
+    partitions = publish(broker)
+    member = await asyncio.to_thread(member_of, fresh_pool, broker, partitions)
+    finished = RebuildState(1, rebuilding=False, replayed=START, owned=False, finished_recently=True)
+
+    async def assigned(rebuild: RebuildState | None) -> tuple[bool, str]:
+        member._rebuild, member._needs_store_replay, member._needs_reason = rebuild, False, ""
+        await asyncio.to_thread(member._assigned, member.consumer, partitions)
+        return member._needs_store_replay, member._needs_reason
+
+    try:
+        assert await assigned(None) == (True, "a consumer group that never committed")
+        assert await assigned(finished) == (False, "")  # covered: every record still there
+        admin = AdminClient({"bootstrap.servers": broker.bootstrap_servers()})
+        for future in admin.delete_records([TopicPartition(TOPIC, 1, 1)], request_timeout=10).values():
+            future.result(timeout=30)
+        assert await assigned(finished) == (True, "records deleted from a topic never read")
+    finally:
+        await asyncio.to_thread(member.consumer.close)
