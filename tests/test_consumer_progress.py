@@ -6,6 +6,7 @@ under load; here the state each race produced is set up on purpose."""
 
 import asyncio
 import time
+from dataclasses import replace
 
 import psycopg
 from confluent_kafka import OFFSET_BEGINNING, Producer, TopicPartition
@@ -17,7 +18,6 @@ from tests.history import write_history
 from tests.support import wait_for
 from warriors.adapters.kafka_bus import TOPIC, BusProducer, ensure_topics
 from warriors.bus.consumer import ProjectionConsumer, RebuildState
-from warriors.eventstore.records import START
 from warriors.projections.engine import register
 from warriors.projections.read_model import READ_MODEL, WarriorsReadModel
 from warriors.projections.status import RELAY, projection_statuses
@@ -108,31 +108,46 @@ async def test_a_held_partition_never_read_counts_whole_in_the_lag(
     assert status.lag_seconds > 0
 
 
-async def test_a_finished_rebuild_covers_a_new_group_only_while_its_partitions_start_at_0(
+async def test_a_finished_rebuild_covers_a_new_group_while_what_came_after_it_is_on_the_topic(
     fresh_pool: AsyncConnectionPool[AsyncConnection], broker: KafkaBroker
 ) -> None:
     """A member's first rebuild from the store often finishes before the member gets its
     partitions (on a loaded machine, half a minute later); the group has never committed,
-    and reads each partition from its earliest record. What was published after the
-    rebuild read the store is on the topic, unless records were deleted meanwhile (a
+    and reads each partition from its earliest record. The records published after the
+    rebuild read the store are on the topic, unless some were deleted meanwhile (a
     delete-records, as the fault test's "retention" does): those events were never
-    applied, and the read model never converged (CI, seed 291845). A partition no longer
-    starting at offset 0 makes the member rebuild again."""
-    partitions = publish(broker)
+    applied, and the read model never converged (CI, seed 291845). The rebuild records the
+    topic's ends before it reads the store (sql/0017): a partition that now starts after
+    its end makes the member rebuild again; records deleted before it (the store has
+    them) do not."""
+    partitions = publish(broker)  # offsets 0 and 1 in each partition
     member = await asyncio.to_thread(member_of, fresh_pool, broker, partitions)
-    finished = RebuildState(1, rebuilding=False, replayed=START, owned=False, finished_recently=True)
 
     async def assigned(rebuild: RebuildState | None) -> tuple[bool, str]:
         member._rebuild, member._needs_store_replay, member._needs_reason = rebuild, False, ""
         await asyncio.to_thread(member._assigned, member.consumer, partitions)
         return member._needs_store_replay, member._needs_reason
 
+    def delete_records(partition: int, before: int) -> None:
+        admin = AdminClient({"bootstrap.servers": broker.bootstrap_servers()})
+        for future in admin.delete_records([TopicPartition(TOPIC, partition, before)]).values():
+            future.result(timeout=30)
+
     try:
         assert await assigned(None) == (True, "a consumer group that never committed")
-        assert await assigned(finished) == (False, "")  # covered: every record still there
-        admin = AdminClient({"bootstrap.servers": broker.bootstrap_servers()})
-        for future in admin.delete_records([TopicPartition(TOPIC, 1, 1)], request_timeout=10).values():
-            future.result(timeout=30)
-        assert await assigned(finished) == (True, "records deleted from a topic never read")
+        assert await member._intact(asyncio.Event())  # no rebuild on record: it rebuilds the sink
+        member._rebuild_checked = float("-inf")
+        rebuilt = await member._rebuild_state()
+        assert rebuilt is not None
+        assert (rebuilt.rebuilding, rebuilt.finished_recently) == (False, True)
+        assert rebuilt.topic_ends == (PER_PARTITION,) * PARTITIONS
+        assert await assigned(rebuilt) == (False, "")
+        publish(broker)  # offsets 2 and 3, after the rebuild read the store
+        await asyncio.to_thread(delete_records, 1, PER_PARTITION)  # only what the store replay read
+        assert await assigned(rebuilt) == (False, "")
+        await asyncio.to_thread(delete_records, 1, PER_PARTITION + 1)  # one published after it
+        assert await assigned(rebuilt) == (True, "records deleted from a topic never read")
+        unknown = replace(rebuilt, topic_ends=None)  # the broker did not answer the rebuild
+        assert await assigned(unknown) == (True, "records deleted from a topic never read")
     finally:
         await asyncio.to_thread(member.consumer.close)

@@ -80,7 +80,7 @@ VALUES (%(name)s, 1, 'rebuilding', %(reason)s)
 ON CONFLICT (projection_name) DO UPDATE
 SET generation = r.generation + 1, state = 'rebuilding', reason = excluded.reason, owner = NULL,
     requested_at = now(), started_at = NULL, finished_at = NULL,
-    replayed_transaction_id = '0', replayed_position = 0, updated_at = now()
+    replayed_transaction_id = '0', replayed_position = 0, topic_ends = NULL, updated_at = now()
 WHERE r.state = 'complete'
 RETURNING generation
 """
@@ -93,7 +93,7 @@ SELECT r.generation, r.state, r.replayed_transaction_id::text::bigint, r.replaye
                WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
                  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
                  AND ((l.classid::int8 << 32) | l.objid::int8) = hashtextextended(%(key)s, 0)),
-       coalesce(r.finished_at > now() - make_interval(secs => %(recent)s), false)
+       coalesce(r.finished_at > now() - make_interval(secs => %(recent)s), false), r.topic_ends
 FROM sink_rebuilds r WHERE r.projection_name = %(name)s
 """
 _TRY_OWN = "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))"
@@ -103,7 +103,7 @@ _TRY_OWN = "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))"
 _KEEPALIVES = "SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 3"
 _DISOWN = "SELECT pg_advisory_unlock(hashtextextended(%s, 0))"
 _OWNED = """
-UPDATE sink_rebuilds SET owner = %(owner)s, started_at = now(), updated_at = now()
+UPDATE sink_rebuilds SET owner = %(owner)s, started_at = now(), topic_ends = %(ends)s, updated_at = now()
 WHERE projection_name = %(name)s AND generation = %(generation)s
 """
 _RESTARTED = """
@@ -147,6 +147,9 @@ class RebuildState:
     replayed: StreamPosition  # how far the rebuild's replay of the store got
     owned: bool  # someone holds its lock (a member replaying it)
     finished_recently: bool = False  # complete, less than RECENT_REBUILD_SECONDS ago
+    # The topic's end offsets (by partition) read before the replay: what it covers
+    # (sql/0017); None: not known.
+    topic_ends: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,30 +270,56 @@ class ProjectionConsumer:
             for tp in partitions:
                 self._expected[tp.partition] = None
             return
-        # A rebuild under way (this member's own replay: it keeps polling, so rebalances
-        # happen) covers it: it reads the store to its head, after now. So does one that
-        # finished a moment ago (a member's first rebuild often starts before it has joined
-        # its group): the records published since cannot have been deleted by retention (an
-        # hour at least), and the group reads them from the topic.
-        state = self._rebuild
-        covered = self._replaying or (state is not None and (state.rebuilding or state.finished_recently))
-        never_committed = all(tp.offset < 0 for tp in committed)
-        if never_committed and not covered:
-            self._needs_store_replay, self._needs_reason = True, "a consumer group that never committed"
-        elif never_committed and not self._replaying and self._records_deleted(consumer, partitions):
-            # A finished rebuild covers only if nothing published since it read the store is
-            # gone: records deleted on purpose (delete-records, not retention) can be. (This
-            # member's own replay reads the store to its head, after now: it covers.)
-            self._needs_store_replay, self._needs_reason = True, "records deleted from a topic never read"
+        if all(tp.offset < 0 for tp in committed) and (reason := self._not_covered(consumer, partitions)):
+            self._needs_store_replay, self._needs_reason = True, reason
         for tp in committed:  # where each partition's next message should be
             self._expected[tp.partition] = tp.offset if tp.offset >= 0 else None
 
-    def _records_deleted(self, consumer: Consumer, partitions: list[TopicPartition]) -> bool:
-        """Some partition no longer starts at offset 0 (or its start is not known)."""
+    def _not_covered(self, consumer: Consumer, partitions: list[TopicPartition]) -> str | None:
+        """Why a group that never committed must build its sink from the store, or None
+        when a rebuild covers it. One under way does (this member's own replay, which keeps
+        polling, so rebalances happen during it; or another member's): it reads the store to
+        its head, after now. So does one that finished a moment ago (a member's first
+        rebuild often finishes before it has joined its group), as long as the records
+        published since it read the store are all still on the topic: the group reads
+        each partition from its earliest record."""
+        state = self._rebuild
+        if self._replaying or (state is not None and state.rebuilding):
+            return None
+        if state is None or not state.finished_recently:
+            return "a consumer group that never committed"
+        if not self._still_on_the_topic(consumer, partitions, state.topic_ends):
+            return "records deleted from a topic never read"  # by retention, or a delete-records
+        return None
+
+    def _still_on_the_topic(
+        self, consumer: Consumer, partitions: list[TopicPartition], ends: tuple[int, ...] | None
+    ) -> bool:
+        """Every record from a finished rebuild's `ends` on is still on the topic: each
+        partition starts at or before its end then. False when not known (no ends on
+        record, a partition the rebuild did not see, the broker not answering)."""
+        if ends is None or any(tp.partition >= len(ends) for tp in partitions):
+            return False
         try:
-            return any(consumer.get_watermark_offsets(tp, 10.0, False)[0] > 0 for tp in partitions)
+            starts = [(consumer.get_watermark_offsets(tp, 10.0, False)[0], tp.partition) for tp in partitions]
         except KafkaException:
-            return True
+            return False
+        return all(start <= ends[partition] for start, partition in starts)
+
+    def _topic_ends(self) -> list[int] | None:
+        """Each partition's end offset, by partition number, as the broker has it now;
+        None when the broker does not answer (the rebuild goes on without it)."""
+        try:
+            topic = self.consumer.list_topics(TOPIC, timeout=5.0).topics[TOPIC]
+            if topic.error is not None or not topic.partitions:
+                return None
+            return [
+                int(self.consumer.get_watermark_offsets(TopicPartition(TOPIC, p), 5.0, False)[1])
+                for p in range(len(topic.partitions))
+            ]
+        except KafkaException as exc:
+            log.warning("consumer %s: the topic's ends not read before the rebuild: %s", self.group, exc)
+            return None
 
     def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if partitions:
@@ -484,7 +513,8 @@ class ProjectionConsumer:
                 )
             ).fetchone()
         self._rebuild = None if row is None else RebuildState(
-            row[0], row[1] == "rebuilding", StreamPosition(row[2], row[3]), bool(row[4]), bool(row[5])
+            row[0], row[1] == "rebuilding", StreamPosition(row[2], row[3]), bool(row[4]), bool(row[5]),
+            None if row[6] is None else tuple(row[6]),
         )  # fmt: skip
         self._rebuild_checked = now
         return self._rebuild
@@ -537,7 +567,10 @@ class ProjectionConsumer:
                 return True  # finished by another member a moment ago
             generation, start = state.generation, state.replayed
             lost = not await self.projection.intact(_PAST_START)
-            await conn.execute(_OWNED, {"owner": self._owner, "name": name, "generation": generation})
+            ends = await asyncio.to_thread(self._topic_ends)  # before the replay reads the store
+            await conn.execute(
+                _OWNED, {"owner": self._owner, "name": name, "generation": generation, "ends": ends}
+            )
             if lost:
                 start = START
                 await conn.execute(_RESTARTED, {"name": name, "generation": generation})  # first: see above
@@ -569,7 +602,9 @@ class ProjectionConsumer:
                 )
                 continue
             await conn.execute(_COMPLETE, {"name": name, "generation": generation})
-            self._rebuild = RebuildState(generation, False, state.replayed, False, True)
+            self._rebuild = RebuildState(
+                generation, False, state.replayed, False, True, None if ends is None else tuple(ends)
+            )
             log.info("consumer %s: %s built from the event store (%d events); on with the topic",
                      self.group, name, total)  # fmt: skip
             return True
