@@ -1,7 +1,13 @@
 """A projection over its lag threshold (or FAILED): run its catch-up with its lag check,
 which fails for as long as the lag stays over (one such run at a time per projection).
 When it recovers, one more run of the check alone marks it passing again. The cursor
-remembers which projections lag."""
+remembers which projections lag.
+
+A projection whose checkpoint moved in the last CATCH_UP_AFTER_SECONDS is being projected
+(the live projector is working through a load it is behind on): its run is the lag check
+alone, which shows the lag in the UI; a catch-up beside it would only wait for the
+projection's lock, holding a core's worth of process start and waiting on a machine
+already short of CPU (bench/stream_cost.py saw it for store_advanced)."""
 
 import json
 
@@ -10,6 +16,7 @@ import dagster as dg
 from orchestration.assets.projections import lag_check_key, lag_problem, projection_key
 from orchestration.jobs import PROJECTION_ASSETS
 from orchestration.resources import ProjectionsResource
+from orchestration.sensors.store_advanced import CATCH_UP_AFTER_SECONDS
 from warriors.projections.catalog import ProjectionName, configured
 
 LAG_RUN_TAG = "warriors/lagging-projection"
@@ -50,10 +57,11 @@ def projection_lag(context: dg.SensorEvaluationContext, projections: Projections
             context.log.info(f"{name}: {problem}")
             if _run_in_progress(context.instance, name):
                 continue  # one catch-up at a time: runs would only queue up behind it
+            catch_up = status.status != "FAILED" and status.checkpoint_age_seconds > CATCH_UP_AFTER_SECONDS
             requests.append(
                 dg.RunRequest(
-                    run_key=f"lag:{name}:{status.position}",
-                    asset_selection=[] if status.status == "FAILED" else [projection_key(name)],
+                    run_key=f"{'lag' if catch_up else 'lag-check'}:{name}:{status.position}",
+                    asset_selection=[projection_key(name)] if catch_up else [],
                     asset_check_keys=[lag_check_key(name)],
                     tags={"warriors/trigger": "projection_lag", LAG_RUN_TAG: str(name)},
                 )
