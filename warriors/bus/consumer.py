@@ -9,8 +9,10 @@ A message that cannot be applied is retried a bounded number of times; then it g
 `warrior-events.dlq` with the error in its headers, is recorded with the projection's
 parked events (its status shows it), and the rest of the stream goes on.
 
-Consumer lag (end of each partition minus the committed offset) is written to
-`bus_consumer_lag` after every batch; the projections' status reports it.
+Each held partition's progress (its committed offset and end, and the store's order up
+to which its events are applied) is written to `bus_consumer_lag` after every batch and
+while idle at the end of the topic (see `_record_lag`); the projections' status counts
+the group's lag from it.
 
 A sink rebuilt from the event store (a lost sink, a group that never committed, records
 gone from the topic) is recorded in `sink_rebuilds`: 'rebuilding' from the moment it is
