@@ -17,6 +17,7 @@ import httpx
 
 from warriors.security.identity import Role
 from warriors.security.key_store import create_key
+from warriors.security.personal_data import new_master_key_text
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -125,6 +126,12 @@ def vegeta(
         report["latencies"]["99th"] / 1e6, report["requests"] - ok,
     )  # fmt: skip
 
+
+# The services refuse to start without a personal data master key (docs/security.md). A
+# benchmark's data goes with its run: unless the environment names a key, every process a
+# benchmark starts (they inherit this environment) shares one made for the run.
+if not os.environ.get("PERSONAL_DATA_KEY") and not os.environ.get("PERSONAL_DATA_KEY_FILE"):
+    os.environ["PERSONAL_DATA_KEY"] = new_master_key_text()
 
 # Reads are measured as anonymous readers send them: open whatever a developer's
 # environment or .env.services says (writes need a key in any case).
