@@ -80,11 +80,12 @@ soak: $(STAMP) test-tools
 soak-cluster: $(STAMP) test-tools
 	CLUSTER_SECONDS=$${CLUSTER_SECONDS:-300} $(BIN)/pytest -s tests/test_cluster_topology.py
 
-## make fuzz: the schemathesis fuzzing of the API (tests/test_fuzz_api.py) for longer:
-## FUZZ_EXAMPLES (default 2000; make test runs 200) random cases per operation; FUZZ_SEED
-## repeats a run.
+## make fuzz: the schemathesis fuzzing of the API (tests/test_fuzz_api.py) for longer and
+## with a fresh seed each time: FUZZ_EXAMPLES (default 2000; make test runs 200) random
+## cases per operation; FUZZ_SEED=N replays a run (the seed and the command that replays it
+## are printed). make test always uses the seed pinned in the test (PINNED_SEED).
 fuzz: $(STAMP)
-	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-2000} $(BIN)/pytest -s tests/test_fuzz_api.py
+	FUZZ_SEED=$${FUZZ_SEED:-random} FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-2000} $(BIN)/pytest -s tests/test_fuzz_api.py
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .

@@ -90,7 +90,7 @@ def test_position_waits_for_the_read_model(client: httpx.Client) -> None:
     header = client.get(f"{QUERIES}/count", headers={"X-Min-Position": str(created["position"])})
     assert header.status_code == 200
     unknown = client.get(f"{QUERIES}/count", params={"position": 10**12})
-    assert unknown.status_code == 422
+    assert unknown.status_code == 404
 
 
 @pytest.mark.parametrize(

@@ -4,20 +4,32 @@ Bodies are parsed by the service itself (so that 400 and 422 are told apart and 
 field error is named), which is why they are described here rather than by models.
 """
 
+import sys
+import unicodedata
+from collections.abc import Iterable
 from datetime import date
 from typing import Any
 
 from pydantic import BaseModel, Field
 
 from warriors.application.warrior_commands import latest_today
-from warriors.domain.values import NAME_MAX_LENGTH, SKILL_MAX_LENGTH, SKILLS_MAX_COUNT
+from warriors.domain.values import (
+    EMOJI_TRAILERS,
+    EXPANDED_BY_NFC,
+    JOINING_SCRIPTS,
+    NAME_MAX_LENGTH,
+    SKILL_MAX_LENGTH,
+    SKILLS_MAX_COUNT,
+)
+
+Ranges = tuple[tuple[int, int], ...]
 
 # The text rules of names and skills (warriors/domain/values.py), as a JSON Schema pattern.
 # Code point ranges refused anywhere: control characters (Cc), invisible formatting
 # characters (Cf) and the line and paragraph separators (Zl, Zp), as Python's unicodedata
 # (Unicode 14) classifies them; tests/unit/test_openapi_rules.py checks this against it.
-# The server lets U+200C and U+200D (Cf) through between two letters of a joining script
-# or two emoji; the document, simpler, refuses them everywhere.
+# U+200C and U+200D (Cf) are among them; TEXT_PATTERN lets them through where the server
+# does (between two letters of a joining script, or two emoji).
 REFUSED_CHARACTERS = (
     (0x00, 0x1F), (0x7F, 0x9F), (0xAD, 0xAD), (0x600, 0x605), (0x61C, 0x61C), (0x6DD, 0x6DD),
     (0x70F, 0x70F), (0x890, 0x891), (0x8E2, 0x8E2), (0x180E, 0x180E), (0x200B, 0x200F),
@@ -37,7 +49,24 @@ BLANK_CHARACTERS = (
 )  # fmt: skip
 
 
-def _character_class(ranges: tuple[tuple[int, int], ...]) -> str:
+def _ranges_of(codes: Iterable[int]) -> Ranges:
+    """Sorted code points as inclusive ranges."""
+    ranges: list[tuple[int, int]] = []
+    for code in sorted(codes):
+        if ranges and ranges[-1][1] == code - 1:
+            ranges[-1] = (ranges[-1][0], code)
+        else:
+            ranges.append((code, code))
+    return tuple(ranges)
+
+
+def _minus(ranges: Ranges, *removed: Ranges) -> Ranges:
+    """`ranges` without the code points of `removed`."""
+    gone = {code for part in removed for low, high in part for code in range(low, high + 1)}
+    return _ranges_of(code for low, high in ranges for code in range(low, high + 1) if code not in gone)
+
+
+def _character_class(ranges: Ranges) -> str:
     # \uXXXX in the Basic Multilingual Plane; the characters themselves above it, where
     # ECMA 262 (without the u flag) and Python's re spell escapes differently.
     def one(code: int) -> str:
@@ -52,9 +81,39 @@ WHITE_SPACE = (
     (0x2028, 0x2029), (0x202F, 0x202F), (0x205F, 0x205F), (0x3000, 0x3000),
 )  # fmt: skip
 NOT_BLANK = rf"^[\s\S]*[^{_character_class(WHITE_SPACE)}][\s\S]*$"
-_ALLOWED = f"[^{_character_class(REFUSED_CHARACTERS)}]"
-_VISIBLE = f"[^{_character_class(REFUSED_CHARACTERS + BLANK_CHARACTERS)}]"
-TEXT_PATTERN = f"^{_ALLOWED}*{_VISIBLE}{_ALLOWED}*$"
+
+# The pattern of names and skills, as the server checks them (warriors/domain/values.py):
+# text made of tokens, each one allowed character, or a character followed by a joiner
+# where the server lets the joiner through:
+# - a letter of a joining script, then U+200C or U+200D, then another such letter;
+# - an emoji (a symbol, category So), its presentation selector or skin tones, then
+#   U+200D, then another emoji.
+# The lookahead checks the letter or emoji after the joiner without taking it, so that it
+# starts the next token. Each position has at most one way to go on, so a refused text
+# fails in linear time. At least one token starts with a visible character: text of
+# spaces, fillers and joiners only is blank.
+_REFUSED = REFUSED_CHARACTERS + _ranges_of(map(ord, EXPANDED_BY_NFC))
+_SYMBOLS = _ranges_of(code for code in range(sys.maxunicode + 1) if unicodedata.category(chr(code)) == "So")
+_JOINER_BEFORE = "[\\u200c\\u200d]"
+_TRAILERS = f"[{_character_class(_ranges_of(map(ord, EMOJI_TRAILERS)))}]"
+
+
+def _token(blank: Ranges) -> str:
+    """A token (see above) whose first character is none of `blank`."""
+    allowed = f"[^{_character_class(_REFUSED + blank)}]"
+    letter = f"[{_character_class(_minus(JOINING_SCRIPTS, _REFUSED, blank))}]"
+    emoji = f"[{_character_class(_minus(_SYMBOLS, _REFUSED, blank))}]"
+    next_letter = f"[{_character_class(_minus(JOINING_SCRIPTS, _REFUSED))}]"
+    next_emoji = f"[{_character_class(_minus(_SYMBOLS, _REFUSED))}]"
+    return (
+        f"(?:{letter}{_JOINER_BEFORE}(?={next_letter})|{emoji}{_TRAILERS}*\\u200d(?={next_emoji})|{allowed})"
+    )
+
+
+# The end is `(?![\s\S])` (nothing follows), not `$`: Python's `$` (jsonschema, hypothesis)
+# also matches before a final newline, so "Musashi\n" would have matched.
+END = r"(?![\s\S])"
+TEXT_PATTERN = f"^{_token(())}*{_token(BLANK_CHARACTERS)}{_token(())}*{END}"
 
 
 def _digit_span(low: int, high: int, rest: int) -> str:
@@ -94,9 +153,11 @@ def dates_up_to(last: date) -> str:
 
 
 _TEXT_RULES = (
-    "Trimmed and NFC-normalised, then 1-{} characters; not blank; no control, invisible formatting"
-    " (U+200C/U+200D only inside joining scripts and emoji sequences), line or paragraph"
-    " separator characters."
+    "At most {} characters as sent (an astral character counts as one), stored trimmed and"
+    " NFC-normalised; not blank; no control, invisible formatting (U+200C/U+200D only between"
+    " two letters of a joining script, U+200D also between two emoji), line or paragraph"
+    " separator characters, nor the precomposed characters NFC would spell as several"
+    " (U+0958: send U+0915 U+093C)."
 )
 _NAME = {"type": "string", "minLength": 1, "maxLength": NAME_MAX_LENGTH, "pattern": TEXT_PATTERN,
          "description": _TEXT_RULES.format(NAME_MAX_LENGTH)}  # fmt: skip
@@ -106,10 +167,10 @@ _DOB = {"type": "string", "format": "date", "pattern": dates_up_to(latest_today(
 _SKILLS = {
     "type": ["array", "null"],
     "maxItems": SKILLS_MAX_COUNT,
-    "uniqueItems": True,
     "items": {"type": "string", "minLength": 1, "maxLength": SKILL_MAX_LENGTH, "pattern": TEXT_PATTERN,
               "description": _TEXT_RULES.format(SKILL_MAX_LENGTH)},
-    "description": "No duplicates, ignoring case and Unicode normalisation; null or absent: none.",
+    "description": "A set: a skill equal to an earlier one but for case or Unicode normalisation is"
+    " merged into it (the first spelling is kept); null or absent: none.",
 }  # fmt: skip
 
 

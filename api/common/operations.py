@@ -9,6 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from starlette.responses import JSONResponse, Response
 
 from api.common.access import Access, GuardedRoute, Unauthenticated, requires
+from api.common.problems import PROBLEM_RESPONSES
 from warriors.eventstore.errors import StoreUnavailable
 from warriors.metrics import set_projection_gauges
 from warriors.readside.queries import WarriorQueries
@@ -48,6 +49,7 @@ def operations_router(ready_check: ReadyCheck) -> APIRouter:
     @router.get(
         "/metrics", summary="Prometheus metrics (operators)", response_class=Response,
         openapi_extra=requires(Role.OPERATOR),
+        responses={status: PROBLEM_RESPONSES[status] for status in (401, 403)},
     )  # fmt: skip
     async def metrics(request: Request) -> Response:
         """The HTTP metrics, the projector's and Dagster runs' counters, and the lag and

@@ -106,7 +106,9 @@ def install_problem_handlers(app: FastAPI) -> None:
     # The driver's message names hosts and socket paths: it is logged, not answered.
     on(StoreUnavailable, 503, "Service unavailable", "The database is not answering; retry later.")
     on(ReadModelBehind, 503, "Read model behind")
-    on(UnknownPosition, 422, "Unknown position")
+    # 404, not 422: the request is well formed (the document cannot know the head), the
+    # event it names is what does not exist (yet: a position past the head may come).
+    on(UnknownPosition, 404, "Unknown position")
 
     async def invalid_command(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, InvalidCommand)
@@ -145,7 +147,7 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
         400: "The body is not a JSON object, or a header is malformed.",
         401: "No API key, or one that is unknown or revoked (`WWW-Authenticate: Bearer`).",
         403: "The API key's role is not enough for this.",
-        404: "No such warrior (or it was deleted).",
+        404: "No such warrior (or it was deleted); with `position`: no event has that position.",
         409: "If-Match names another version, or the Idempotency-Key was used for another request.",
         413: "The body is larger than MAX_BODY_BYTES.",
         415: "The body is not sent as JSON: Content-Type must be application/json (or application/*+json).",

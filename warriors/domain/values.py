@@ -43,25 +43,25 @@ class Invalid(ValueError):
 # hidden text; the country flags (regional indicators, not Cf) remain.
 _ZWNJ = "\u200c"
 _ZWJ = "\u200d"
-_JOINING_SCRIPTS = (
+JOINING_SCRIPTS = (
     (0x0600, 0x08FF),  # Arabic to Arabic Extended-A
     (0x0900, 0x0DFF),  # Devanagari to Sinhala
     (0x1800, 0x18AF),  # Mongolian
 )
 # What may follow an emoji inside an emoji sequence before a ZWJ: the emoji
 # presentation selector and the skin tones.
-_EMOJI_TRAILERS = frozenset("\ufe0f\U0001f3fb\U0001f3fc\U0001f3fd\U0001f3fe\U0001f3ff")
+EMOJI_TRAILERS = frozenset("\ufe0f\U0001f3fb\U0001f3fc\U0001f3fd\U0001f3fe\U0001f3ff")
 # Characters that print as nothing although they are not format characters: text made
 # only of them (and of format characters and spaces) is blank. The Hangul fillers, the
 # braille blank, the combining grapheme joiner and the variation selectors.
-_BLANK_LOOKING = frozenset("\u115f\u1160\u3164\uffa0\u2800\u034f\u180b\u180c\u180d\u180f") | frozenset(
+BLANK_LOOKING = frozenset("\u115f\u1160\u3164\uffa0\u2800\u034f\u180b\u180c\u180d\u180f") | frozenset(
     chr(code) for code in [*range(0xFE00, 0xFE10), *range(0xE0100, 0xE01F0)]
 )
 
 
 def _in_joining_script(ch: str) -> bool:
     code = ord(ch)
-    return any(low <= code <= high for low, high in _JOINING_SCRIPTS)
+    return any(low <= code <= high for low, high in JOINING_SCRIPTS)
 
 
 def _is_emoji(ch: str) -> bool:
@@ -79,13 +79,13 @@ def _visible_joiner(text: str, index: int) -> bool:
     if text[index] != _ZWJ:
         return False
     start = index - 1
-    while start > 0 and text[start] in _EMOJI_TRAILERS:
+    while start > 0 and text[start] in EMOJI_TRAILERS:
         start -= 1
     return _is_emoji(text[start]) and _is_emoji(after)
 
 
 def _blank_looking(ch: str) -> bool:
-    return ch.isspace() or ch in _BLANK_LOOKING or unicodedata.category(ch) == "Cf"
+    return ch.isspace() or ch in BLANK_LOOKING or unicodedata.category(ch) == "Cf"
 
 
 def _hidden_character(text: str) -> str | None:
@@ -103,35 +103,72 @@ def _hidden_character(text: str) -> str | None:
     return None
 
 
+# Precomposed characters that NFC spells as two or three (Unicode's composition exclusions
+# with a decomposition of several characters, and four combining marks): U+0958 DEVANAGARI
+# LETTER QA is stored as U+0915 U+093C. Refused, naming the spelling to send instead, so
+# that normalising never lengthens text: the limits count characters as sent (what an
+# OpenAPI `maxLength` counts, so every validator built from the document agrees with the
+# service), and what is stored is never longer. tests/unit/test_openapi_rules.py checks
+# this list against Python's unicodedata.
+EXPANDED_BY_NFC = frozenset(
+    chr(code)
+    for low, high in (
+        (0x0344, 0x0344), (0x0958, 0x095F), (0x09DC, 0x09DD), (0x09DF, 0x09DF), (0x0A33, 0x0A33),
+        (0x0A36, 0x0A36), (0x0A59, 0x0A5B), (0x0A5E, 0x0A5E), (0x0B5C, 0x0B5D), (0x0F43, 0x0F43),
+        (0x0F4D, 0x0F4D), (0x0F52, 0x0F52), (0x0F57, 0x0F57), (0x0F5C, 0x0F5C), (0x0F69, 0x0F69),
+        (0x0F73, 0x0F73), (0x0F75, 0x0F76), (0x0F78, 0x0F78), (0x0F81, 0x0F81), (0x0F93, 0x0F93),
+        (0x0F9D, 0x0F9D), (0x0FA2, 0x0FA2), (0x0FA7, 0x0FA7), (0x0FAC, 0x0FAC), (0x0FB9, 0x0FB9),
+        (0x2ADC, 0x2ADC), (0xFB1D, 0xFB1D), (0xFB1F, 0xFB1F), (0xFB2A, 0xFB36), (0xFB38, 0xFB3C),
+        (0xFB3E, 0xFB3E), (0xFB40, 0xFB41), (0xFB43, 0xFB44), (0xFB46, 0xFB4E), (0x1D15E, 0x1D164),
+        (0x1D1BB, 0x1D1C0),
+    )
+    for code in range(low, high + 1)
+)  # fmt: skip
+
+
+def _expanded_character(text: str) -> str | None:
+    for ch in text:
+        if ch in EXPANDED_BY_NFC:
+            spelled = " ".join(f"U+{ord(part):04X}" for part in unicodedata.normalize("NFC", ch))
+            return f"must not contain U+{ord(ch):04X} precomposed: send it as {spelled}"
+    return None
+
+
 def _clean_text(raw: object, what: str, max_length: int) -> str:
-    """Trimmed and NFC-normalised (one spelling is stored, and the limit counts what the
-    text is made of, not how a keyboard composed it); refused if blank, too long, or
-    holding characters that hide or disguise text."""
+    """Trimmed and NFC-normalised (one spelling is stored); refused if blank, longer than
+    `max_length` characters as sent (code points: an astral character, a surrogate pair in
+    JSON, counts as one), or holding characters that hide or disguise text.
+
+    Every rule is checked on the text as sent, not on its NFC form, so that the
+    OpenAPI document's `maxLength` and `pattern` (api/command/openapi.py), which see only
+    what is sent, state exactly what is accepted: normalising can reorder combining marks
+    next to a joiner, and it never lengthens text that passed `_expanded_character`."""
     if not isinstance(raw, str):
         raise Invalid(f"{what} must be a string")
-    ascii_only = raw.isascii()  # the common case: NFC already, and only controls can hide
-    text = raw.strip() if ascii_only else unicodedata.normalize("NFC", raw).strip()
+    if len(raw) > max_length:
+        raise Invalid(f"{what} must be at most {max_length} characters (got {len(raw)})")
+    # Control, format and separator characters all fail isprintable() (so do spaces other
+    # than U+0020, which are allowed): only such text needs a look at each character. The
+    # whole text is looked at, its ends too: str.strip() would trim "\n" or U+001F away,
+    # which the document, like any client, sees as a control character sent.
+    if not raw.isprintable():
+        hidden = "must not contain control characters" if raw.isascii() else _hidden_character(raw)
+        if hidden is not None:
+            raise Invalid(f"{what} {hidden}")
+    text = raw.strip()
     if not text:
         raise Invalid(f"{what} must not be blank")
-    if not ascii_only and all(_blank_looking(ch) for ch in text):
+    if text.isascii():  # the common case: NFC already
+        return text
+    if all(_blank_looking(ch) for ch in text):
         raise Invalid(f"{what} must not be blank (it has only invisible characters)")
-    if len(text) > max_length:
-        raise Invalid(f"{what} must be at most {max_length} characters (got {len(text)})")
-    # Control, format and separator characters all fail isprintable() (so do spaces other
-    # than U+0020, which are allowed): only such text needs a look at each character.
-    if text.isprintable():
-        hidden = None
-    elif ascii_only:
-        hidden = "must not contain control characters"
-    else:
-        hidden = _hidden_character(text)
-    if hidden is not None:
-        raise Invalid(f"{what} {hidden}")
-    return text
+    if (expanded := _expanded_character(text)) is not None:
+        raise Invalid(f"{what} {expanded}")
+    return unicodedata.normalize("NFC", text)
 
 
 def parse_name(raw: object) -> str:
-    """A name: a string, trimmed, NFC-normalised, 1-100 characters, nothing hidden."""
+    """A name: a string of at most 100 characters, trimmed, NFC-normalised, nothing hidden."""
     return _clean_text(raw, "name", NAME_MAX_LENGTH)
 
 
@@ -151,9 +188,12 @@ def parse_dob(raw: object, today: date) -> date:
 
 
 def parse_skills(raw: object) -> tuple[tuple[str, ...], list[tuple[str, str]]]:
-    """Fight skills: null or a list of 0-50 strings, each trimmed, NFC-normalised, 1-50
-    characters, nothing hidden, without duplicates (ignoring case and Unicode
-    normalisation). Order is kept.
+    """Fight skills: null or a list of 0-50 strings, each of 1-50 characters as sent,
+    trimmed, NFC-normalised, nothing hidden. A skill equal to an earlier one but for case
+    or Unicode normalisation is the same skill and merged into it (the first spelling and
+    place are kept): the list is a set, like the document's, which cannot say "unique
+    ignoring case" (JSON Schema's `uniqueItems` compares exactly), so refusing such
+    repeats would refuse requests the document allows.
 
     Returns the clean skills and a list of (index suffix, message) for bad items, so
     each bad item is named (`fight_skills[3]`). A wrong container type raises `Invalid`.
@@ -170,7 +210,7 @@ def parse_skills(raw: object) -> tuple[tuple[str, ...], list[tuple[str, str]]]:
 def _clean_skill_items(raw: Sequence[object]) -> tuple[tuple[str, ...], list[tuple[str, str]]]:
     skills: list[str] = []
     problems: list[tuple[str, str]] = []
-    seen: dict[str, int] = {}
+    seen: set[str] = set()
     for index, item in enumerate(raw):
         try:
             skill = _clean_text(item, "a skill", SKILL_MAX_LENGTH)
@@ -179,11 +219,9 @@ def _clean_skill_items(raw: Sequence[object]) -> tuple[tuple[str, ...], list[tup
             continue
         # Skills are NFC already; casefold() can undo that (U+01F0 "ǰ" folds to j + U+030C),
         # so the folded form is normalised again: skills equal but for case or for Unicode
-        # normalisation are duplicates.
+        # normalisation are one skill.
         folded = skill.casefold() if skill.isascii() else unicodedata.normalize("NFC", skill.casefold())
-        if folded in seen:
-            problems.append((f"[{index}]", f"duplicates fight_skills[{seen[folded]}] (case-insensitive)"))
-            continue
-        seen[folded] = index
-        skills.append(skill)
+        if folded not in seen:
+            seen.add(folded)
+            skills.append(skill)
     return tuple(skills), problems
