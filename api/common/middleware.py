@@ -13,6 +13,7 @@ from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uuid_utils import uuid7  # its own UUID type: str() of it is 7x cheaper than of compat's uuid.UUID
 
+from api.common.admission import IN_FLIGHT, SHED, WAITING, Admission, Limit
 from api.common.problems import problem
 from warriors.logs import CORRELATION_ID
 
@@ -31,6 +32,14 @@ LATENCY = Histogram(
 
 class _BodyTooLarge(Exception):
     pass
+
+
+_OVERLOADED = problem(
+    503,
+    "Overloaded",
+    "This worker is at capacity; retry after the Retry-After seconds.",
+    headers={"Retry-After": "1"},
+)
 
 
 def host_name(host: bytes) -> bytes:
@@ -52,14 +61,22 @@ def _host_allowed(headers: Iterable[tuple[bytes, bytes]], allowed: frozenset[byt
 class EdgeMiddleware:
     """Refuse a Host outside `allowed_hosts` (when it is not empty), echo (or create)
     `X-Correlation-Id`, answer 413 to bodies over `max_body_bytes` (declared or streamed),
-    and count every answer by route and status."""
+    shed what `admission` does not admit (503, `Retry-After`), and count every answer by
+    route and status."""
 
     def __init__(
-        self, app: ASGIApp, service: str, max_body_bytes: int, allowed_hosts: frozenset[str] = frozenset()
+        self,
+        app: ASGIApp,
+        service: str,
+        max_body_bytes: int,
+        allowed_hosts: frozenset[str] = frozenset(),
+        admission: Admission | None = None,
     ) -> None:
         self.app = app
         self.service = service
         self.max_body_bytes = max_body_bytes
+        self._admission = admission
+        self._gauges: dict[str, Any] = {}
         # None: any host (nothing is looked at). Otherwise a set lookup per request.
         self._allowed_hosts = frozenset(h.encode() for h in allowed_hosts) if allowed_hosts else None
         # labels() takes a lock and builds a key on every call; the children are cached.
@@ -105,14 +122,46 @@ class EdgeMiddleware:
                 message["headers"] = [*message.get("headers", []), (CORRELATION_HEADER, correlation)]
             await send(message)
 
+        limit = self._admission.limit_for(scope["method"], scope["path"]) if self._admission else None
         try:
-            if scope["method"] in _BODILESS and declared <= 0:
-                await self.app(scope, receive, send_with_id)
-            else:
-                await self._limited(scope, receive, send_with_id)
+            if limit is not None:
+                if not await self._admitted(limit):
+                    await _OVERLOADED(scope, receive, send_with_id)
+                    return
+                self._in_flight(limit).inc()
+            try:
+                if scope["method"] in _BODILESS and declared <= 0:
+                    await self.app(scope, receive, send_with_id)
+                else:
+                    await self._limited(scope, receive, send_with_id)
+            finally:
+                if limit is not None:
+                    limit.release()
+                    self._in_flight(limit).dec()
         finally:
             CORRELATION_ID.reset(logged)
             self._observe(scope, status, time.perf_counter() - started)
+
+    async def _admitted(self, limit: Limit) -> bool:
+        now = limit.try_now()
+        if now is None:
+            waiting = WAITING.labels(self.service, limit.kind)  # rare: not worth a cache
+            waiting.inc()
+            try:
+                now = await limit.wait()
+            finally:
+                waiting.dec()
+            if not now:
+                SHED.labels(self.service, limit.kind, "queue_time").inc()
+        elif not now:
+            SHED.labels(self.service, limit.kind, "queue_full").inc()
+        return now
+
+    def _in_flight(self, limit: Limit) -> Any:
+        gauge = self._gauges.get(limit.kind)
+        if gauge is None:
+            gauge = self._gauges[limit.kind] = IN_FLIGHT.labels(self.service, limit.kind)
+        return gauge
 
     async def _limited(self, scope: Scope, receive: Receive, send: Send) -> None:
         received = 0

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI
 
 from api.common.access import SECURITY_SCHEMES, Access
+from api.common.admission import Admission, Limit
 from api.common.middleware import EdgeMiddleware
 from api.common.operations import DEGRADED, operations_router
 from api.common.problems import install_problem_handlers
@@ -146,9 +147,14 @@ def build_service(
     for router in [*routers, operations_router(ready)]:
         app.router.routes.extend(router.routes)
     _document_security(app)
+    queue, budget = settings.admission_queue, settings.admission_queue_seconds
+    admission = Admission(
+        reads=Limit("read", settings.admission_reads_in_flight, queue, budget),
+        writes=Limit("write", settings.admission_writes_in_flight, queue, budget),
+    )
     app.add_middleware(
         EdgeMiddleware, service=service, max_body_bytes=settings.max_body_bytes,
-        allowed_hosts=settings.allowed_host_names(),
+        allowed_hosts=settings.allowed_host_names(), admission=admission,
     )  # fmt: skip
     return app
 
