@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import resource
-import shutil
 import subprocess
 import tempfile
 import threading
@@ -39,7 +38,7 @@ from typing import Any
 import httpx
 import psycopg
 
-from bench.platform import Platform, cpu_by_group, process_groups, python_processes, read_pids
+from bench.platform import Platform, cpu_by_group, process_groups, python_processes, read_pids, tear_down
 from bench.tools import RESULTS, LoadResult, bearer, lua_table, machine, require, save, write_private, wrk
 from tests.dataset import created_events, words
 from tests.history import copy_events
@@ -374,12 +373,7 @@ def main() -> None:
         )
         report["phases"] = phases
     finally:
-        if platform is not None:
-            print("stopping warriors run ...", flush=True)
-            platform.stop()
-        if redis is not None:
-            redis.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+        tear_down(platform, redis, workdir=workdir)
     mode = "with Redis" if args.redis else "PostgreSQL only"
     report["title"] = (
         f"warriors run ({mode}, uvicorn with {args.workers} HTTP workers), {args.concurrency} connections, {args.seconds}s each,"

@@ -4,12 +4,14 @@ OpenSearch and Redis of its own, and the CPU its processes use, read from /proc.
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 import httpx
 
@@ -101,6 +103,22 @@ class Platform:
         self._log.close()
         if (self.postgres.pgdata / "PG_VERSION").exists():
             self.postgres.stop("immediate")
+
+
+class _Stoppable(Protocol):
+    def stop(self) -> None: ...
+
+
+def tear_down(platform: "Platform | None", *servers: _Stoppable | None, workdir: Path) -> None:
+    """Stop the platform (Ctrl-C to its process group, as a developer would), then the
+    servers started for it, and remove the run's folder."""
+    if platform is not None:
+        print("\nstopping warriors run ...", flush=True)
+        platform.stop()
+    for server in servers:
+        if server is not None:
+            server.stop()
+    shutil.rmtree(workdir, ignore_errors=True)
 
 
 class Services:

@@ -59,6 +59,7 @@ type config struct {
 	invalid     float64
 	progress    time.Duration
 	sample      int
+	goodMs      float64
 	headers     headerList // on every request (-header)
 	keyFile     string
 	keyOnReads  bool
@@ -139,6 +140,7 @@ func parseFlags() config {
 	flag.Int64Var(&c.maxInFlight, "max-in-flight", 5000, "requests in flight at most; a send over it is skipped (an error)")
 	flag.Float64Var(&c.invalid, "invalid", 0.1, "share of invalid creations")
 	flag.DurationVar(&c.progress, "progress", 5*time.Second, "progress line on stderr every so often (0: none)")
+	flag.Float64Var(&c.goodMs, "good-ms", 100, "an answer within this many ms counts toward the goodput")
 	flag.IntVar(&c.sample, "sample", 0, "print this many creation bodies and search terms (from -seed) and exit")
 	flag.Var(&c.headers, "header", "`Name: value` added to every request (repeatable)")
 	flag.StringVar(&c.keyFile, "key-file", "", "a `file` holding an API key (writer role), sent as 'Authorization: Bearer KEY' on creations")
@@ -262,12 +264,12 @@ func newGenerator(c config) *generator {
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		},
 		base:      base,
-		creations: newStream("creations", c.createRate),
-		locations: newStream("locations", 0),
-		searches:  newStream("searches", c.searchRate),
+		creations: newStream("creations", c.createRate, c.goodMs),
+		locations: newStream("locations", 0, c.goodMs),
+		searches:  newStream("searches", c.searchRate, c.goodMs),
 	}
 	for _, class := range searchClasses {
-		g.classes = append(g.classes, newStream("searches/"+class, c.searchRate/float64(len(searchClasses))))
+		g.classes = append(g.classes, newStream("searches/"+class, c.searchRate/float64(len(searchClasses)), c.goodMs))
 	}
 	return g
 }
@@ -356,10 +358,22 @@ type creation struct {
 	delay   time.Duration
 }
 
+// shedAnswer: true (and recorded) if the answer is a 503, admission control's "at capacity".
+func shedAnswer(s *stream, due time.Time, a answer) bool {
+	if a.err != nil || a.status != http.StatusServiceUnavailable {
+		return false
+	}
+	s.recordShed(due, a.done, a.header.Get("Retry-After") != "")
+	return true
+}
+
 func (g *generator) create(due time.Time, c creation) {
 	a := g.send(http.MethodPost, g.surface.create, c.body)
 	if a.status >= 200 && a.status < 300 { // stored, even if its body is then lost
 		g.accepted.Add(1)
+	}
+	if shedAnswer(g.creations, due, a) {
+		return
 	}
 	if a.err != nil {
 		g.creations.record(g.win, due, a.done, false, errorKind(a.err), false)
@@ -403,6 +417,9 @@ func (g *generator) followUp(due time.Time, location, name string) {
 		}
 		defer g.release()
 		a := g.send(http.MethodGet, target, nil)
+		if shedAnswer(g.locations, due, a) {
+			return
+		}
 		switch {
 		case a.err != nil:
 			g.locations.record(g.win, due, a.done, false, errorKind(a.err), true)
@@ -425,6 +442,10 @@ func (g *generator) followUp(due time.Time, location, name string) {
 
 func (g *generator) search(due time.Time, term string, class int) {
 	a := g.send(http.MethodGet, g.surface.search(term), nil)
+	if shedAnswer(g.searches, due, a) {
+		g.classes[class].recordShed(due, a.done, a.header.Get("Retry-After") != "")
+		return
+	}
 	ok, kind := false, ""
 	switch {
 	case a.err != nil:

@@ -238,3 +238,26 @@ func TestKeyOnWrites(t *testing.T) {
 		}
 	}
 }
+
+func TestShedAnswersAreCountedApartWithTheirLatency(t *testing.T) {
+	s := newStream("searches", 10, 100)
+	w := window{start: time.Unix(0, 0), holdFrom: time.Unix(0, 0), holdTo: time.Unix(100, 0)}
+	due := time.Unix(1, 0)
+	shed := answer{status: http.StatusServiceUnavailable, header: http.Header{"Retry-After": {"1"}}, done: due.Add(3 * time.Millisecond)}
+	bare := answer{status: http.StatusServiceUnavailable, header: http.Header{}, done: due.Add(20 * time.Millisecond)}
+	if !shedAnswer(s, due, shed) || !shedAnswer(s, due, bare) {
+		t.Fatal("a 503 is a shed answer")
+	}
+	if shedAnswer(s, due, answer{status: http.StatusOK, done: due}) {
+		t.Fatal("a 200 is not")
+	}
+	s.record(w, due, due.Add(50*time.Millisecond), true, "", false)  // good
+	s.record(w, due, due.Add(150*time.Millisecond), true, "", false) // ok, past the good bound
+	out := s.summary(w, 10*time.Second)
+	if out.Shed != 2 || out.ShedWithoutRetry != 1 || out.ShedMax != 20 || out.Errors != 0 {
+		t.Fatalf("shed %d, without Retry-After %d, max %v ms, errors %d", out.Shed, out.ShedWithoutRetry, out.ShedMax, out.Errors)
+	}
+	if out.ThroughputHold != 0.2 || out.GoodputHold != 0.1 {
+		t.Fatalf("throughput %v, goodput %v per s", out.ThroughputHold, out.GoodputHold)
+	}
+}

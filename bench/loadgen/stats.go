@@ -18,14 +18,31 @@ type stream struct {
 	invalid   int64
 	ok        int64
 	okInHold  int64
+	goodHold  int64 // ok in the hold and answered within the good bound
+	goodMs    float64
+	shed      int64     // answered 503 (admission control), counted apart from errors
+	shedBare  int64     // of which without a Retry-After header
+	shedMs    []float64 // their latencies
 	errors    map[string]int64
 	misses    map[string]int64
 	latencies []float64 // ms, from the scheduled send time, of every answered or timed-out request
 	lastDone  time.Time
 }
 
-func newStream(name string, targetRate float64) *stream {
-	return &stream{name: name, targetRate: targetRate, errors: map[string]int64{}, misses: map[string]int64{}}
+func newStream(name string, targetRate, goodMs float64) *stream {
+	return &stream{name: name, targetRate: targetRate, goodMs: goodMs, errors: map[string]int64{}, misses: map[string]int64{}}
+}
+
+// recordShed: a 503 (shed by admission control; the client is told to retry later). Not
+// an error: a server past capacity that says so at once is what the overload steps want.
+func (s *stream) recordShed(scheduled, done time.Time, retryAfter bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.shed++
+	if !retryAfter {
+		s.shedBare++
+	}
+	s.shedMs = append(s.shedMs, float64(done.Sub(scheduled))/float64(time.Millisecond))
 }
 
 // window: the hold phase, for the hold throughput.
@@ -56,6 +73,9 @@ func (s *stream) record(w window, scheduled, done time.Time, ok bool, kind strin
 		s.ok++
 		if !done.Before(w.holdFrom) && !done.After(w.holdTo) {
 			s.okInHold++
+			if float64(done.Sub(scheduled))/float64(time.Millisecond) <= s.goodMs {
+				s.goodHold++
+			}
 		}
 	case miss:
 		s.misses[kind]++
@@ -74,6 +94,11 @@ type streamSummary struct {
 	LocationMisses    int64            `json:"location_misses"`
 	MissesByKind      map[string]int64 `json:"misses_by_kind"`
 	ThroughputHold    float64          `json:"throughput_hold"`
+	GoodputHold       float64          `json:"goodput_hold"` // ok within -good-ms, per second of the hold
+	Shed              int64            `json:"shed"`
+	ShedWithoutRetry  int64            `json:"shed_without_retry_after"`
+	ShedP99           float64          `json:"shed_p99_ms"`
+	ShedMax           float64          `json:"shed_max_ms"`
 	ThroughputOverall float64          `json:"throughput_overall"`
 	P50               float64          `json:"p50_ms"`
 	P90               float64          `json:"p90_ms"`
@@ -98,6 +123,14 @@ func (s *stream) summary(w window, hold time.Duration) streamSummary {
 	}
 	if hold > 0 {
 		out.ThroughputHold = round(float64(s.okInHold)/hold.Seconds(), 2)
+		out.GoodputHold = round(float64(s.goodHold)/hold.Seconds(), 2)
+	}
+	out.Shed, out.ShedWithoutRetry = s.shed, s.shedBare
+	if n := len(s.shedMs); n > 0 {
+		sorted := append([]float64(nil), s.shedMs...)
+		sort.Float64s(sorted)
+		out.ShedP99 = round(percentile(sorted, 0.99), 3)
+		out.ShedMax = round(sorted[n-1], 3)
 	}
 	if elapsed := s.lastDone.Sub(w.start).Seconds(); elapsed > 0 {
 		out.ThroughputOverall = round(float64(s.ok)/elapsed, 2)
