@@ -1,5 +1,6 @@
 """Helpers shared by the tests: waiting on conditions and running the HTTP service."""
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import psycopg
 from warriors.adapters.search_engine import EngineKind, SearchEngine
 from warriors.domain.events import plain_data
 from warriors.eventstore.opening import KeyRecord, Keyring
+from warriors.readside.vocabulary import Vocabulary, VocabularyListener
 from warriors.security.identity import Role, key_subject
 from warriors.security.key_store import create_key
 from warriors.servers.opensearch_server import OpenSearchServer
@@ -37,6 +39,15 @@ def wait_for(condition: Callable[[], T | None], *, timeout: float = 30.0, what: 
             last_error = exc
         time.sleep(0.05)
     raise TimeoutError(f"timed out after {timeout}s waiting for {what} (last error: {last_error})")
+
+
+async def until(condition: Callable[[], bool], *, within: float = 30.0, what: str = "condition") -> None:
+    """Poll `condition` on the event loop until it holds; fail after `within` seconds."""
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {within}s waiting for {what}")
+        await asyncio.sleep(0.02)
 
 
 class LoggedProcess:
@@ -154,3 +165,15 @@ def opened_events(postgres: str, warrior_id: str) -> list[tuple[str, int, dict[s
         )
         for event_type, version, schema, data, meta in rows
     ]
+
+
+@asynccontextmanager
+async def listening_vocabulary(database_url: str) -> AsyncIterator[Vocabulary]:
+    """An HTTP worker's search vocabulary, loaded from `database_url` and kept by LISTEN."""
+    listener = VocabularyListener(database_url, Vocabulary())
+    listener.start()
+    try:
+        await until(lambda: listener.vocabulary.ready, what="the vocabulary loaded")
+        yield listener.vocabulary
+    finally:
+        await listener.stop()

@@ -1,5 +1,5 @@
-"""The search contract, on the PostgreSQL read model and on a real OpenSearch node (each
-with a database of its own)."""
+"""The search contract, on the PostgreSQL read model (with and without the worker's
+in-memory vocabulary) and on a real OpenSearch node (each with a database of its own)."""
 
 import uuid
 from collections.abc import AsyncIterator
@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from tests.support import fresh_search_engine
+from tests.support import fresh_search_engine, listening_vocabulary
 from warriors.eventstore.appender import GroupCommitAppender
 from warriors.eventstore.store import EventStore
 from warriors.projections.engine import ProjectionEngine
@@ -46,7 +46,7 @@ def insert_events(url: str) -> None:
             )
 
 
-@pytest.fixture(params=["postgresql", "opensearch"])
+@pytest.fixture(params=["postgresql", "postgresql-vocabulary", "opensearch"])
 async def queries(
     request: pytest.FixtureRequest, fresh_database: str, opensearch: OpenSearchServer
 ) -> AsyncIterator[WarriorQueries]:
@@ -61,6 +61,10 @@ async def queries(
         store = EventStore(pool, GroupCommitAppender(pool))
         if request.param == "postgresql":
             yield WarriorQueries(pool, store)
+            return
+        if request.param == "postgresql-vocabulary":  # terms matching no word answered in memory
+            async with listening_vocabulary(fresh_database) as vocabulary:
+                yield WarriorQueries(pool, store, vocabulary=vocabulary)
             return
         async with fresh_search_engine(opensearch) as search:
             indexing = ProjectionEngine(pool, WarriorsSearch(search))

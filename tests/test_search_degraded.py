@@ -24,7 +24,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from tests.conftest import database_of_its_own
 from tests.history import checkpoint, copy_events, head
-from tests.support import ProjectorProcess, ServiceProcess, wait_for
+from tests.support import ProjectorProcess, ServiceProcess, until, wait_for
 from warriors.adapters.search_engine import EngineKind, IndexAction, SearchEngine, SearchUnavailable
 from warriors.eventstore.appender import GroupCommitAppender
 from warriors.eventstore.store import EventStore
@@ -127,15 +127,6 @@ def _shut(sock: socket.socket) -> None:
     with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
     sock.close()
-
-
-async def until(condition: Callable[[], bool], *, within: float, what: str) -> None:
-    """Poll `condition` on the event loop until it holds; fail after `within` seconds."""
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"timed out after {within}s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 async def until_answers(call: Callable[[], Awaitable[Any]], wanted: Any, *, within: float, what: str) -> None:

@@ -29,6 +29,7 @@ from warriors.logs import configure_logging
 from warriors.projections.catalog import search_engine
 from warriors.readside.answer_cache import AnswerCache
 from warriors.readside.queries import WarriorQueries
+from warriors.readside.vocabulary import Vocabulary, VocabularyListener
 from warriors.security.master_key import require_master_key
 from warriors.tracing import setup_tracing
 
@@ -77,9 +78,14 @@ def build_service(
         app.state.cache = cache
         app.state.search_engine = engine
         app.state.commands = WarriorCommands(store)
+        # The vocabulary answers terms that match nothing on PostgreSQL's search only.
+        vocabulary = VocabularyListener(database_url, Vocabulary()) if engine is None else None
+        if vocabulary is not None:
+            vocabulary.start()
         app.state.queries = WarriorQueries(
-            pool, store, cache, engine, fed_by_kafka=bool(settings.kafka_bootstrap_servers)
-        )
+            pool, store, cache, engine, fed_by_kafka=bool(settings.kafka_bootstrap_servers),
+            vocabulary=vocabulary.vocabulary if vocabulary else None,
+        )  # fmt: skip
         app.state.settings = settings
         app.state.access = Access(pool, settings)
         app.state.answers = AnswerCache(settings.search_cache_seconds, settings.search_cache_entries)
@@ -89,6 +95,8 @@ def build_service(
         finally:
             for task in checking.values():
                 task.cancel()
+            if vocabulary is not None:
+                await vocabulary.stop()
             await appender.drain()
             await pool.close()
             if cache is not None:

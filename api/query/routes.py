@@ -82,7 +82,7 @@ async def found_warriors(request: Request, term: str | None, limit: int, wanted:
     queries = _queries(request)
 
     async def answer() -> bytes:
-        return orjson.dumps([w.to_json() for w in await queries.search(term, limit)])
+        return orjson.dumps([w.to_json() for w in await queries.search(term, limit, recent=wanted is None)])
 
     if wanted is None:  # a recent answer to the same question will do (AnswerCache)
         answers: AnswerCache = request.app.state.answers

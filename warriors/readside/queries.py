@@ -31,6 +31,7 @@ from warriors.readside.search_terms import (
     fold_ascii,
     parse,
 )
+from warriors.readside.vocabulary import Vocabulary
 
 MAX_RESULTS = 50
 MAX_SUGGESTIONS = 10
@@ -223,12 +224,14 @@ class WarriorQueries:
         search_engine: SearchEngine | None = None,
         *,
         fed_by_kafka: bool = False,
+        vocabulary: Vocabulary | None = None,
     ) -> None:
         self.pool = pool
         self.store = store
         self.cache = cache
         self.search_engine = search_engine
         self.fed_by_kafka = fed_by_kafka
+        self.vocabulary = vocabulary
         self._cached = GroupedCacheLookup(cache) if cache is not None else None
         self._lookup = GroupedLookup(pool)
 
@@ -277,9 +280,13 @@ class WarriorQueries:
         return WarriorView(state.warrior_id, state.name, state.dob, list(state.fight_skills), state.version,
                            events[0].created_at, events[-1].created_at)  # fmt: skip
 
-    async def search(self, term: str | None, limit: int = MAX_RESULTS) -> list[WarriorView]:
+    async def search(
+        self, term: str | None, limit: int = MAX_RESULTS, *, recent: bool = True
+    ) -> list[WarriorView]:
         """No term: the newest, from PostgreSQL. A term: from the search engine when one is
-        configured (PostgreSQL while it is unreachable), from PostgreSQL otherwise."""
+        configured (PostgreSQL while it is unreachable), from PostgreSQL otherwise; with
+        `recent`, a term the worker's vocabulary says can match nothing is answered empty
+        at once (the vocabulary may be milliseconds behind: not after a `?position=` wait)."""
         limit = min(limit, MAX_RESULTS)
         if term is None or not term.strip():
             return await self._rows(_NEWEST, {"limit": limit})
@@ -291,7 +298,7 @@ class WarriorQueries:
                 return [WarriorView.from_document(d) for d in documents]
         # Control characters never match a name, and PostgreSQL cannot take NUL at all.
         terms = parse(await self._fold("".join(ch for ch in term if ch.isprintable())))
-        if terms.empty:
+        if terms.empty or (recent and self.vocabulary is not None and not self.vocabulary.might_match(terms)):
             return []
         with translated_errors():
             async with self.pool.connection() as conn:
