@@ -3,11 +3,13 @@ in-memory vocabulary) and on a real OpenSearch node (each with a database of its
 
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
 import orjson
 import psycopg
 import pytest
+from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from tests.support import fresh_search_engine, listening_vocabulary
@@ -46,19 +48,26 @@ def insert_events(url: str) -> None:
             )
 
 
+@asynccontextmanager
+async def projected_warriors(
+    url: str,
+) -> AsyncIterator[tuple[AsyncConnectionPool[AsyncConnection], ProjectionEngine, EventStore]]:
+    """WARRIORS in the store of `url` and in its read model: a pool, the read model's
+    projection engine (caught up) and the store."""
+    insert_events(url)
+    async with AsyncConnectionPool(url, min_size=1, max_size=4, kwargs={"autocommit": True}) as pool:
+        engine = ProjectionEngine(pool, WarriorsReadModel())
+        await engine.register()
+        assert await engine.catch_up() == len(WARRIORS)
+        yield pool, engine, EventStore(pool, GroupCommitAppender(pool))
+
+
 @pytest.fixture(params=["postgresql", "postgresql-vocabulary", "opensearch"])
 async def queries(
     request: pytest.FixtureRequest, fresh_database: str, opensearch: OpenSearchServer
 ) -> AsyncIterator[WarriorQueries]:
     """The same contract on both: PostgreSQL's search, and the search engine's."""
-    insert_events(fresh_database)
-    async with AsyncConnectionPool(
-        fresh_database, min_size=1, max_size=4, kwargs={"autocommit": True}
-    ) as pool:
-        engine = ProjectionEngine(pool, WarriorsReadModel())
-        await engine.register()
-        assert await engine.catch_up() == len(WARRIORS)
-        store = EventStore(pool, GroupCommitAppender(pool))
+    async with projected_warriors(fresh_database) as (pool, _, store):
         if request.param == "postgresql":
             yield WarriorQueries(pool, store)
             return

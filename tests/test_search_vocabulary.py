@@ -13,14 +13,10 @@ from dataclasses import dataclass
 import orjson
 import psycopg
 import pytest
-from psycopg_pool import AsyncConnectionPool
 
 from tests.support import listening_vocabulary, until
-from tests.test_search import WARRIORS, insert_events
-from warriors.eventstore.appender import GroupCommitAppender
-from warriors.eventstore.store import EventStore
+from tests.test_search import WARRIORS, projected_warriors
 from warriors.projections.engine import ProjectionEngine
-from warriors.projections.read_model import WarriorsReadModel
 from warriors.readside.queries import WarriorQueries
 from warriors.readside.search_terms import parse
 from warriors.readside.vocabulary import APPLICATION_NAME, Vocabulary
@@ -37,19 +33,12 @@ class Searches:
 
 @pytest.fixture
 async def searches(fresh_database: str) -> AsyncIterator[Searches]:
-    insert_events(fresh_database)
-    async with AsyncConnectionPool(
-        fresh_database, min_size=1, max_size=4, kwargs={"autocommit": True}
-    ) as pool:
-        engine = ProjectionEngine(pool, WarriorsReadModel())
-        await engine.register()
-        assert await engine.catch_up() == len(WARRIORS)
-        store = EventStore(pool, GroupCommitAppender(pool))
-        async with listening_vocabulary(fresh_database) as vocabulary:
-            yield Searches(
-                fresh_database, engine, vocabulary, WarriorQueries(pool, store, vocabulary=vocabulary),
-                WarriorQueries(pool, store),
-            )  # fmt: skip
+    async with (
+        projected_warriors(fresh_database) as (pool, engine, store),
+        listening_vocabulary(fresh_database) as vocabulary,
+    ):
+        fast = WarriorQueries(pool, store, vocabulary=vocabulary)
+        yield Searches(fresh_database, engine, vocabulary, fast, WarriorQueries(pool, store))
 
 
 def add_warriors(url: str, names: list[str]) -> None:

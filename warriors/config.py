@@ -88,22 +88,14 @@ class Settings(BaseSettings):
     db_pool_timeout_seconds: float = Field(
         default=2.0, gt=0, description="Wait for a connection before answering 503."
     )
-    admission_reads_in_flight: int = Field(
-        default=48,
-        ge=1,
-        description="Reads (GET) a worker runs at once; more wait (api/common/admission.py).",
-    )
-    admission_writes_in_flight: int = Field(
-        default=48, ge=1, description="Writes a worker runs at once; more wait in line."
-    )
-    admission_queue: int = Field(
-        default=64,
-        ge=0,
-        description="Requests of each kind that may wait for a slot; more are answered 503 at once.",
-    )
-    admission_queue_seconds: float = Field(
-        default=0.5, gt=0, description="The longest a request waits in line before it is answered 503."
-    )
+    # Admission control (api/common/admission.py, docs/operations.md "Overload"): per HTTP
+    # worker, reads (GET) and writes each run at most *_in_flight at once; up to
+    # admission_queue more of each wait in line at most admission_queue_seconds; the rest
+    # are answered 503 at once.
+    admission_reads_in_flight: int = Field(default=48, ge=1)
+    admission_writes_in_flight: int = Field(default=48, ge=1)
+    admission_queue: int = Field(default=64, ge=0)
+    admission_queue_seconds: float = Field(default=0.5, gt=0)
     append_max_batch: int = Field(
         default=256, ge=1, description="Most commands written in one group-commit INSERT."
     )
