@@ -138,14 +138,23 @@ def main() -> None:
             service = Server("api.gateway:create_app", free_port(), args.workers,
                              {**env, "SEARCH_CACHE_SECONDS": "0"}, workdir / "service.log")  # fmt: skip
             cached = Server("api.gateway:create_app", free_port(), args.workers, env, workdir / "cached.log")
+            # The baseline of the worker's vocabulary (issue 24): every term to PostgreSQL.
+            queried = Server("api.gateway:create_app", free_port(), args.workers,
+                             {**env, "SEARCH_CACHE_SECONDS": "0", "SEARCH_VOCABULARY_IN_WORKER": "false"},
+                             workdir / "queried.log")  # fmt: skip
             try:
                 for name in scripts:  # warm up: connections, plans
                     wrk(service.url, 1, 1, scripts[name], name)
                 wrk(cached.url, 1, 1, scripts["get"], "get")
-                one: dict[str, list[LoadResult]] = {name: [] for name in ("get", *CLASSES)}
-                many: dict[str, list[LoadResult]] = {"get": [], "mixed": [], "cached": []}
+                wrk(queried.url, 1, 1, scripts["random"], "random")
+                one: dict[str, list[LoadResult]] = {name: [] for name in ("get", *CLASSES, "queried")}
+                many: dict[str, list[LoadResult]] = {"get": [], "mixed": [], "cached": [], "queried": []}
                 for _ in range(args.rounds):
                     for name in one:
+                        if name == "queried":
+                            label = "search: random, vocabulary off"
+                            one[name].append(wrk(queried.url, 1, args.seconds, scripts["random"], label))
+                            continue
                         label = "get by id" if name == "get" else f"search: {name}"
                         one[name].append(wrk(service.url, 1, args.seconds, scripts[name], label))
                     many["get"].append(wrk(service.url, 64, args.seconds, scripts["get"], "get by id"))
@@ -155,7 +164,11 @@ def main() -> None:
                     many["cached"].append(
                         wrk(cached.url, 64, args.seconds, scripts["mixed"], "search: mixed, answer cache 1 s")
                     )
+                    many["queried"].append(
+                        wrk(queried.url, 64, args.seconds, scripts["mixed"], "search: mixed, vocabulary off")
+                    )
             finally:
+                queried.stop()
                 cached.stop()
                 service.stop()
         finally:
@@ -172,6 +185,11 @@ def main() -> None:
     for r in loaded[1:]:
         print(f"  {r.label}: throughput {r.requests_per_second / loaded[0].requests_per_second:.2f} of"
               " get-by-id's (target >= 0.3)")  # fmt: skip
+    on, off = single[CLASSES.index("random") + 1], single[-1]
+    print(f"\nthe worker's vocabulary (issue 24): random letters p50 {on.p50_ms:.2f} ms against {off.p50_ms:.2f} ms"
+          f" queried ({off.p50_ms / on.p50_ms:.1f}x); mixed at 64 connections {loaded[1].requests_per_second:,.0f}"
+          f" against {loaded[3].requests_per_second:,.0f} req/s queried"
+          f" ({loaded[1].requests_per_second / loaded[3].requests_per_second:.2f}x)")  # fmt: skip
     report["one_client"] = [r.__dict__ for r in single]
     report["64_connections"] = [r.__dict__ for r in loaded]
     report["terms"] = {name: found[:20] for name, found in by_class.items()}

@@ -170,6 +170,11 @@ class Settings(BaseSettings):
         " with ?position= bypasses it. 0: no cache.",
     )
     search_cache_entries: int = Field(default=10_000, ge=0, description="Most answers a worker keeps.")
+    search_vocabulary_in_worker: bool = Field(
+        default=True,
+        description="Each HTTP worker holds the search vocabulary and answers a term that can match"
+        " nothing without a query (PostgreSQL search; warriors/readside/vocabulary.py).",
+    )
     cache_ttl_seconds: int = Field(default=3600, ge=1, description="How long a Redis cache entry lives.")
     cache_count_fresh_seconds: float = Field(
         default=5.0,

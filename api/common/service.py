@@ -79,7 +79,8 @@ def build_service(
         app.state.search_engine = engine
         app.state.commands = WarriorCommands(store)
         # The vocabulary answers terms that match nothing on PostgreSQL's search only.
-        vocabulary = VocabularyListener(database_url, Vocabulary()) if engine is None else None
+        in_worker = engine is None and settings.search_vocabulary_in_worker
+        vocabulary = VocabularyListener(database_url, Vocabulary()) if in_worker else None
         if vocabulary is not None:
             vocabulary.start()
         app.state.queries = WarriorQueries(
