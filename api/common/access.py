@@ -12,7 +12,6 @@ the right to make it learns nothing else, not even that its body is invalid).
   problem+json and name the role needed, never anything about the key.
 """
 
-import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -21,6 +20,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 from starlette.responses import Response
 
+from api.common.key_cache import KeyCache
 from api.common.routing import PrefixCheckedRoute
 from warriors.config import Settings
 from warriors.security.identity import ANONYMOUS, Identity, Role, key_digest
@@ -29,7 +29,6 @@ from warriors.security.key_store import identity_of
 ROLE_FIELD = "x-required-role"
 OPENED_BY_FIELD = "x-opened-by-setting"
 _BEARER = "bearer "
-_CACHE_ENTRIES = 10_000
 
 # The OpenAPI security schemes the routes refer to (api/common/service.py adds them).
 SECURITY_SCHEMES: dict[str, Any] = {
@@ -65,8 +64,7 @@ class Access:
         self._pool = pool
         self._settings = settings
         self._reads_open = not settings.read_auth_required
-        self._ttl = settings.auth_cache_seconds
-        self._known: dict[bytes, tuple[Identity | None, float]] = {}
+        self._keys = KeyCache(settings.auth_cache_seconds)
 
     async def check(self, request: Request, needed: Role, opened_by: str | None) -> Identity:
         identity = await self.identify(request)
@@ -104,14 +102,10 @@ class Access:
 
     async def _identity(self, key: str) -> Identity | None:
         digest = key_digest(key)
-        now = time.monotonic()
-        known = self._known.get(digest)
-        if known is not None and known[1] > now:
-            return known[0]
-        identity = await identity_of(self._pool, key)
-        if len(self._known) >= _CACHE_ENTRIES:  # a flood of made-up keys cannot grow it
-            self._known.clear()
-        self._known[digest] = (identity, now + self._ttl)
+        known, identity = self._keys.get(digest)
+        if not known:
+            identity = await identity_of(self._pool, key)
+            self._keys.put(digest, identity)
         return identity
 
 
