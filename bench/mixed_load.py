@@ -292,6 +292,8 @@ def main() -> None:
                         help="factors of the highest held rate to run after the steps (none: skip)")  # fmt: skip
     parser.add_argument("--compare-unbounded", action=argparse.BooleanOptionalAction, default=True,
                         help="then the held rate and the overload rates again with admission control off")  # fmt: skip
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="a setting of the platform (e.g. ADMISSION_QUEUE=8); repeatable")  # fmt: skip
     parser.add_argument("--services", action="store_true", help="with Kafka, OpenSearch and Redis")
     parser.add_argument("--loadgen", default=None, help="path of warriors-loadgen (default: .venv/bin)")
     args = parser.parse_args()
@@ -300,7 +302,9 @@ def main() -> None:
         args.seed = int.from_bytes(os.urandom(4), "big") or 1
 
     RESULTS.mkdir(parents=True, exist_ok=True)
-    steps, overload = campaign(args, "admission control on (the defaults)", {}, args.rates)
+    settings = dict(item.split("=", 1) for item in args.env)
+    label = f"admission control on ({', '.join(args.env) or 'the defaults'})"
+    steps, overload = campaign(args, label, settings, args.rates)
     held_steps = [s for s in steps if s["passed"]]
     unbounded: list[dict[str, Any]] = []
     if args.compare_unbounded and held_steps and overload:
