@@ -164,6 +164,19 @@ _NAME = {"type": "string", "minLength": 1, "maxLength": NAME_MAX_LENGTH, "patter
 # The server's "today" when the document was made: the latest date on Earth (UTC+14).
 _DOB = {"type": "string", "format": "date", "pattern": dates_up_to(latest_today()),
         "description": "YYYY-MM-DD, a real date from 0001-01-01, not in the future."}  # fmt: skip
+
+
+def refresh_dates(today: date | None = None) -> bool:
+    """Make the `dob` pattern end at `today` (default: the latest date on Earth now); True
+    if it moved. A service up since yesterday would otherwise document yesterday's last
+    day, and refuse in its document a date it accepts."""
+    pattern = dates_up_to(today or latest_today())
+    if _DOB["pattern"] == pattern:
+        return False
+    _DOB["pattern"] = pattern
+    return True
+
+
 _SKILLS = {
     "type": ["array", "null"],
     "maxItems": SKILLS_MAX_COUNT,

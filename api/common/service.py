@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI
 
+from api.command.openapi import refresh_dates
 from api.common.access import SECURITY_SCHEMES, Access
 from api.common.admission import Admission, Limit
 from api.common.middleware import EdgeMiddleware
@@ -173,6 +174,8 @@ def _document_security(app: FastAPI) -> None:
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
+        if refresh_dates():  # a new day: the dob pattern moved, build the document again
+            app.openapi_schema = None
         if app.openapi_schema is None:  # build() fills it
             build().setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
         return app.openapi_schema  # type: ignore[return-value]

@@ -18,8 +18,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from api.command.openapi import CREATE_BODY, NOT_BLANK, TEXT_PATTERN, dates_up_to
+from api.command.openapi import CREATE_BODY, NOT_BLANK, TEXT_PATTERN, dates_up_to, refresh_dates
 from tests.text_rule_examples import TEXT_CASES, TextCase
+from warriors.application.warrior_commands import latest_today
 from warriors.domain.commands import create_warrior
 from warriors.domain.errors import InvalidCommand
 from warriors.domain.values import EXPANDED_BY_NFC, Invalid, parse_dob, parse_name
@@ -67,6 +68,18 @@ def _service_accepts(name: str, skills: list[str]) -> bool:
 def test_pinned_text_cases(case: TextCase) -> None:
     assert _document_accepts(case.name, case.skills) == case.accepted
     assert _service_accepts(case.name, case.skills) == case.accepted
+
+
+def test_the_documented_dob_pattern_moves_with_the_day() -> None:
+    tomorrow = latest_today() + timedelta(days=1)
+    dob = _CREATE_SCHEMA["properties"]["dob"]
+    try:
+        assert refresh_dates(tomorrow)
+        assert not refresh_dates(tomorrow)  # same day: nothing to rebuild
+        assert re.fullmatch(dob["pattern"], tomorrow.isoformat())
+    finally:
+        refresh_dates()
+    assert not re.fullmatch(dob["pattern"], tomorrow.isoformat())
 
 
 def test_the_expanded_characters_are_those_nfc_lengthens() -> None:
