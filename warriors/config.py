@@ -95,7 +95,7 @@ class Settings(BaseSettings):
     admission_reads_in_flight: int = Field(default=48, ge=1)
     admission_writes_in_flight: int = Field(default=48, ge=1)
     admission_queue: int = Field(default=64, ge=0)
-    admission_queue_seconds: float = Field(default=0.5, gt=0)
+    admission_queue_seconds: float = Field(default=0.1, gt=0)
     append_max_batch: int = Field(
         default=256, ge=1, description="Most commands written in one group-commit INSERT."
     )
