@@ -1,7 +1,7 @@
 """The worker's in-memory search vocabulary against the real PostgreSQL search
 (warriors/readside/vocabulary.py): a term it answers empty is one the database finds
 nothing for (soundness, over a seeded spread of terms), it learns new words by LISTEN
-within moments of their commit, also past a notice's size (reload), and after its
+within moments of their commit, also past a notice's size (several notices), and after its
 connection is killed it reconnects and reads the table again, missing nothing."""
 
 import random
@@ -99,11 +99,11 @@ async def test_new_words_are_learned_by_listening(searches: Searches) -> None:
     assert [w.name for w in await searches.fast.search("qponmlk")] == ["Zyxwvut Qponmlk"]
 
 
-async def test_words_past_a_notice_size_are_read_again(searches: Searches) -> None:
+async def test_words_past_a_notice_size_arrive_in_several(searches: Searches) -> None:
     names = [f"Warrior{n:04d}abcdefghijkl Surname{n:04d}mnopqrstuv" for n in range(400)]  # ~20 KB of words
     add_warriors(searches.url, names)
     assert await searches.engine.catch_up() == len(names)
-    await until(lambda: len(searches.vocabulary) >= 800, within=10, what="the reloaded vocabulary")
+    await until(lambda: len(searches.vocabulary) >= 800, within=10, what="every new word")
     assert searches.vocabulary.might_match(parse("surname0399mnopqrstuv"))
 
 

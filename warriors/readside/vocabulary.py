@@ -11,11 +11,12 @@ database's lookup), nor (the last word) a prefix of one, and that names no synon
 nothing: `might_match` says so, and the search answers `[]`.
 
 Kept fresh by LISTEN: a statement trigger on `search_words` (sql/0018) notifies the words
-each statement adds; the worker LISTENs before it loads the table, so nothing added in
-between is missed. Words the database forgets stay here: an extra word only sends a term
-to the database, never answers one wrongly. A notice reaches the worker a few
-milliseconds after the commit; a search without `?position=` may already be up to
-SEARCH_CACHE_SECONDS old (the answer cache), and one with it skips this check. Until the
+each statement adds (in notices of under 8,000 bytes each); the worker LISTENs before it
+loads the table, so nothing added in between is missed. Words the database forgets stay
+here: an extra word only sends a term to the database, never answers one wrongly. A
+notice reaches the worker a few milliseconds after the commit; a search without
+`?position=` may already be up to SEARCH_CACHE_SECONDS old (the answer cache), and one
+with it skips this check. Until the
 words are loaded, or while the listening connection is down, every term goes to the
 database, as before.
 
@@ -38,7 +39,6 @@ from warriors.readside.search_terms import SearchTerms
 log = logging.getLogger(__name__)
 
 CHANNEL = "search_words"
-RELOAD = "*"  # a notice too long for one payload: read the table again
 APPLICATION_NAME = "warriors-vocabulary"  # what pg_stat_activity shows for the listener
 _RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0)
 
@@ -130,17 +130,11 @@ class VocabularyListener:
             self._url, autocommit=True, application_name=APPLICATION_NAME
         ) as conn:
             await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL)))
-            while True:
-                # Notices that arrive while the table is read wait in the connection's
-                # backlog: notifies() hands them over first.
-                await self._load(conn)
-                async with contextlib.aclosing(conn.notifies()) as notices:
-                    async for notice in notices:
-                        if notice.payload == RELOAD:
-                            break  # out of notifies(), which holds the connection, to read again
-                        self.vocabulary.add(notice.payload.split("\n"))
-                    else:
-                        return
+            # Notices that arrive while the table is read wait in the connection's backlog:
+            # notifies() hands them over first.
+            await self._load(conn)
+            async for notice in conn.notifies():
+                self.vocabulary.add(notice.payload.split("\n"))
 
     async def _load(self, conn: psycopg.AsyncConnection) -> None:
         cursor = await conn.execute("SELECT word FROM search_words")
