@@ -9,10 +9,9 @@ at most `queue_seconds` (the queue-time budget); any further one is shed on arri
 and writes have limits of their own, so a write flood cannot starve reads, nor the other
 way round. Health and metrics are never shed: an overloaded worker still says so.
 
-A static bound (ADMISSION_* settings), not an adaptive one (Netflix's concurrency-limits,
-Envoy's adaptive concurrency): the work behind a request is bounded by the database pool
-and the group commit, so the bound that keeps the pool's wait short is known from the pool
-size; see docs/operations.md, "Overload".
+Static bounds (ADMISSION_* settings), not adaptive ones (Netflix's concurrency-limits,
+Envoy's adaptive concurrency): what they give and do not give, measured, is in
+docs/operations.md and docs/benchmarks.md, "Overload".
 """
 
 import asyncio
