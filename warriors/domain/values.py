@@ -54,7 +54,7 @@ EMOJI_TRAILERS = frozenset("\ufe0f\U0001f3fb\U0001f3fc\U0001f3fd\U0001f3fe\U0001
 # Characters that print as nothing although they are not format characters: text made
 # only of them (and of format characters and spaces) is blank. The Hangul fillers, the
 # braille blank, the combining grapheme joiner and the variation selectors.
-BLANK_LOOKING = frozenset("\u115f\u1160\u3164\uffa0\u2800\u034f\u180b\u180c\u180d\u180f") | frozenset(
+_BLANK_LOOKING = frozenset("\u115f\u1160\u3164\uffa0\u2800\u034f\u180b\u180c\u180d\u180f") | frozenset(
     chr(code) for code in [*range(0xFE00, 0xFE10), *range(0xE0100, 0xE01F0)]
 )
 
@@ -85,7 +85,7 @@ def _visible_joiner(text: str, index: int) -> bool:
 
 
 def _blank_looking(ch: str) -> bool:
-    return ch.isspace() or ch in BLANK_LOOKING or unicodedata.category(ch) == "Cf"
+    return ch.isspace() or ch in _BLANK_LOOKING or unicodedata.category(ch) == "Cf"
 
 
 def _hidden_character(text: str) -> str | None:
