@@ -15,7 +15,7 @@ that survives restarts; the test suite uses it with a throw-away folder. It list
 
 PostgreSQL refuses to run as root. Run as root (as CI and these machines do), the server
 runs as a dedicated system user (`warriors-pg`, created on first use) that owns the data
-folder; the folders above it are made traversable (o+x) for that user.
+folder; the folders above it and above its programs are made traversable (o+x) for that user.
 """
 
 import logging
@@ -119,6 +119,9 @@ class EmbeddedPostgres(LocalServer):
         user = self._service_user()
         if user is not None:
             make_traversable(self.data_dir)
+            # Its programs too: in a project cloned into a private folder (`mktemp -d`,
+            # /root: 0700) the server's user could not reach the wheel's initdb.
+            make_traversable(self.bin_dir)
             shutil.chown(self.data_dir, user.pw_uid, user.pw_gid)
         if not (self.pgdata / "PG_VERSION").exists():
             log.info("initialising PostgreSQL data in %s", self.pgdata)

@@ -1,6 +1,6 @@
 """Servers that refuse to run as root (PostgreSQL; OpenSearch by policy here) run as a
 dedicated system user when the platform is started as root: created on first use, with
-the folders above their data made traversable for it."""
+the folders above their data and their programs made traversable for it."""
 
 import logging
 import os
