@@ -83,7 +83,7 @@ soak-cluster: $(STAMP) test-tools
 ## make fuzz: the schemathesis fuzzing of the API (tests/test_fuzz_api.py) for longer and
 ## with a fresh seed each time: FUZZ_EXAMPLES (default 2000; make test runs 200) random
 ## cases per operation; FUZZ_SEED=N replays a run (the seed and the command that replays it
-## are printed). make test always uses the seed pinned in the test (PINNED_SEED).
+## are printed). make test always uses the seed pinned in tests/fuzz_seed.py (PINNED_SEED).
 fuzz: $(STAMP)
 	FUZZ_SEED=$${FUZZ_SEED:-random} FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-2000} $(BIN)/pytest -s tests/test_fuzz_api.py
 

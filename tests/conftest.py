@@ -16,6 +16,7 @@ import redis
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
+from tests import fuzz_seed
 from tests.support import ProjectorProcess, ServiceProcess, fresh_search_engine
 from warriors.adapters.search_engine import SearchEngine
 from warriors.eventstore.database import apply_migrations
@@ -25,6 +26,12 @@ from warriors.servers.embedded_postgres import EmbeddedPostgres
 from warriors.servers.kafka_broker import KafkaBroker
 from warriors.servers.opensearch_server import OpenSearchServer
 from warriors.servers.redis_server import RedisServer
+
+
+def pytest_report_header() -> str:
+    """The fuzzing seed in every run's header (CI logs included)."""
+    return fuzz_seed.header()
+
 
 # The services a developer started with `make services` (.env.services) are not the
 # tests': each test that uses one passes its URL explicitly.

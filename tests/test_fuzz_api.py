@@ -32,10 +32,9 @@ other work running beside it):
   90 s in all: too close to make test's budget for this test when the machine is busy;
 - 2,000 (`make fuzz`): 24,600-26,650 requests in 7.5-9 min (8-10 min in all).
 Requests per second are bound by generating the cases (one core), not by the service.
-The seed: in `make test`, PINNED_SEED below, the same on every run, so that a build is
-never refused by a seed that happened to find an old bug; a maintainer moves it on purpose
-(after a `make fuzz` campaign). `make fuzz` draws a fresh one (FUZZ_SEED=random) unless
-FUZZ_SEED is given, and prints it with the command that replays it. A failure `make fuzz`
+The seed (tests/fuzz_seed.py): in `make test`, PINNED_SEED, the same on every run, shown
+in pytest's header; `make fuzz` draws a fresh one (FUZZ_SEED=random) unless FUZZ_SEED is
+given, and prints it with the command that replays it. A failure `make fuzz`
 finds becomes a pinned case in tests/text_rule_examples.py (or a test of its own) in the
 change that fixes it; test_pinned_cases_answer_as_the_document_says sends those on every
 build.
@@ -57,23 +56,11 @@ from schemathesis import APIOperation, Case
 from schemathesis.core.parameters import ParameterLocation
 from schemathesis.schemas import BaseSchema
 
+from tests.fuzz_seed import fuzz_seed
 from tests.support import ProjectorProcess, ServiceProcess
 from tests.text_rule_examples import TEXT_CASES, TextCase
 
 FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "200"))
-# The seed of issue 23's failure (a name of 101 characters as sent accepted), kept because
-# it found one; it passes since the limits count what is sent.
-PINNED_SEED = 54583605510112734629726528714013372317
-
-
-def _seed() -> int | None:
-    """FUZZ_SEED (a number, or `random` for a fresh one), else PINNED_SEED."""
-    wanted = os.environ.get("FUZZ_SEED", "").strip()
-    if wanted == "random":
-        return None  # schemathesis draws one; the fixture prints it
-    return int(wanted) if wanted else PINNED_SEED
-
-
 _Case = Case[APIOperation[Any, Any, Any, Any]]
 # {operation label: {status: how many answers}}, filled by the test and checked after it.
 _Answers = dict[str, Counter[int]]
@@ -88,7 +75,7 @@ def api_schema(service: ServiceProcess, projector: ProjectorProcess) -> BaseSche
         "generation": {"max-examples": FUZZ_EXAMPLES, "database": "none", "with-security-parameters": False},
         "checks": {"enabled": True},
     }
-    if (seed := _seed()) is not None:
+    if (seed := fuzz_seed()) is not None:
         settings["seed"] = seed
     config = schemathesis.Config.from_dict(settings)
     print(f"fuzzing with FUZZ_SEED={config.seed} FUZZ_EXAMPLES={FUZZ_EXAMPLES}; replay it with"
