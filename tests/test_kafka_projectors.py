@@ -5,6 +5,7 @@ goes on, and a second projector joining the group (a rebalance) keeps it exact."
 import asyncio
 import shutil
 import tempfile
+import threading
 import uuid
 from datetime import UTC, datetime
 from functools import partial
@@ -337,6 +338,56 @@ def test_a_dead_member_shows_as_lag_while_the_other_member_goes_on(
         feeder.stop()
         for member in members:
             member.stop()
+
+
+def test_a_member_that_never_recorded_its_partitions_shows_as_lag(
+    fresh_database: str, broker: KafkaBroker
+) -> None:
+    """A member holds partitions and dies (or hangs) before its first record of them; the
+    other member records its own partitions read to their ends. The status counted from
+    the rows there were, all the live member's: lag near 0 with the silent member's
+    messages unapplied (found by tests/test_production_faults.py in CI: "280 of the store's
+    last 403 events not applied" with the Dagster lag check green, a member SIGKILLed just
+    after the start). Now any member writes a row for every partition of the topic (at
+    the store's start until its own member records it), so the silent ones count."""
+    group = consumer_group("warriors_read_model")
+    silent = Consumer({
+        "bootstrap.servers": broker.bootstrap_servers(), "group.id": group, "enable.auto.commit": False,
+        "partition.assignment.strategy": "cooperative-sticky", "session.timeout.ms": 6000,
+    })  # fmt: skip
+    stop = threading.Event()
+
+    def hold() -> None:  # in the group, holding its partitions, reading and recording nothing
+        while not stop.is_set():
+            silent.poll(0.1)
+            if held := silent.assignment():
+                silent.pause(held)
+
+    feeder = relay(fresh_database, broker)  # creates the topic
+    wait_for(lambda: kafka_statuses(fresh_database).get(RELAY) is not None, timeout=60, what="the relay")
+    silent.subscribe([TOPIC])
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
+    member = ProjectorProcess(fresh_database, env=bus_env(broker), name="member")
+    try:
+        wait_for(lambda: members_holding_partitions(broker, group) == 2, timeout=120,
+                 what="both members to hold partitions")  # fmt: skip
+        wait_for(lambda: recorded_partitions(fresh_database) > 0, timeout=60, what="a first record")
+        with psycopg.connect(fresh_database) as conn:
+            moment = (conn.execute("SELECT now()").fetchone() or [datetime.now(UTC)])[0]
+        write_history(fresh_database, 100)  # 210 events over the three partitions
+        wait_for(lambda: kafka_statuses(fresh_database)[RELAY].lag_events == 0, what="the relay")
+        wait_for(lambda: done_since(fresh_database, broker, moment), timeout=60, what="the live member")
+        behind = unapplied(fresh_database)
+        status = kafka_statuses(fresh_database)["warriors_read_model"]
+        assert behind > 0, "the silent member holds nothing: nothing proved"
+        assert status.lag_events >= behind, (status, behind)
+    finally:
+        stop.set()
+        holder.join(timeout=10)
+        silent.close()
+        member.stop()
+        feeder.stop()
 
 
 def test_a_member_joining_a_group_that_committed_rebuilds_nothing(

@@ -68,6 +68,16 @@ SET committed = excluded.committed, end_offset = excluded.end_offset, updated_at
                      (l.applied_transaction_id, l.applied_position)) AS a(transaction_id, position)
         ORDER BY a.transaction_id DESC, a.position DESC LIMIT 1)
 """
+# Every partition of the topic has a row from the moment any member of the group knows
+# the partition: a partition whose member never recorded it (killed before its first
+# batch, or a partition just added) would otherwise say nothing, and the status, counting
+# from the least advanced row, would call its messages applied. A row nobody has written
+# yet says nothing applied (the store's start). Never overwrites a row.
+_PLACEHOLDERS = """
+INSERT INTO bus_consumer_lag AS l (group_id, partition, committed, end_offset, updated_at)
+SELECT %(group)s, p, 0, 0, now() FROM generate_series(0, %(count)s - 1) AS p
+ON CONFLICT (group_id, partition) DO NOTHING
+"""
 _PARK = """
 INSERT INTO projection_parked_events (projection_name, event_id, position, error)
 VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING
@@ -206,6 +216,7 @@ class ProjectionConsumer:
         # partition holds its events in the relay's order, which is the store's)
         self._applied: dict[int, StreamPosition] = {}
         self._progress_checked = float("-inf")  # monotonic time the ends were last asked of the broker
+        self._partitions_placed = 0  # the topic's partitions this member made sure have rows (_PLACEHOLDERS)
         self._rebuild: RebuildState | None = None  # as last read (None: not read yet, or no row)
         self._rebuild_checked = float("-inf")  # monotonic time it was read
         self._replaying = False  # this member is replaying the store (its partitions paused)
@@ -821,15 +832,28 @@ class ProjectionConsumer:
         only those the batch touched: a partition's row then stops moving only when nobody
         consumes it (its member died or hangs), and the status counts what the relay
         published after the least advanced partition. Returns the messages not consumed."""
-        relayed = None
+        relayed, partitions = None, 0
         if fresh or time.monotonic() - self._progress_checked >= PROGRESS_CHECK_SECONDS:
             relayed = await self._relayed()
+            partitions = await asyncio.to_thread(self._topic_partitions)
             self._progress_checked = time.monotonic()
         rows = await asyncio.to_thread(self._progress, relayed)
-        if rows:
+        if rows or partitions > self._partitions_placed:
             async with self.pool.connection() as conn:
-                await conn.execute(_RECORD_LAG, {"group": self.group, **_columns(rows)})
+                if partitions > self._partitions_placed:  # first: before a row says anything applied
+                    await conn.execute(_PLACEHOLDERS, {"group": self.group, "count": partitions})
+                    self._partitions_placed = partitions
+                if rows:
+                    await conn.execute(_RECORD_LAG, {"group": self.group, **_columns(rows)})
         return sum(row.end - row.committed for row in rows)
+
+    def _topic_partitions(self) -> int:
+        """How many partitions the topic has, as the broker says (0: not known now)."""
+        try:
+            topic = self.consumer.list_topics(TOPIC, timeout=5.0).topics.get(TOPIC)
+        except KafkaException:
+            return 0
+        return 0 if topic is None or topic.error is not None else len(topic.partitions)
 
     def _progress(self, relayed: StreamPosition | None) -> list[PartitionProgress]:
         """The rows of `_record_lag`; ends asked of the broker when `relayed` is given."""

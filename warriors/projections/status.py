@@ -78,8 +78,11 @@ def consumer_group(projection: str) -> str:
 # relay's checkpoint), whether or not the consumer is alive to say so. Each partition's
 # order is what its member last recorded (sql/0016; see ProjectionConsumer._record_lag):
 # a partition nobody consumes (its member died and the group has not moved it yet) stops
-# moving, and must not be hidden by the partitions the live members keep recording. A
-# group that never recorded anything has consumed nothing.
+# moving, and must not be hidden by the partitions the live members keep recording. Every
+# partition of the topic has a row as soon as any member knows it (a placeholder at the
+# store's start until its own member records it: see _PLACEHOLDERS there), so a partition
+# whose member died before its first record counts too. A group that never recorded
+# anything has consumed nothing.
 _UNCONSUMED = """
 WITH relayed AS (
     SELECT last_transaction_id AS t, last_position AS p FROM projection_offsets
