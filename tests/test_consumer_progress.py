@@ -9,7 +9,7 @@ import time
 from dataclasses import replace
 
 import psycopg
-from confluent_kafka import OFFSET_BEGINNING, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
@@ -149,5 +149,36 @@ async def test_a_finished_rebuild_covers_a_new_group_while_what_came_after_it_is
         assert await assigned(rebuilt) == (True, "records deleted from a topic never read")
         unknown = replace(rebuilt, topic_ends=None)  # the broker did not answer the rebuild
         assert await assigned(unknown) == (True, "records deleted from a topic never read")
+    finally:
+        await asyncio.to_thread(member.consumer.close)
+
+
+async def test_a_batch_commits_its_own_offsets_not_what_was_polled_after_it(
+    fresh_database: str, fresh_pool: AsyncConnectionPool[AsyncConnection], broker: KafkaBroker
+) -> None:
+    """While a member replays the store it keeps polling, and keeps what the polls return
+    (`_held`) to apply after the batch that asked for the replay. That batch's commit was
+    the consumer's position, past the held messages: a member killed before applying them
+    left the group's committed offset after messages never applied, and the next member
+    went on from there. A batch commits after its own last message in each partition."""
+    await register(fresh_pool, READ_MODEL)
+    partitions = publish(broker)
+    member = await asyncio.to_thread(member_of, fresh_pool, broker, partitions)
+    first = TopicPartition(TOPIC, 0, OFFSET_BEGINNING)
+    try:
+        member.consumer.assign([first])
+        polled: list[Message] = []
+        deadline = time.monotonic() + 60
+        while len(polled) < PER_PARTITION:  # the whole partition polled: the batch and what is held
+            assert time.monotonic() < deadline, f"partition 0 not read: {polled}"
+            polled += [m for m in await asyncio.to_thread(member._next_messages) if m.error() is None]
+        await member._process(polled[:1], asyncio.Event())  # the envelope is not one: dead-lettered, done
+
+        def committed() -> int:
+            [tp] = member.consumer.committed([TopicPartition(TOPIC, 0)], 10.0)
+            return int(tp.offset)
+
+        wait_for(lambda: committed() > 0, timeout=30, what="the batch's commit")
+        assert committed() == 1  # after the batch's one message, not after the one held
     finally:
         await asyncio.to_thread(member.consumer.close)

@@ -453,8 +453,11 @@ class ProjectionConsumer:
                 log.warning("consumer %s: %r; retrying the batch in 1s", self.group, exc)
                 await asyncio.sleep(1.0)  # a pause before the retry, not a synchronisation
         # After the effect; asynchronous: a commit lost to a crash only means a redelivery,
-        # which the applies make harmless.
-        self.consumer.commit(asynchronous=True)
+        # which the applies make harmless. The batch's own offsets, not the consumer's
+        # position: messages polled during a replay of the store wait in `_held`, applied
+        # next, and committed with this batch they would be lost to a crash meanwhile.
+        if offsets := self._after(batch):
+            self.consumer.commit(offsets=offsets, asynchronous=True)
         for message, event in readable:
             partition = message.partition()
             if partition is not None:
@@ -467,6 +470,17 @@ class ProjectionConsumer:
                 await self._caught_up()
         except (*TRANSIENT, KafkaException) as exc:  # only a gauge: the next batch records it again
             log.warning("consumer %s: lag not recorded: %r", self.group, exc)
+
+    def _after(self, batch: list[Message]) -> list[TopicPartition]:
+        """The offsets to commit once `batch` is applied: after its last message in each
+        partition this member still holds."""
+        held = {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
+        after: dict[tuple[str, int], int] = {}
+        for message in batch:
+            topic, partition, offset = message.topic(), message.partition(), message.offset()
+            if topic is not None and partition is not None and offset is not None:
+                after[topic, partition] = max(after.get((topic, partition), 0), offset + 1)
+        return [TopicPartition(t, p, o) for (t, p), o in after.items() if (t, p) in held]
 
     async def _intact(self, stop: asyncio.Event) -> bool:
         """Before a batch and while idle: the sink holds everything before it, or a rebuild
