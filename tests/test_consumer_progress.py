@@ -17,7 +17,12 @@ from psycopg_pool import AsyncConnectionPool
 from tests.history import write_history
 from tests.support import wait_for
 from warriors.adapters.kafka_bus import TOPIC, BusProducer, ensure_topics
+from warriors.adapters.redis_cache import RedisReadModels
 from warriors.bus.consumer import ProjectionConsumer, RebuildState
+from warriors.eventstore.reader import read_after
+from warriors.eventstore.records import START
+from warriors.projections.base import Projection
+from warriors.projections.cache import WarriorsCache
 from warriors.projections.engine import register
 from warriors.projections.read_model import READ_MODEL, WarriorsReadModel
 from warriors.projections.status import RELAY, projection_statuses
@@ -40,12 +45,16 @@ def publish(broker: KafkaBroker) -> list[TopicPartition]:
 
 
 def member_of(
-    pool: AsyncConnectionPool[AsyncConnection], broker: KafkaBroker, partitions: list[TopicPartition]
+    pool: AsyncConnectionPool[AsyncConnection],
+    broker: KafkaBroker,
+    partitions: list[TopicPartition],
+    projection: Projection | None = None,
 ) -> ProjectionConsumer:
-    """A member of the read model's group, once the broker answers for the group (a new
-    broker's coordinator takes a moment: "Not coordinator" meanwhile)."""
+    """A member of the read model's group (or `projection`'s), once the broker answers for
+    the group (a new broker's coordinator takes a moment: "Not coordinator" meanwhile)."""
     servers = broker.bootstrap_servers()
-    member = ProjectionConsumer(pool, WarriorsReadModel(redelivery=True), servers, BusProducer(servers))
+    projection = projection or WarriorsReadModel(redelivery=True)
+    member = ProjectionConsumer(pool, projection, servers, BusProducer(servers))
     wait_for(lambda: member.consumer.committed(partitions, 10.0), timeout=60, what="the group's coordinator")
     return member
 
@@ -182,3 +191,43 @@ async def test_a_batch_commits_its_own_offsets_not_what_was_polled_after_it(
         assert committed() == 1  # after the batch's one message, not after the one held
     finally:
         await asyncio.to_thread(member.consumer.close)
+
+
+async def test_the_cache_is_ready_only_when_the_whole_group_is_caught_up(
+    fresh_database: str, fresh_pool: AsyncConnectionPool[AsyncConnection], broker: KafkaBroker, redis_url: str
+) -> None:
+    """Each member renewed the cache's readiness when its own partitions were read to their
+    ends: with another member dead (its partitions stop moving until the group notices),
+    the live one kept a cache missing the dead one's messages ready, and readers were
+    served it (issue 25, item 9). A member renews it only when the group's least advanced
+    partition is caught up too."""
+    write_history(fresh_database, 5)
+    relay_at_the_head(fresh_database)
+    partitions = publish(broker)
+    cache = WarriorsCache(RedisReadModels(redis_url))
+    await cache.intact(START)  # an epoch, and every stored event in it: a cache that could be ready
+    async with fresh_pool.connection() as conn:
+        await cache.apply(conn, await read_after(conn, START, 1000))
+    member = await asyncio.to_thread(member_of, fresh_pool, broker, partitions, cache)
+    member._rebuild = RebuildState(1, False, START, False)  # built from the store, complete
+    others = partitions[1]  # held by another member, which died before recording it
+    try:
+        mine = [TopicPartition(TOPIC, tp.partition, PER_PARTITION) for tp in partitions if tp != others]
+        member.consumer.assign(mine)  # read to their ends
+        for tp in mine:
+            member._expected[tp.partition] = PER_PARTITION
+        assert await member._record_lag(fresh=True) == 0  # ... as this member sees its own
+        await member._caught_up()
+        assert await cache.models.count() is None, "ready while another member's partition is behind"
+        async with fresh_pool.connection() as conn:  # the other member's partition caught up
+            await conn.execute(
+                "UPDATE bus_consumer_lag l SET (applied_transaction_id, applied_position)"
+                " = (o.last_transaction_id, o.last_position) FROM projection_offsets o"
+                " WHERE o.projection_name = %s AND l.partition = %s",
+                (RELAY, others.partition),
+            )
+        await member._caught_up()
+        assert await cache.models.count() is not None, "the whole group caught up: ready"
+    finally:
+        await asyncio.to_thread(member.consumer.close)
+        await cache.close()

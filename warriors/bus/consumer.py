@@ -45,7 +45,7 @@ from warriors.logs import log_applied
 from warriors.metrics import EVENTS_APPLIED
 from warriors.projections.base import Projection, ProjectionTargetUnavailable
 from warriors.projections.engine import lock_projection, read_checkpoint
-from warriors.projections.status import RELAY, consumer_group
+from warriors.projections.status import RELAY, consumer_group, unconsumed_events
 
 log = logging.getLogger("warriors.bus.consumer")
 _APPLY_SPAN = "warriors.projection.apply"
@@ -217,6 +217,7 @@ class ProjectionConsumer:
         self._applied: dict[int, StreamPosition] = {}
         self._progress_checked = float("-inf")  # monotonic time the ends were last asked of the broker
         self._partitions_placed = 0  # the topic's partitions this member made sure have rows (_PLACEHOLDERS)
+        self._recorded_fresh = False  # the last record asked the broker for the ends (see _caught_up)
         self._rebuild: RebuildState | None = None  # as last read (None: not read yet, or no row)
         self._rebuild_checked = float("-inf")  # monotonic time it was read
         self._replaying = False  # this member is replaying the store (its partitions paused)
@@ -416,10 +417,20 @@ class ProjectionConsumer:
             log.warning("consumer %s: %r", self.group, exc)
 
     async def _caught_up(self) -> None:
-        """At the end of the topic: the sink is caught up, unless a rebuild is under way or
-        was left unfinished (then it is partial, whatever the topic says)."""
-        if self._rebuild is not None and not self._rebuild.rebuilding:
-            await self.projection.caught_up()
+        """This member's partitions read to their ends, as just recorded from the broker:
+        the sink is caught up, unless a rebuild is under way or was left unfinished (then it
+        is partial, whatever the topic says), or the group is behind on partitions other
+        members hold (a dead member's stop moving; this member's own say nothing of them,
+        and renewing the cache's readiness from them kept a cache missing the dead member's
+        messages ready). Called only after a record that asked the broker for the ends
+        (while idle, and after batches at most once a second), so that the group's rows are
+        current, and so at most about once a second under load."""
+        if self._rebuild is None or self._rebuild.rebuilding:
+            return
+        async with self.pool.connection() as conn:
+            if await unconsumed_events(conn, self.projection.name) > 0:
+                return
+        await self.projection.caught_up()
 
     def _next_messages(self) -> list[Message]:
         """Wait (up to half a second) for one message, then take whatever else has
@@ -466,7 +477,7 @@ class ProjectionConsumer:
         if log.isEnabledFor(logging.DEBUG):
             log_applied(log, self.projection.name, [event for _, event in readable])
         try:
-            if await self._record_lag() == 0:
+            if await self._record_lag() == 0 and self._recorded_fresh:
                 await self._caught_up()
         except (*TRANSIENT, KafkaException) as exc:  # only a gauge: the next batch records it again
             log.warning("consumer %s: lag not recorded: %r", self.group, exc)
@@ -851,6 +862,7 @@ class ProjectionConsumer:
             relayed = await self._relayed()
             partitions = await asyncio.to_thread(self._topic_partitions)
             self._progress_checked = time.monotonic()
+        self._recorded_fresh = relayed is not None
         rows = await asyncio.to_thread(self._progress, relayed)
         if rows or partitions > self._partitions_placed:
             async with self.pool.connection() as conn:

@@ -131,6 +131,14 @@ SELECT group_id, sum(greatest(end_offset - committed, 0))::bigint FROM bus_consu
 """
 
 
+async def unconsumed_events(conn: AsyncConnection[Any], projection: str) -> int:
+    """The events the relay has published that `projection`'s consumer group may not have
+    applied yet (_UNCONSUMED: after its least advanced partition), up to 10,000."""
+    cursor = await conn.execute(_UNCONSUMED, {"groups": [consumer_group(projection)], "relay": RELAY})
+    row = await cursor.fetchone()
+    return 0 if row is None else int(row[1])
+
+
 async def projection_statuses(
     conn: AsyncConnection[Any], name: str | None = None, *, kafka: bool = False
 ) -> list[ProjectionStatus]:
