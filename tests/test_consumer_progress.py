@@ -7,9 +7,18 @@ under load; here the state each race produced is set up on purpose."""
 import asyncio
 import time
 from dataclasses import replace
+from typing import Any, cast
 
 import psycopg
-from confluent_kafka import OFFSET_BEGINNING, Message, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
@@ -231,3 +240,52 @@ async def test_the_cache_is_ready_only_when_the_whole_group_is_caught_up(
     finally:
         await asyncio.to_thread(member.consumer.close)
         await cache.close()
+
+
+class CommittedTimesOut:
+    """The member's consumer as its assignment callback sees it when the group's
+    coordinator does not answer in time (seen under load: "Failed to get committed
+    offsets: Local: Timed out"); everything else is the real consumer's."""
+
+    def __init__(self, consumer: Consumer) -> None:
+        self.consumer = consumer
+
+    def committed(self, partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]:
+        raise KafkaException(KafkaError(KafkaError._TIMED_OUT))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.consumer, name)
+
+
+async def test_records_trimmed_while_the_committed_offsets_were_unreadable_are_still_noticed(
+    fresh_pool: AsyncConnectionPool[AsyncConnection], broker: KafkaBroker
+) -> None:
+    """An assignment whose committed offsets could not be read (a time-out) left the
+    partitions with no expected offset, and a jump past records retention had trimmed
+    went unseen: those events were never applied (issue 25, item 4). The offsets are
+    read again before the partition's first message is applied, and the jump is seen."""
+    partitions = publish(broker)  # offsets 0 and 1 in each partition
+    member = await asyncio.to_thread(member_of, fresh_pool, broker, partitions)
+    first = TopicPartition(TOPIC, 0)
+    try:
+        member.consumer.commit(offsets=[TopicPartition(TOPIC, 0, 1)], asynchronous=False)  # read up to 1
+        publish(broker)  # offsets 2 and 3
+        admin = AdminClient({"bootstrap.servers": broker.bootstrap_servers()})
+        for future in admin.delete_records([TopicPartition(TOPIC, 0, 3)]).values():
+            future.result(timeout=30)  # 1 and 2 trimmed, never read by the group
+        unanswering = cast(Consumer, CommittedTimesOut(member.consumer))  # it quacks as one
+        await asyncio.to_thread(member._assigned, unanswering, [first])
+        assert member._expected.get(0) is None
+        assert 0 in member._unknown
+        member.consumer.assign([TopicPartition(TOPIC, 0, 1)])  # from the committed offset: trimmed, so 3
+        batch: list[Message] = []
+        deadline = time.monotonic() + 60
+        while not batch:
+            assert time.monotonic() < deadline, "partition 0 not read"
+            batch = [m for m in await asyncio.to_thread(member._next_messages) if m.error() is None]
+        assert batch[0].offset() == 3
+        await member._check_gaps(batch)
+        assert (member._needs_store_replay, member._needs_reason) == (True, "records gone from the topic")
+        assert not member._unknown
+    finally:
+        await asyncio.to_thread(member.consumer.close)

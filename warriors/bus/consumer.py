@@ -212,6 +212,7 @@ class ProjectionConsumer:
         self._needs_store_replay = False
         self._needs_reason = ""
         self._expected: dict[int, int | None] = {}  # partition -> the offset its next message should have
+        self._unknown: set[int] = set()  # partitions whose committed offset the assignment could not read
         # partition -> the store's order up to which this member applied its events (a
         # partition holds its events in the relay's order, which is the store's)
         self._applied: dict[int, StreamPosition] = {}
@@ -253,7 +254,7 @@ class ProjectionConsumer:
                 else:
                     messages = await asyncio.to_thread(self._next_messages)
                 batch = [m for m in messages if not _skippable(m)]
-                self._notice_gaps(batch)
+                await self._check_gaps(batch)
                 if batch:
                     await self._process(batch, stop)
                 elif not messages:
@@ -271,23 +272,45 @@ class ProjectionConsumer:
             return
         log.info("consumer %s: partitions %s assigned", self.group, sorted(tp.partition for tp in partitions))
         try:
-            committed = consumer.committed(partitions, 10.0)
+            self._learn_committed(consumer, partitions)
         except KafkaException as exc:
             # Raised out of this callback, it escapes the consume() of the worker thread
             # in a form nothing catches (seen under load: "Failed to get committed offsets:
-            # Local: Timed out"), the thread dies and the await on it never returns. Not
-            # known: no gap check on these partitions until they are assigned again, and no
-            # rebuild asked for on this ground (a group without a rebuild on record asks for
-            # one anyway, see `_intact`).
+            # Local: Timed out"), the thread dies and the await on it never returns. Asked
+            # again before the first message of these partitions is applied (`_check_gaps`).
             log.warning("consumer %s: the committed offsets of partitions %s not read: %s",
                         self.group, sorted(tp.partition for tp in partitions), exc)  # fmt: skip
             for tp in partitions:
-                self._expected[tp.partition] = None
-            return
+                self._expected.pop(tp.partition, None)
+                self._unknown.add(tp.partition)
+
+    def _learn_committed(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Where each partition's next message should be: the group's committed offset
+        (None: never committed). A group that never committed builds its sink from the
+        store first unless a rebuild covers it (`_not_covered`)."""
+        committed = consumer.committed(partitions, 10.0)
         if all(tp.offset < 0 for tp in committed) and (reason := self._not_covered(consumer, partitions)):
             self._needs_store_replay, self._needs_reason = True, reason
-        for tp in committed:  # where each partition's next message should be
+        for tp in committed:
             self._expected[tp.partition] = tp.offset if tp.offset >= 0 else None
+            self._unknown.discard(tp.partition)
+
+    async def _check_gaps(self, batch: list[Message]) -> None:
+        """Before a batch is applied: its partitions' committed offsets read if their
+        assignment could not read them (else a jump past records retention trimmed would go
+        unseen), then its gaps noticed. Still unreadable: the sink is built from the store,
+        which covers whatever the topic lost."""
+        touched = {p for m in batch if (p := m.partition()) is not None}
+        unknown = [TopicPartition(TOPIC, p) for p in sorted(touched & self._unknown)]
+        if unknown:
+            try:
+                await asyncio.to_thread(self._learn_committed, self.consumer, unknown)
+            except KafkaException as exc:
+                self._unknown -= {tp.partition for tp in unknown}
+                self._needs_store_replay = True
+                self._needs_reason = f"the committed offsets of partitions {[tp.partition for tp in unknown]}"
+                self._needs_reason += f" not known ({exc})"
+        self._notice_gaps(batch)
 
     def _not_covered(self, consumer: Consumer, partitions: list[TopicPartition]) -> str | None:
         """Why a group that never committed must build its sink from the store, or None
