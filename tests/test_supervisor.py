@@ -82,3 +82,21 @@ def test_a_process_that_keeps_dying_stops_the_platform(tmp_path: Path) -> None:
     assert output.count("cannot start") == 3  # the first start and two restarts
     assert "broken exited (exit code 3) 3 times in 60s; stopping the platform" in output
     assert "steady stopped" in output
+
+
+def test_nothing_outlives_a_killed_supervisor(tmp_path: Path) -> None:
+    """SIGKILL reaches no handler: the supervisor's processes, each in a session of its own,
+    kept running (a Dagster code server, orphaned, after half the stops of `make run`).
+    Each runner learns of the supervisor's death from the kernel and stops its process's
+    whole group."""
+    worker_pid = tmp_path / "worker.pid"
+    server = f"sleep 300 & echo $! > {worker_pid}; exec sleep 300"
+    process, log = supervise(tmp_path, 3, f"server={server}", "steady=exec sleep 300")
+    worker = wait_for(lambda: read_pid(worker_pid), timeout=20, what="the server's worker")
+    wait_for(lambda: log.read_text().count(" started (pid ") == 2, timeout=20, what="both processes")
+    started = [int(part.split(")")[0]) for part in log.read_text().split(" started (pid ")[1:]]
+    assert all(alive(pid) for pid in [*started, worker])
+    process.kill()
+    process.wait(timeout=10)
+    wait_for(lambda: not any(alive(pid) for pid in [*started, worker]), timeout=30,
+             what="the killed supervisor's processes to stop")  # fmt: skip
