@@ -18,9 +18,9 @@ from warriors.adapters.kafka_bus import BusProducer
 from warriors.adapters.search_engine import EngineKind, IndexAction, SearchEngine, SearchUnavailable
 from warriors.bus.consumer import ProjectionConsumer
 from warriors.projections.base import ProjectionTargetUnavailable
-from warriors.projections.engine import ProjectionEngine
+from warriors.projections.engine import ProjectionEngine, lock_projection
 from warriors.projections.live import run_live
-from warriors.projections.rebuild import rebuild_blue_green
+from warriors.projections.rebuild import _create_shadow, rebuild_blue_green
 from warriors.projections.search import SEARCH, WarriorsSearch
 from warriors.readside import search_index
 from warriors.servers import free_port
@@ -254,3 +254,39 @@ async def test_a_delete_through_a_missing_alias_does_not_block_the_alias_for_goo
     await search.catch_up()
     assert await search_engine.alias_target() not in (None, index)
     assert await search_engine.count() == counted(fresh_database) == 18 + 9
+
+
+async def test_a_rebuild_makes_its_shadow_index_under_the_projection_lock(
+    fresh_pool: Pool, search_engine: SearchEngine
+) -> None:
+    """A blue/green rebuild's shadow makes sure the alias exists and deletes every other
+    index generation; a Kafka member resetting the index does so under the projection's
+    lock (a new generation, then the alias moved to it). The shadow did it without the
+    lock: interleaved, the alias ended behind two indexes (every lookup of it failed and
+    the projector exited) or the member's new index was deleted (issue 25, item 7). It
+    waits for the lock now, and then finds the member's index behind the alias."""
+    live = WarriorsSearch(search_engine)
+    first = await search_engine.ensure_alias()
+    async with fresh_pool.connection() as member, member.transaction():
+        await lock_projection(member, live.name)  # a member's reset, under way
+        shadow = live.shadow()
+        making = asyncio.create_task(_create_shadow(fresh_pool, live, shadow, frozenset()))
+
+        async def waiting_for_the_lock() -> bool:
+            cursor = await member.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            )
+            row = await cursor.fetchone()
+            return bool(row and row[0])
+
+        deadline = asyncio.get_running_loop().time() + 30
+        while not await waiting_for_the_lock():
+            assert not making.done(), "the shadow was made without waiting for the projection's lock"
+            assert asyncio.get_running_loop().time() < deadline, "the shadow neither waited nor finished"
+            await asyncio.sleep(0.05)  # polling a condition, with a deadline
+        assert await search_engine.generations() == [first]  # nothing touched meanwhile
+        await live.reset(member)  # the member's new generation, behind the alias
+    await making
+    current = await search_engine.alias_target()
+    assert current not in (None, first)
+    assert await search_engine.generations() == sorted([current, shadow.index])

@@ -35,7 +35,7 @@ from psycopg_pool import AsyncConnectionPool
 from warriors.eventstore.errors import translated_errors
 from warriors.metrics import REBUILD_SECONDS
 from warriors.projections.base import BlueGreenProjection, Projection
-from warriors.projections.engine import BatchResult, ProjectionEngine
+from warriors.projections.engine import BatchResult, ProjectionEngine, lock_projection
 from warriors.projections.status import projection_statuses
 
 log = logging.getLogger("warriors.projections.rebuild")
@@ -145,8 +145,13 @@ async def _create_shadow(
     replaying: frozenset[UUID],
 ) -> None:
     """Fresh shadow storage and checkpoint (a crashed rebuild's leftovers are dropped),
-    with the live projection's parked events but those being replayed."""
+    with the live projection's parked events but those being replayed. Under the live
+    projection's lock, as every reset: the search index's shadow makes sure the alias
+    exists and deletes every other generation, and a Kafka member resetting the index
+    meanwhile (a new generation, then the alias moved to it) ended with two indexes behind
+    the alias, or its new one deleted; every later lookup of the alias then failed."""
     async with pool.connection() as conn, conn.transaction():
+        await lock_projection(conn, live.name)
         await live.create_shadow(conn, shadow)
         await _forget_checkpoint(conn, shadow.name)
         await conn.execute("INSERT INTO projection_offsets (projection_name) VALUES (%s)", (shadow.name,))
