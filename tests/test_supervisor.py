@@ -11,11 +11,12 @@ from pathlib import Path
 from tests.support import wait_for
 
 DRIVER = """
-import sys
+import os, sys
 from honcho.printer import Printer
 from warriors.supervisor import Supervisor
 supervisor = Supervisor(Printer(sys.stdout), max_restarts=int(sys.argv[1]), window_seconds=60,
-                        first_backoff_seconds=0.05, kill_wait=5)
+                        first_backoff_seconds=0.05, max_backoff_seconds=0.2,
+                        settle_seconds=float(os.environ.get("SETTLE_SECONDS", "60")), kill_wait=5)
 for spec in sys.argv[2:]:
     name, command = spec.split("=", 1)
     supervisor.add_process(name, command)
@@ -23,11 +24,14 @@ sys.exit(supervisor.loop())
 """
 
 
-def supervise(tmp_path: Path, max_restarts: int, *processes: str) -> tuple[subprocess.Popen[bytes], Path]:
+def supervise(
+    tmp_path: Path, max_restarts: int, *processes: str, settle_seconds: float = 60.0
+) -> tuple[subprocess.Popen[bytes], Path]:
     log = tmp_path / "supervisor.log"
     process = subprocess.Popen(
         [sys.executable, "-c", DRIVER, str(max_restarts), *processes],
         stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parent.parent,
+        env={**os.environ, "SETTLE_SECONDS": str(settle_seconds)},
     )  # fmt: skip
     return process, log
 
@@ -76,12 +80,36 @@ def test_a_killed_process_is_restarted_and_its_leftovers_killed(tmp_path: Path) 
 
 
 def test_a_process_that_keeps_dying_stops_the_platform(tmp_path: Path) -> None:
-    process, log = supervise(tmp_path, 2, "broken=echo cannot start; exit 3", "steady=exec sleep 300")
+    process, log = supervise(tmp_path, 2, "broken=echo no luck; exit 3", "steady=exec sleep 300")
     assert process.wait(timeout=60) == 1
     output = log.read_text()
-    assert output.count("cannot start") == 3  # the first start and two restarts
-    assert "broken exited (exit code 3) 3 times in 60s; stopping the platform" in output
+    assert output.count("no luck") == 3  # the first start and two restarts
+    assert "broken exited (exit code 3) 3 times in 60s and never ran 60s: it cannot start;" in output
+    assert "stopping the platform" in output
     assert "steady stopped" in output
+
+
+def test_a_process_that_ran_and_then_keeps_failing_is_restarted_on_while_the_others_serve(
+    tmp_path: Path,
+) -> None:
+    """A projector crash-looping on a sink's fault stopped the whole platform after six
+    exits, the API with it (issue 25, item 7). A process that once ran for settle_seconds
+    can start: past max_restarts it is called failing and restarted on, and the others
+    keep running; only Ctrl-C stops the platform."""
+    ran = tmp_path / "ran"
+    flaky = f"if [ -e {ran} ]; then echo failing again; exit 3; fi; touch {ran}; sleep 1; exit 3"
+    process, log = supervise(tmp_path, 2, f"flaky={flaky}", "steady=exec sleep 300", settle_seconds=0.5)
+    try:
+        wait_for(lambda: log.read_text().count("failing again") >= 5, timeout=60,
+                 what="the failing process to be restarted past max_restarts")  # fmt: skip
+        assert process.poll() is None, "the platform must keep running"
+        output = log.read_text()
+        assert "flaky keeps failing (exit code 3, 3 exits in 60s); the others go on" in output
+        assert "stopping the platform" not in output
+        assert output.count("steady started") == 1
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 128 + signal.SIGINT
 
 
 def test_nothing_outlives_a_killed_supervisor(tmp_path: Path) -> None:

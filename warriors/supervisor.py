@@ -5,8 +5,11 @@ multiplexes their output, but stops everything as soon as any one exits: a proje
 killed by the OOM killer took the whole platform down. This loop keeps honcho's pieces
 (Process, Printer, ProcessManager) and changes that one rule: a process that exits while
 the platform runs is started again after a backoff (1 s doubling to 30 s), at most
-`max_restarts` times within `window_seconds`; past that, the platform stops and says
-which process kept failing. Whatever the dead process left in its process group (the
+`max_restarts` times within `window_seconds`; past that, a process that never ran for
+`settle_seconds` (it cannot start: a port taken, a bad setting) stops the platform, which
+says which process; one that ran before (a projector crash-looping on a sink's fault) is
+called failing and restarted on, every `max_backoff_seconds` at most, while the others
+(the API above all) keep serving. Whatever the dead process left in its process group (the
 workers of a killed uvicorn master) is killed before the restart, so the new one finds
 its port free. Ctrl-C or SIGTERM stops every process: SIGTERM to each process group,
 SIGKILL after `kill_wait` seconds.
@@ -121,6 +124,8 @@ class _Child:
     running: bool = False
     exits: list[float] = field(default_factory=list)  # monotonic times of its unexpected exits
     restart_at: float | None = None
+    started_at: float = 0.0  # monotonic time of its latest start
+    settled: bool = False  # it once ran for settle_seconds: it can start, whatever fails later
 
 
 class Supervisor:
@@ -131,12 +136,16 @@ class Supervisor:
         max_restarts: int = 5,
         window_seconds: float = 300.0,
         first_backoff_seconds: float = 1.0,
+        max_backoff_seconds: float = MAX_BACKOFF_SECONDS,
+        settle_seconds: float = 60.0,
         kill_wait: float = 10.0,
     ) -> None:
         self.printer = printer
         self.max_restarts = max_restarts
         self.window_seconds = window_seconds
         self.first_backoff_seconds = first_backoff_seconds
+        self.max_backoff_seconds = max_backoff_seconds
+        self.settle_seconds = settle_seconds
         self.kill_wait = kill_wait
         self.returncode: int | None = None
         self._events: multiprocessing.Queue[Message] = multiprocessing.Queue()
@@ -182,6 +191,7 @@ class Supervisor:
     def _start(self, name: str) -> None:
         child = self._children[name]
         child.running = True
+        child.started_at = time.monotonic()
         runner = multiprocessing.Process(name=name, target=child.process.run, args=(self._events, True))
         runner.start()
 
@@ -205,19 +215,29 @@ class Supervisor:
         if child.pid is not None:  # what it left behind in its process group
             self._groups.kill(child.pid)
         now = time.monotonic()
+        child.settled = child.settled or now - child.started_at >= self.settle_seconds
         child.exits = [t for t in child.exits if now - t < self.window_seconds] + [now]
-        if len(child.exits) > self.max_restarts:
+        failing = len(child.exits) > self.max_restarts
+        if failing and not child.settled:
             self._say(
                 f"{name} exited (exit code {returncode}) {len(child.exits)} times in"
-                f" {self.window_seconds:.0f}s; stopping the platform"
+                f" {self.window_seconds:.0f}s and never ran {self.settle_seconds:.0f}s: it cannot start;"
+                " stopping the platform"
             )
             self._stop(1)
             return
-        backoff = min(self.first_backoff_seconds * 2 ** (len(child.exits) - 1), MAX_BACKOFF_SECONDS)
+        backoff = min(self.first_backoff_seconds * 2 ** (len(child.exits) - 1), self.max_backoff_seconds)
         child.restart_at = now + backoff
+        if failing:  # it ran before: the others (the API) keep serving, and it is tried again
+            self._say(
+                f"{name} keeps failing (exit code {returncode}, {len(child.exits)} exits in"
+                f" {self.window_seconds:.0f}s); the others go on, restarting it in {backoff:.1f}s"
+            )
+            return
         self._say(
             f"{name} exited unexpectedly (exit code {returncode}); restarting in {backoff:.1f}s"
-            f" (restart {len(child.exits)} of at most {self.max_restarts} in {self.window_seconds:.0f}s)"
+            f" (restart {len(child.exits)} of at most {self.max_restarts} in {self.window_seconds:.0f}s"
+            " before it is called failing)"
         )
 
     def _stop(self, returncode: int) -> None:
