@@ -82,7 +82,9 @@ async def found_warriors(request: Request, term: str | None, limit: int, wanted:
     queries = _queries(request)
 
     async def answer() -> bytes:
-        return orjson.dumps([w.to_json() for w in await queries.search(term, limit, recent=wanted is None)])
+        after = None if wanted is None else (wanted, request.app.state.settings.read_wait_timeout_seconds)
+        return orjson.dumps([w.to_json() for w in await queries.search(term, limit, recent=wanted is None,
+                                                                       after=after)])  # fmt: skip
 
     if wanted is None:  # a recent answer to the same question will do (AnswerCache)
         answers: AnswerCache = request.app.state.answers

@@ -21,6 +21,7 @@ from warriors.eventstore.grouping import Grouped
 from warriors.eventstore.store import AggregateStream, EventStore
 from warriors.projections.parked import parked_events
 from warriors.projections.read_model import READ_MODEL
+from warriors.projections.search import SEARCH
 from warriors.projections.status import ProjectionStatus, projection_statuses
 from warriors.readside import search_index
 from warriors.readside.search_terms import (
@@ -215,6 +216,16 @@ WHERE e.position = %(position)s
 """
 
 
+# The event at a position: its warrior, its version, and the version of the warrior's
+# deletion or erasure, if any.
+_EVENT_AT = """
+SELECT e.aggregate_id, e.event_version,
+       (SELECT max(d.event_version) FROM event_store d
+        WHERE d.aggregate_id = e.aggregate_id AND d.event_type IN ('WarriorDeleted', 'WarriorErased'))
+FROM event_store e WHERE e.position = %(position)s
+"""
+
+
 class WarriorQueries:
     def __init__(
         self,
@@ -281,21 +292,32 @@ class WarriorQueries:
                            events[0].created_at, events[-1].created_at)  # fmt: skip
 
     async def search(
-        self, term: str | None, limit: int = MAX_RESULTS, *, recent: bool = True
+        self,
+        term: str | None,
+        limit: int = MAX_RESULTS,
+        *,
+        recent: bool = True,
+        after: tuple[int, float] | None = None,
     ) -> list[WarriorView]:
         """No term: the newest, from PostgreSQL. A term: from the search engine when one is
         configured (PostgreSQL while it is unreachable), from PostgreSQL otherwise; with
         `recent`, a term the worker's vocabulary says can match nothing is answered empty
-        at once (the vocabulary may be milliseconds behind: not after a `?position=` wait)."""
+        at once (the vocabulary may be milliseconds behind: not after a `?position=` wait).
+        `after` (position, seconds): the caller waited for the index to apply that
+        position; should the engine fail now, PostgreSQL answers only once its read model
+        has applied it too (before, it answered from a read model nobody waited for)."""
         limit = min(limit, MAX_RESULTS)
         if term is None or not term.strip():
             return await self._rows(_NEWEST, {"limit": limit})
         if self.search_engine is not None:
-            with contextlib.suppress(SearchUnavailable, SearchRejected):
+            try:
                 if not _has_word(term):
                     return []
                 documents = await self.search_engine.search(search_index.search_body(term, limit))
                 return [WarriorView.from_document(d) for d in documents]
+            except (SearchUnavailable, SearchRejected):
+                if after is not None:
+                    await self.wait_for(*after)
         # Control characters never match a name, and PostgreSQL cannot take NUL at all.
         terms = parse(await self._fold("".join(ch for ch in term if ch.isprintable())))
         if terms.empty or (recent and self.vocabulary is not None and not self.vocabulary.might_match(terms)):
@@ -444,10 +466,13 @@ class WarriorQueries:
         """Return once `projection` has applied the event at `position`; bounded."""
         deadline = time.monotonic() + seconds
         delay = 0.002
+        by_document = self.fed_by_kafka and projection == SEARCH
         while True:
             with translated_errors():
                 async with self.pool.connection() as conn:
-                    if self.fed_by_kafka:  # no global checkpoint: the event's own warrior tells
+                    if by_document:  # the index's own document tells
+                        cursor = await conn.execute(_EVENT_AT, {"position": position})
+                    elif self.fed_by_kafka:  # no global checkpoint: the event's own warrior tells
                         cursor = await conn.execute(_REACHED_BY_AGGREGATE, {"position": position})
                     else:
                         cursor = await conn.execute(
@@ -456,12 +481,29 @@ class WarriorQueries:
                     row = await cursor.fetchone()
             if row is None:
                 raise UnknownPosition(f"no event has position {position}")
-            if row[0]:
+            if await self._indexed(*row) if by_document else row[0]:
                 return
             if time.monotonic() >= deadline:
                 raise ReadModelBehind(f"{projection} has not reached position {position} within {seconds}s")
             await asyncio.sleep(delay)  # polling the checkpoint, bounded by the deadline
             delay = min(delay * 2, 0.05)
+
+    async def _indexed(self, warrior: UUID, version: int, deleted_at: int | None) -> bool:
+        """The search index holds `warrior` at `version` or later, or has no document of it
+        while the store shows it deleted at or after that version (as the read model's own
+        check). Fed from Kafka the index has no checkpoint of its own in the store: before,
+        the read model's row was looked at instead, and a search right after a 202 could
+        miss the warrior while the index's consumer group was behind."""
+        if self.search_engine is None:
+            return True  # nothing to wait for: PostgreSQL answers
+        try:
+            found = await self.search_engine.documents([str(warrior)])
+        except SearchUnavailable:
+            return False  # not known now: asked again until the deadline
+        document = found.get(str(warrior))
+        if document is None:
+            return deleted_at is not None and deleted_at >= version
+        return int(document.get("version", 0)) >= version
 
     async def _rows(self, query: str, params: dict[str, Any]) -> list[WarriorView]:
         with translated_errors():
