@@ -14,11 +14,13 @@ from typing import Any
 
 import httpx
 import psycopg
+import pytest
 import redis
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._config import ConfigResource
 from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
 
 from tests.history import copy_events, read_model_rows, write_history
 from tests.kafka_support import (
@@ -34,6 +36,9 @@ from tests.kafka_support import (
 from tests.support import LoggedProcess, ProjectorProcess, ServiceProcess, wait_for
 from warriors.adapters.kafka_bus import DLQ_TOPIC, TOPIC
 from warriors.adapters.redis_cache import RedisReadModels
+from warriors.config import get_settings
+from warriors.projections.catalog import ProjectionName, rebuild
+from warriors.projections.rebuild import RebuildReport
 from warriors.projections.status import RELAY, consumer_group
 from warriors.readside.consistency import ConsistencyReport, check_cache, check_read_model
 from warriors.servers import free_port
@@ -449,6 +454,55 @@ def test_a_flushed_cache_is_rebuilt_whole_from_the_store_whatever_the_topic_kept
     finally:
         for process in processes:
             process.stop()
+
+
+def test_an_operators_cache_rebuild_in_kafka_mode_never_serves_a_partial_cache(
+    fresh_database: str, broker: KafkaBroker, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The operator's rebuild of the cache (the Dagster job, the CLI) emptied it and
+    replayed the store with its own engine; the group's member, idle at the topic's end,
+    saw a count and an epoch and called the cache ready again after a few batches, and
+    readers were served a partial count (issue 25, item 1). Fed from Kafka, the rebuild is
+    asked of the group now: the cache stays partial, never served, until the member's
+    replay is over. Throughout, the count is either not served or the store's."""
+    write_history(fresh_database, 3000)
+    env = {**bus_env(broker), "REDIS_URL": redis_url, "CACHE_COUNT_FRESH_SECONDS": "0.6"}
+    processes = [relay(fresh_database, broker), ProjectorProcess(fresh_database, env=env)]
+    served: list[int] = []
+    done = threading.Event()
+
+    def sample() -> None:  # what a reader of the count is served, over and over
+        while not done.is_set():
+            if (count := redis_count(redis_url)) is not None:
+                served.append(count)
+
+    try:
+        wait_for(lambda: cache_matches_the_store(fresh_database, redis_url), timeout=180, what="the cache")
+        living_now = living(fresh_database)
+        monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap_servers())
+        monkeypatch.setenv("REDIS_URL", redis_url)
+        get_settings.cache_clear()
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+
+        async def operator_rebuild() -> RebuildReport:
+            async with AsyncConnectionPool(fresh_database, kwargs={"autocommit": True}) as pool:
+                return await rebuild(pool, ProjectionName.WARRIORS_CACHE, batch_size=50, progress=print)
+
+        report = asyncio.run(operator_rebuild())
+        wait_for(
+            lambda: cache_matches_the_store(fresh_database, redis_url), timeout=60, what="the cache again"
+        )
+        done.set()
+        sampler.join(timeout=10)
+    finally:
+        done.set()
+        get_settings.cache_clear()
+        for process in processes:
+            process.stop()
+    assert report.projection == "warriors_cache"
+    assert served, "the count was never served"
+    assert set(served) == {living_now}, f"a partial count was served: {sorted(set(served))[:5]}"
 
 
 def consistency(url: str, redis_url: str, *, kafka: bool) -> tuple[ConsistencyReport, ConsistencyReport]:

@@ -45,6 +45,7 @@ from warriors.logs import log_applied
 from warriors.metrics import EVENTS_APPLIED
 from warriors.projections.base import Projection, ProjectionTargetUnavailable
 from warriors.projections.engine import lock_projection, read_checkpoint
+from warriors.projections.sink_rebuilds import REQUEST_REBUILD
 from warriors.projections.status import RELAY, consumer_group, unconsumed_events
 
 log = logging.getLogger("warriors.bus.consumer")
@@ -84,18 +85,6 @@ VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING
 """
 
 
-# A sink's rebuild (`sink_rebuilds`): asked for (a new generation) unless one is under way
-# already, which covers the new reason too (it reads the store up to its head, after it).
-_REQUEST_REBUILD = """
-INSERT INTO sink_rebuilds AS r (projection_name, generation, state, reason)
-VALUES (%(name)s, 1, 'rebuilding', %(reason)s)
-ON CONFLICT (projection_name) DO UPDATE
-SET generation = r.generation + 1, state = 'rebuilding', reason = excluded.reason, owner = NULL,
-    requested_at = now(), started_at = NULL, finished_at = NULL,
-    replayed_transaction_id = '0', replayed_position = 0, topic_ends = NULL, updated_at = now()
-WHERE r.state = 'complete'
-RETURNING generation
-"""
 # Its state, and whether anyone holds its lock (the owner's session is alive). Advisory
 # locks belong to one database: the lock of the same projection in another database (a
 # test's, another deployment's on the same server) says nothing.
@@ -549,7 +538,7 @@ class ProjectionConsumer:
         under way already: it reads the store to its head, after now, so it covers this."""
         async with self.pool.connection() as conn:
             row = await (
-                await conn.execute(_REQUEST_REBUILD, {"name": self.projection.name, "reason": reason})
+                await conn.execute(REQUEST_REBUILD, {"name": self.projection.name, "reason": reason})
             ).fetchone()
         if row is not None:
             log.warning("consumer %s: %s; rebuilding it from the event store (rebuild %d)",

@@ -19,6 +19,7 @@ from warriors.projections.cache import CACHE, WarriorsCache
 from warriors.projections.read_model import READ_MODEL, WarriorsReadModel
 from warriors.projections.rebuild import RebuildFailed, RebuildReport, rebuild_blue_green, rebuild_in_place
 from warriors.projections.search import SEARCH, WarriorsSearch
+from warriors.projections.sink_rebuilds import rebuild_through_the_group
 
 
 class ProjectionName(StrEnum):
@@ -101,6 +102,10 @@ async def rebuild(
         finally:
             await blue_green.close()
     async with opened(name) as projection:
+        if get_settings().kafka_bootstrap_servers and isinstance(projection, WarriorsCache):
+            # Fed from Kafka, its consumer group rebuilds it (the cache stays partial, never
+            # ready, until the member's replay is over): warriors/projections/sink_rebuilds.py.
+            return await rebuild_through_the_group(pool, projection, progress=progress, replaying=replaying)
         return await rebuild_in_place(
             pool, projection, batch_size=batch_size, progress=progress, replaying=replaying
         )

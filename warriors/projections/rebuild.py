@@ -204,7 +204,7 @@ async def _try_swap(
             position, _ = await shadow_engine.checkpoint(conn)
             await live.swap_in(conn, shadow)
             await live_engine.move_checkpoint(conn, position, "RUNNING")
-            await _unpark(conn, live.name, replaying)  # applied now: in the same transaction
+            await unpark(conn, live.name, replaying)  # applied now: in the same transaction
             await _forget_checkpoint(conn, shadow.name)
             return final, position.position
     except errors.LockNotAvailable:
@@ -231,7 +231,7 @@ async def _raise_if_failed(
     )
 
 
-async def _unpark(conn: AsyncConnection[Any], name: str, event_ids: frozenset[UUID]) -> None:
+async def unpark(conn: AsyncConnection[Any], name: str, event_ids: frozenset[UUID]) -> None:
     if event_ids:
         await conn.execute(
             "DELETE FROM projection_parked_events WHERE projection_name = %s AND event_id = ANY(%s)",
@@ -266,7 +266,7 @@ async def rebuild_in_place(
             await engine.register()
             if replaying:
                 async with pool.connection() as conn:
-                    await _unpark(conn, projection.name, replaying)
+                    await unpark(conn, projection.name, replaying)
             await engine.reset()
             progress(f"{projection.name}: emptied; replaying from position 0")
             total = await _fill(engine, batch_size, progress)
