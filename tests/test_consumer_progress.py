@@ -289,3 +289,37 @@ async def test_records_trimmed_while_the_committed_offsets_were_unreadable_are_s
         assert not member._unknown
     finally:
         await asyncio.to_thread(member.consumer.close)
+
+
+async def test_a_member_applies_nothing_while_another_member_replays_the_store(
+    fresh_pool: AsyncConnectionPool[AsyncConnection], broker: KafkaBroker
+) -> None:
+    """Member A owns the sink's rebuild (records gone from the topic) and replays the store;
+    member B went on with its partitions and applied a warrior's version after one the
+    topic had lost and A had not replayed yet: refused for the gap, retried, parked, and a
+    valid event lost to the sink (issue 25, item 2). B now waits, polling, until the
+    rebuild is over, and takes it over if A dies."""
+    await register(fresh_pool, READ_MODEL)
+    partitions = publish(broker)
+    member = await asyncio.to_thread(member_of, fresh_pool, broker, partitions)
+    name = member.projection.name
+    async with fresh_pool.connection() as owner:  # member A: holds the rebuild's lock
+        await owner.execute(
+            "INSERT INTO sink_rebuilds (projection_name, generation, state, reason)"
+            " VALUES (%s, 1, 'rebuilding', 'records gone from the topic')",
+            (name,),
+        )
+        await owner.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (f"rebuild:{name}",))
+        intact = asyncio.create_task(member._intact(asyncio.Event()))
+        reads = 0
+        deadline = time.monotonic() + 30
+        while reads < 3:  # B has looked at the rebuild's row again, three times
+            assert not intact.done(), "B went on while A's rebuild was under way"
+            assert time.monotonic() < deadline, "B never looked at the rebuild again"
+            checked = member._rebuild_checked
+            await asyncio.sleep(0.05)  # polling the member's state, with a deadline
+            reads += member._rebuild_checked != checked
+        await owner.execute("UPDATE sink_rebuilds SET state = 'complete' WHERE projection_name = %s", (name,))
+        assert await asyncio.wait_for(intact, 30) is True  # over: B goes on
+        await owner.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (f"rebuild:{name}",))
+    await asyncio.to_thread(member.consumer.close)

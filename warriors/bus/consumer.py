@@ -17,8 +17,9 @@ the group's lag from it.
 A sink rebuilt from the event store (a lost sink, a group that never committed, records
 gone from the topic) is recorded in `sink_rebuilds`: 'rebuilding' from the moment it is
 asked for until its replay of the store finished, then 'complete'. One member (whichever
-takes the rebuild's lock first) replays; the others go on with the topic, never call the
-sink caught up meanwhile, and take the rebuild over if its owner dies (see `_intact`).
+takes the rebuild's lock first) replays; the others apply nothing meanwhile (their
+partitions paused, the consumer still polled), never call the sink caught up, and take the
+rebuild over if its owner dies (see `_intact`, `_await_rebuild`).
 """
 
 import asyncio
@@ -515,7 +516,7 @@ class ProjectionConsumer:
 
         The rebuild is carried out by the member that takes its lock first (`_take_over`):
         the whole store, with the gap-safe reader, whatever partitions it holds; the others
-        go on with the topic. Never from the topic's beginning: retention may have dropped
+        wait for it (`_await_rebuild`). Never from the topic's beginning: retention may have dropped
         it, and a member only reads its own partitions. Events applied twice across the
         overlap are harmless (the applies' version guards). A rebuild left unfinished (its
         owner died: nobody holds its lock) is taken over by whichever member sees it.
@@ -531,7 +532,29 @@ class ProjectionConsumer:
             state = await self._rebuild_state()
         if state is not None and state.rebuilding and not state.owned:
             return await self._take_over(stop)
+        if state is not None and state.rebuilding:
+            return await self._await_rebuild(stop)
         return True
+
+    async def _await_rebuild(self, stop: asyncio.Event) -> bool:
+        """Another member replays the store into the sink: this one applies nothing until
+        that replay is over (its partitions paused, the consumer still polled), then goes
+        on; it takes the rebuild over if its owner dies. Applying meanwhile, a batch could
+        hold a warrior's version after one the topic lost and the replay had not reached
+        yet: refused for the gap, retried, then parked, and a valid event was lost to the
+        sink (issue 25, item 2). False: stopping."""
+        async with self._polling_paused():
+            while not stop.is_set():
+                await asyncio.sleep(REBUILD_CHECK_SECONDS)  # the rebuild's row, read at its pace
+                self._rebuild_checked = float("-inf")
+                state = await self._rebuild_state()
+                if state is None or not state.rebuilding:
+                    return True
+                if not state.owned:
+                    break  # its owner died: taken over below, once polling is this member's again
+            else:
+                return False
+        return await self._take_over(stop)
 
     async def _request_rebuild(self, reason: str) -> None:
         """Record that the sink must be rebuilt (a new generation), unless a rebuild is
