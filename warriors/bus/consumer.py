@@ -361,9 +361,15 @@ class ProjectionConsumer:
 
     def _unpause(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Partitions leaving this member are resumed first (librdkafka may keep a partition
-        paused across a revocation: assigned here again later, it would never be read)."""
+        paused across a revocation: assigned here again later, it would never be read), and
+        their held messages dropped."""
+        leaving = {(tp.topic, tp.partition) for tp in partitions}
+        # Messages held during a replay from partitions now leaving: read again by whoever
+        # gets them (from the committed offset), and, should they come back here, from it too.
+        # In place: the replay's poller (`_polling_paused`) extends this same list.
+        self._held[:] = [m for m in self._held if (m.topic(), m.partition()) not in leaving]
         paused = [tp for tp in partitions if (tp.topic, tp.partition) in self._paused]
-        self._paused -= {(tp.topic, tp.partition) for tp in partitions}
+        self._paused -= leaving
         if paused:
             try:
                 consumer.resume(paused)
@@ -387,6 +393,17 @@ class ProjectionConsumer:
                     self.group, partition, expected, offset,
                 )  # fmt: skip
                 self._needs_store_replay, self._needs_reason = True, "records gone from the topic"
+            elif expected is not None and offset < expected:
+                # Within an assignment offsets only grow (a reassignment starts again from
+                # the committed offset, which sets `expected`): back means the topic was
+                # recreated or its log truncated, and what this group had not read of the
+                # old log is gone.
+                log.warning(
+                    "consumer %s: partition %d went back from offset %d to %d (a recreated topic or a"
+                    " truncated log); the sink is rebuilt from the event store",
+                    self.group, partition, expected, offset,
+                )  # fmt: skip
+                self._needs_store_replay, self._needs_reason = True, "the topic's offsets went back"
             self._expected[partition] = offset + 1
 
     def _at_end(self) -> bool:
