@@ -5,11 +5,13 @@
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import shlex
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -171,7 +173,15 @@ def _serve(url: str, service_url: str, metrics_dir: str, code_dir: str) -> None:
         "api.gateway:create_app", settings.http_host, settings.http_port, settings.http_workers
     )
     supervisor.add_process("http", shlex.join(http), env=env)
-    supervisor.add_process("projector", f"{sys.executable} -m warriors.cli project", env=projector_env)
+    # Fed from Kafka, the supervised projector restarted after a crash takes its partitions
+    # back at once (static membership) instead of after the session time-out; the id names
+    # this host and data folder, so that two platforms on one broker never share it.
+    static_id = settings.kafka_group_instance_id or _local_instance_id(settings.data_dir)
+    supervisor.add_process(
+        "projector",
+        f"{sys.executable} -m warriors.cli project",
+        env={**projector_env, "KAFKA_GROUP_INSTANCE_ID": static_id},
+    )
     if settings.kafka_bootstrap_servers:
         supervisor.add_process("relay", f"{sys.executable} -m warriors.cli relay", env=projector_env)
     code_socket = Path(code_dir) / "code.sock"
@@ -262,6 +272,13 @@ def _master_key_or_exit() -> None:
         raise typer.Exit(2) from None
 
 
+def _local_instance_id(data_dir: Path) -> str:
+    """`<host>-<a hash of the data folder>`: stable across restarts of this platform."""
+    folder = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:12]
+    host = "".join(ch if ch.isalnum() or ch in "._-" else "-" for ch in socket.gethostname())[:60] or "host"
+    return f"{host}-{folder}"
+
+
 async def _project(url: str) -> None:
     settings = get_settings()
     stop = asyncio.Event()
@@ -287,7 +304,9 @@ async def _project(url: str) -> None:
                         f"consumer of {projection.name}",
                         lambda: ProjectionConsumer(pool, projection, bootstrap, dead_letters,
                                                    session_timeout_ms=session_timeout_ms,
-                                                   max_poll_interval_ms=max_poll_interval_ms).run(stop),
+                                                   max_poll_interval_ms=max_poll_interval_ms,
+                                                   group_instance_id=settings.kafka_group_instance_id,
+                                                   ).run(stop),
                         stop, (KafkaException, BusUnavailable), log,
                     )  # fmt: skip
 

@@ -133,6 +133,15 @@ class Settings(BaseSettings):
         description="How long a projector's consumer may go unheard (killed, hung) before its group"
         " moves its partitions to the other members (Kafka's session.timeout.ms).",
     )
+    kafka_group_instance_id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9._-]{1,200}$",
+        description="Static group membership (Kafka's group.instance.id, KIP-345): a projector that"
+        " restarts with the same id takes its partitions back at once instead of after the session"
+        " time-out. Each consumer group's member is `<id>-<projection>`; two live projectors must"
+        " never share an id (the broker fences the older). `warriors run` sets one for its projector."
+        " Unset: dynamic membership.",
+    )
     kafka_max_poll_interval_seconds: float = Field(
         default=300.0,
         ge=6,

@@ -191,6 +191,7 @@ class ProjectionConsumer:
         attempts: int = 3,
         session_timeout_ms: int = 45_000,
         max_poll_interval_ms: int = 300_000,
+        group_instance_id: str | None = None,
     ) -> None:
         self.pool = pool
         self.projection = projection
@@ -216,8 +217,14 @@ class ProjectionConsumer:
         self._held: list[Message] = []  # messages polled during a replay, applied after it
         self._owner = f"{socket.gethostname()}:{os.getpid()}"
         self._rebuild_key = f"rebuild:{projection.name}"
+        static = (
+            {}
+            if group_instance_id is None
+            else {"group.instance.id": f"{group_instance_id}-{projection.name}"}
+        )
         self.consumer = Consumer(
             {
+                **static,  # a restart with the same id takes its partitions back at once
                 "bootstrap.servers": bootstrap_servers,
                 "group.id": self.group,
                 "enable.auto.commit": False,
