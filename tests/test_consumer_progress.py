@@ -34,7 +34,8 @@ from warriors.projections.base import Projection
 from warriors.projections.cache import WarriorsCache
 from warriors.projections.engine import register
 from warriors.projections.read_model import READ_MODEL, WarriorsReadModel
-from warriors.projections.status import RELAY, projection_statuses
+from warriors.projections.status import RELAY, consumer_group, projection_statuses
+from warriors.readside.consistency import check_read_model
 from warriors.servers.kafka_broker import KafkaBroker
 
 PARTITIONS = 3
@@ -350,3 +351,32 @@ async def test_offsets_going_back_rebuild_the_sink_from_the_store(
         assert not member._needs_store_replay
     finally:
         await asyncio.to_thread(member.consumer.close)
+
+
+async def test_fed_from_kafka_the_consistency_check_sees_a_row_stuck_at_an_older_version(
+    fresh_database: str, fresh_pool: AsyncConnectionPool[AsyncConnection]
+) -> None:
+    """Fed from Kafka, each sampled row was folded only up to its own version: a row stuck
+    at an older version (an update lost) matched its own events, and the nightly check
+    passed (issue 25, item 5). The group records up to which order it applied every
+    partition; a row older than its warrior's last version up to there is reported."""
+    write_history(fresh_database, 30)
+    async with fresh_pool.connection() as conn:
+        events = await read_after(conn, START, 10_000)
+        last = {e.aggregate_id: e for e in events}  # each warrior's last event
+        lost = next(e for e in reversed(events) if e.event_version >= 2 and last[e.aggregate_id] is e
+                    and e.event_type not in ("WarriorDeleted", "WarriorErased"))  # fmt: skip
+        await WarriorsReadModel().apply(conn, [e for e in events if e is not lost])  # the update lost
+        head = events[-1].stream_position
+        await conn.execute(  # the group believes it applied everything (three partitions)
+            "INSERT INTO bus_consumer_lag (group_id, partition, committed, end_offset, updated_at,"
+            " applied_transaction_id, applied_position)"
+            " SELECT %s, p, 0, 0, now(), %s::text::xid8, %s FROM generate_series(0, 2) AS p",
+            (consumer_group(READ_MODEL), head.transaction_id, head.position),
+        )
+        report = await check_read_model(conn, READ_MODEL, READ_MODEL, 1000, kafka=True)
+    assert not report.consistent
+    assert [m for m in report.mismatches if "lost update" in m] == [
+        f"warrior {lost.aggregate_id}: read model at version {lost.event_version - 1}, but its consumer"
+        f" group applied every event up to its version {lost.event_version} (a lost update)"
+    ]
