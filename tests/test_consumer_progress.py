@@ -380,3 +380,36 @@ async def test_fed_from_kafka_the_consistency_check_sees_a_row_stuck_at_an_older
         f"warrior {lost.aggregate_id}: read model at version {lost.event_version - 1}, but its consumer"
         f" group applied every event up to its version {lost.event_version} (a lost update)"
     ]
+
+
+async def test_records_deleted_between_the_assignment_and_the_first_read_are_noticed(
+    fresh_pool: AsyncConnectionPool[AsyncConnection], broker: KafkaBroker
+) -> None:
+    """A group that never committed gets its partitions just after a rebuild that covers
+    it (the records published since are all on the topic); then, before its first read,
+    retention deletes records the rebuild did not cover. The member read from the new
+    earliest record with no expected offset, so nothing noticed the jump, and those events
+    were never applied (the fault test, seed 917749: dozens of warriors stuck, "version 2
+    does not follow 0"). The first record may be no further on than the rebuild's end."""
+    partitions = publish(broker)  # offsets 0 and 1 in each partition
+    member = await asyncio.to_thread(member_of, fresh_pool, broker, partitions)
+    rebuilt = RebuildState(1, False, START, False, True, (PER_PARTITION,) * PARTITIONS)  # covered up to 2
+    try:
+        member._rebuild = rebuilt
+        await asyncio.to_thread(member._assigned, member.consumer, partitions)
+        assert not member._needs_store_replay  # covered: everything after its ends is on the topic
+        publish(broker)  # offsets 2 and 3, after the rebuild read the store
+        admin = AdminClient({"bootstrap.servers": broker.bootstrap_servers()})
+        for future in admin.delete_records([TopicPartition(TOPIC, 1, PER_PARTITION + 1)]).values():
+            future.result(timeout=30)  # offset 2 gone before the group read it
+        member.consumer.assign([TopicPartition(TOPIC, 1, OFFSET_BEGINNING)])
+        batch: list[Message] = []
+        deadline = time.monotonic() + 60
+        while not batch:
+            assert time.monotonic() < deadline, "partition 1 not read"
+            batch = [m for m in await asyncio.to_thread(member._next_messages) if m.error() is None]
+        assert batch[0].offset() == PER_PARTITION + 1
+        await member._check_gaps(batch)
+        assert (member._needs_store_replay, member._needs_reason) == (True, "records gone from the topic")
+    finally:
+        await asyncio.to_thread(member.consumer.close)

@@ -204,6 +204,8 @@ class ProjectionConsumer:
         self._needs_reason = ""
         self._expected: dict[int, int | None] = {}  # partition -> the offset its next message should have
         self._unknown: set[int] = set()  # partitions whose committed offset the assignment could not read
+        # partition never committed -> the offset its first message may have at most (_first_bound)
+        self._first_at_most: dict[int, int] = {}
         # partition -> the store's order up to which this member applied its events (a
         # partition holds its events in the relay's order, which is the store's)
         self._applied: dict[int, StreamPosition] = {}
@@ -291,6 +293,23 @@ class ProjectionConsumer:
         for tp in committed:
             self._expected[tp.partition] = tp.offset if tp.offset >= 0 else None
             self._unknown.discard(tp.partition)
+            self._first_at_most.pop(tp.partition, None)
+            if tp.offset < 0 and (bound := self._first_bound(tp.partition)) is not None:
+                self._first_at_most[tp.partition] = bound
+
+    def _first_bound(self, partition: int) -> int | None:
+        """A partition the group never committed is read from its earliest record; the
+        first one may be no further on than the last finished rebuild's end of it (what
+        the rebuild covered: `topic_ends`), or than 0 when no end is known. Records deleted
+        after the assignment and before the first read (retention, a delete-records) were
+        otherwise passed over unseen: nothing noticed the jump (CI, the fault test's seed
+        917749). None: a rebuild under way covers whatever is gone (it reads the store to
+        its head, after now)."""
+        state = self._rebuild
+        if self._replaying or (state is not None and state.rebuilding) or self._needs_store_replay:
+            return None
+        ends = None if state is None else state.topic_ends
+        return ends[partition] if ends is not None and partition < len(ends) else 0
 
     async def _check_gaps(self, batch: list[Message]) -> None:
         """Before a batch is applied: its partitions' committed offsets read if their
@@ -393,6 +412,14 @@ class ProjectionConsumer:
             if partition is None or offset is None:
                 continue
             expected = self._expected.get(partition)
+            bound = self._first_at_most.pop(partition, None)
+            if expected is None and bound is not None and offset > bound:
+                log.warning(
+                    "consumer %s: partition %d, never committed, starts at offset %d, after %d (records"
+                    " gone from the topic before the group read them); the sink is rebuilt from the store",
+                    self.group, partition, offset, bound,
+                )  # fmt: skip
+                self._needs_store_replay, self._needs_reason = True, "records gone from the topic"
             if expected is not None and offset > expected:
                 log.warning(
                     "consumer %s: partition %d jumped from offset %d to %d (records gone from the topic);"
