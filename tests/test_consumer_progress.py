@@ -87,6 +87,16 @@ def relay_at_the_head(url: str) -> int:
     return int(row[2])
 
 
+async def first_messages(member: ProjectionConsumer, what: str) -> list[Message]:
+    """The first messages the member's consumer returns (within a minute)."""
+    batch: list[Message] = []
+    deadline = time.monotonic() + 60
+    while not batch:
+        assert time.monotonic() < deadline, f"{what} not read"
+        batch = [m for m in await asyncio.to_thread(member._next_messages) if m.error() is None]
+    return batch
+
+
 async def test_a_held_partition_never_read_counts_whole_in_the_lag(
     fresh_database: str, fresh_pool: AsyncConnectionPool[AsyncConnection], broker: KafkaBroker
 ) -> None:
@@ -279,11 +289,7 @@ async def test_records_trimmed_while_the_committed_offsets_were_unreadable_are_s
         assert member._expected.get(0) is None
         assert 0 in member._unknown
         member.consumer.assign([TopicPartition(TOPIC, 0, 1)])  # from the committed offset: trimmed, so 3
-        batch: list[Message] = []
-        deadline = time.monotonic() + 60
-        while not batch:
-            assert time.monotonic() < deadline, "partition 0 not read"
-            batch = [m for m in await asyncio.to_thread(member._next_messages) if m.error() is None]
+        batch = await first_messages(member, "partition 0")
         assert batch[0].offset() == 3
         await member._check_gaps(batch)
         assert (member._needs_store_replay, member._needs_reason) == (True, "records gone from the topic")
@@ -338,11 +344,7 @@ async def test_offsets_going_back_rebuild_the_sink_from_the_store(
     member = await asyncio.to_thread(member_of, fresh_pool, broker, partitions)
     try:
         member.consumer.assign([TopicPartition(TOPIC, 0, OFFSET_BEGINNING)])
-        batch: list[Message] = []
-        deadline = time.monotonic() + 60
-        while not batch:
-            assert time.monotonic() < deadline, "partition 0 not read"
-            batch = [m for m in await asyncio.to_thread(member._next_messages) if m.error() is None]
+        batch = await first_messages(member, "partition 0")
         member._expected[0] = 5  # read up to 5 in the topic's earlier life
         await member._check_gaps(batch[:1])
         assert (member._needs_store_replay, member._needs_reason) == (True, "the topic's offsets went back")
@@ -403,11 +405,7 @@ async def test_records_deleted_between_the_assignment_and_the_first_read_are_not
         for future in admin.delete_records([TopicPartition(TOPIC, 1, PER_PARTITION + 1)]).values():
             future.result(timeout=30)  # offset 2 gone before the group read it
         member.consumer.assign([TopicPartition(TOPIC, 1, OFFSET_BEGINNING)])
-        batch: list[Message] = []
-        deadline = time.monotonic() + 60
-        while not batch:
-            assert time.monotonic() < deadline, "partition 1 not read"
-            batch = [m for m in await asyncio.to_thread(member._next_messages) if m.error() is None]
+        batch = await first_messages(member, "partition 1")
         assert batch[0].offset() == PER_PARTITION + 1
         await member._check_gaps(batch)
         assert (member._needs_store_replay, member._needs_reason) == (True, "records gone from the topic")

@@ -39,7 +39,7 @@ from warriors.adapters.redis_cache import RedisReadModels
 from warriors.config import get_settings
 from warriors.projections.catalog import ProjectionName, rebuild
 from warriors.projections.rebuild import RebuildReport
-from warriors.projections.status import RELAY, consumer_group
+from warriors.projections.status import RELAY, ProjectionStatus, consumer_group
 from warriors.readside.consistency import ConsistencyReport, check_cache, check_read_model
 from warriors.servers import free_port
 from warriors.servers.kafka_broker import KafkaBroker
@@ -337,6 +337,25 @@ def done_since(url: str, broker: KafkaBroker, moment: datetime) -> bool:
     return bool(rows) and all(committed == ends[p] for p, committed in rows)
 
 
+def lag_over_writes_the_live_member_applied(
+    url: str, broker: KafkaBroker, nothing_proved: str
+) -> ProjectionStatus:
+    """Writes 100 warriors (210 events over the three partitions); once the relay has
+    published them and the live member has consumed its partitions to their ends, the
+    read model's status must count at least the events still unapplied (those of the
+    partitions nobody consumes). Returns the status."""
+    with psycopg.connect(url) as conn:
+        moment = (conn.execute("SELECT now()").fetchone() or [datetime.now(UTC)])[0]
+    write_history(url, 100)
+    wait_for(lambda: kafka_statuses(url)[RELAY].lag_events == 0, what="the relay")
+    wait_for(lambda: done_since(url, broker, moment), timeout=60, what="the live member")
+    behind = unapplied(url)
+    status = kafka_statuses(url)["warriors_read_model"]
+    assert behind > 0, nothing_proved
+    assert status.lag_events >= behind, (status, behind)
+    return status
+
+
 def test_a_dead_member_shows_as_lag_while_the_other_member_goes_on(
     fresh_database: str, broker: KafkaBroker
 ) -> None:
@@ -360,15 +379,9 @@ def test_a_dead_member_shows_as_lag_while_the_other_member_goes_on(
                  what="both members to hold partitions")  # fmt: skip
         members[0].process.kill()
         members[0].stop()
-        with psycopg.connect(fresh_database) as conn:
-            killed_at = (conn.execute("SELECT now()").fetchone() or [datetime.now(UTC)])[0]
-        write_history(fresh_database, 100)  # 210 events over the three partitions
-        wait_for(lambda: kafka_statuses(fresh_database)[RELAY].lag_events == 0, what="the relay")
-        wait_for(lambda: done_since(fresh_database, broker, killed_at), timeout=60, what="the live member")
-        behind = unapplied(fresh_database)
-        status = kafka_statuses(fresh_database)["warriors_read_model"]
-        assert behind > 0, "the dead member's partitions were moved already: nothing proved"
-        assert status.lag_events >= behind, (status, behind)
+        status = lag_over_writes_the_live_member_applied(
+            fresh_database, broker, "the dead member's partitions were moved already: nothing proved"
+        )
         assert status.lag_seconds > 0
     finally:
         feeder.stop()
@@ -409,15 +422,9 @@ def test_a_member_that_never_recorded_its_partitions_shows_as_lag(
         wait_for(lambda: members_holding_partitions(broker, group) == 2, timeout=120,
                  what="both members to hold partitions")  # fmt: skip
         wait_for(lambda: recorded_partitions(fresh_database) > 0, timeout=60, what="a first record")
-        with psycopg.connect(fresh_database) as conn:
-            moment = (conn.execute("SELECT now()").fetchone() or [datetime.now(UTC)])[0]
-        write_history(fresh_database, 100)  # 210 events over the three partitions
-        wait_for(lambda: kafka_statuses(fresh_database)[RELAY].lag_events == 0, what="the relay")
-        wait_for(lambda: done_since(fresh_database, broker, moment), timeout=60, what="the live member")
-        behind = unapplied(fresh_database)
-        status = kafka_statuses(fresh_database)["warriors_read_model"]
-        assert behind > 0, "the silent member holds nothing: nothing proved"
-        assert status.lag_events >= behind, (status, behind)
+        lag_over_writes_the_live_member_applied(
+            fresh_database, broker, "the silent member holds nothing: nothing proved"
+        )
     finally:
         stop.set()
         holder.join(timeout=10)

@@ -414,31 +414,25 @@ class ProjectionConsumer:
             expected = self._expected.get(partition)
             bound = self._first_at_most.pop(partition, None)
             if expected is None and bound is not None and offset > bound:
-                log.warning(
-                    "consumer %s: partition %d, never committed, starts at offset %d, after %d (records"
-                    " gone from the topic before the group read them); the sink is rebuilt from the store",
-                    self.group, partition, offset, bound,
-                )  # fmt: skip
-                self._needs_store_replay, self._needs_reason = True, "records gone from the topic"
+                self._rebuild_for(partition, f"never committed, starts at offset {offset}, after {bound}")
             if expected is not None and offset > expected:
-                log.warning(
-                    "consumer %s: partition %d jumped from offset %d to %d (records gone from the topic);"
-                    " the sink is rebuilt from the event store",
-                    self.group, partition, expected, offset,
-                )  # fmt: skip
-                self._needs_store_replay, self._needs_reason = True, "records gone from the topic"
+                self._rebuild_for(partition, f"jumped from offset {expected} to {offset}")
             elif expected is not None and offset < expected:
                 # Within an assignment offsets only grow (a reassignment starts again from
                 # the committed offset, which sets `expected`): back means the topic was
                 # recreated or its log truncated, and what this group had not read of the
                 # old log is gone.
-                log.warning(
-                    "consumer %s: partition %d went back from offset %d to %d (a recreated topic or a"
-                    " truncated log); the sink is rebuilt from the event store",
-                    self.group, partition, expected, offset,
-                )  # fmt: skip
-                self._needs_store_replay, self._needs_reason = True, "the topic's offsets went back"
+                self._rebuild_for(partition, f"went back from offset {expected} to {offset}", back=True)
             self._expected[partition] = offset + 1
+
+    def _rebuild_for(self, partition: int, what: str, *, back: bool = False) -> None:
+        """Records this group had not read are gone from the topic (not from the store): the
+        sink is built from the store before the batch."""
+        cause = "a recreated topic or a truncated log" if back else "records gone from the topic"
+        log.warning("consumer %s: partition %d %s (%s); the sink is rebuilt from the event store",
+                    self.group, partition, what, cause)  # fmt: skip
+        reason = "the topic's offsets went back" if back else "records gone from the topic"
+        self._needs_store_replay, self._needs_reason = True, reason
 
     def _at_end(self) -> bool:
         """Every partition this member holds is read to its end (cached watermarks)."""
