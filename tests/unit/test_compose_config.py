@@ -136,6 +136,34 @@ def test_compose_interpolates_the_secrets_into_the_urls(tmp_path: Path, values: 
     assert not [text for text in strings(services) if "${" in text]
 
 
+def test_every_long_running_service_has_limits_and_the_relay_only_the_secrets_it_needs(
+    tmp_path: Path, values: dict[str, str]
+) -> None:
+    """Issue 26: no service without a memory limit (one leaking or flooded service took the
+    host's memory with it), a CPU limit for all but the data stores, none above one core
+    (Docker refuses more than the host has); the relay, which publishes sealed events as
+    stored, holds neither the personal data master key nor the search engine's or Redis'
+    passwords, which the projector keeps."""
+    services = _resolved(tmp_path, values)["services"]
+    long_running = sorted(
+        name for name, service in services.items() if service.get("restart") == "unless-stopped"
+    )
+    assert len(long_running) == 13, long_running
+    assert [name for name in long_running if not services[name].get("mem_limit")] == []
+    stores = {"postgres", "kafka", "elasticsearch"}
+    assert [name for name in long_running if name not in stores and not services[name].get("cpus")] == []
+    assert max(float(services[name].get("cpus", 0)) for name in long_running) <= 1.0
+    relay = services["relay"]["environment"]
+    assert {"KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "METRICS_PORT"} <= set(relay)
+    assert not {"PERSONAL_DATA_KEY", "REDIS_URL", "SEARCH_URL"} & set(relay)
+    projector = services["projector"]["environment"]
+    assert {"PERSONAL_DATA_KEY", "REDIS_URL", "SEARCH_URL", "KAFKA_BOOTSTRAP_SERVERS", "METRICS_PORT"} <= set(
+        projector
+    )
+    assert projector["DATABASE_URL"] == relay["DATABASE_URL"]
+    assert projector["DATABASE_URL"].startswith("postgresql://warriors_projector:")
+
+
 def test_the_api_and_the_projectors_scale_behind_a_proxy_on_loopback(
     tmp_path: Path, values: dict[str, str]
 ) -> None:
