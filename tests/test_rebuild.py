@@ -161,3 +161,13 @@ async def test_the_swap_waits_for_readers_without_blocking_new_ones(
     report = await asyncio.wait_for(rebuild, timeout=60)
     assert report.events == head(fresh_database)
     assert len(read_model_rows(fresh_database)) == 90
+
+
+async def test_a_rebuild_before_any_projector_ran_leaves_the_checkpoint_at_the_head(
+    fresh_database: str, fresh_pool: Pool
+) -> None:
+    """The swap moves the live checkpoint: a projection never registered had no row to
+    move, and `?position=` then waited in vain on a complete table."""
+    write_history(fresh_database, 10)
+    report = await rebuild_blue_green(fresh_pool, WarriorsReadModel(), batch_size=500)
+    assert checkpoint(fresh_database) == report.position == head(fresh_database)

@@ -35,7 +35,7 @@ from psycopg_pool import AsyncConnectionPool
 from warriors.eventstore.errors import translated_errors
 from warriors.metrics import REBUILD_SECONDS
 from warriors.projections.base import BlueGreenProjection, Projection
-from warriors.projections.engine import BatchResult, ProjectionEngine, lock_projection
+from warriors.projections.engine import BatchResult, ProjectionEngine, lock_projection, register
 from warriors.projections.status import projection_statuses
 
 log = logging.getLogger("warriors.projections.rebuild")
@@ -81,6 +81,9 @@ async def rebuild_blue_green(
     with translated_errors():
         async with _exclusive_rebuild(pool, live.name):
             try:
+                # A projection no projector has run yet gets its checkpoint now: the swap
+                # moves it (an UPDATE), and without a row the rebuilt table had none.
+                await register(pool, live.name)
                 await _create_shadow(pool, live, shadow, replaying)
                 progress(f"{live.name}: building {shadow.name} from position 0")
                 shadow_engine = ProjectionEngine(pool, shadow, batch_size)
