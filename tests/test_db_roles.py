@@ -46,7 +46,10 @@ REFUSED_TO_BOTH = [
 ]  # fmt: skip
 REFUSED_TO_API = [
     ("DELETE FROM warriors_read_model", errors.InsufficientPrivilege),
-    ("UPDATE warrior_count SET total = 0", errors.InsufficientPrivilege),
+    # Creations are projected inline (sql/0019): the API inserts rows, never changes them.
+    ("UPDATE warriors_read_model SET name = 'Forged'", errors.InsufficientPrivilege),
+    ("TRUNCATE warriors_read_model", errors.InsufficientPrivilege),
+    ("DELETE FROM search_words", errors.InsufficientPrivilege),
     ("DELETE FROM projection_offsets", errors.InsufficientPrivilege),
     ("INSERT INTO event_snapshots (aggregate_id, aggregate_type, version, state)"
      " VALUES (gen_random_uuid(), 'Warrior', 1, '{}')", errors.InsufficientPrivilege),

@@ -105,6 +105,11 @@ class Settings(BaseSettings):
         description="Group-commit INSERTs in flight at once per worker. One gave the largest"
         " batches and the best throughput and tail here (docs/benchmarks.md).",
     )
+    inline_read_model: bool = Field(
+        default=True,
+        description="A creation's read-model row is written in the statement that appends its event"
+        " (warriors/projections/inline.py); PostgreSQL mode only (ignored with Kafka).",
+    )
     projector_batch_size: int = Field(default=1000, ge=1, description="Events per projection batch.")
     projector_idle_seconds: float = Field(
         default=0.1, gt=0, description="Live projector poll interval when no wake-up arrives."

@@ -28,6 +28,7 @@ from warriors.eventstore.errors import StoreUnavailable
 from warriors.eventstore.store import EventStore
 from warriors.logs import configure_logging
 from warriors.projections.catalog import search_engine
+from warriors.projections.inline import INLINE_CREATIONS
 from warriors.readside.answer_cache import AnswerCache
 from warriors.readside.queries import WarriorQueries
 from warriors.readside.vocabulary import Vocabulary, VocabularyListener
@@ -63,8 +64,13 @@ def build_service(
         pool = create_pool(settings, database_url)
         # Do not block start-up on the database: the service answers 503 until it is up.
         await pool.open(wait=False)
+        # Creations write their read-model row inline unless Kafka feeds the read model.
+        inline = settings.inline_read_model and not settings.kafka_bootstrap_servers
         appender = GroupCommitAppender(
-            pool, max_batch=settings.append_max_batch, max_flushes=settings.append_max_flushes
+            pool,
+            max_batch=settings.append_max_batch,
+            max_flushes=settings.append_max_flushes,
+            inline=INLINE_CREATIONS if inline else None,
         )
         store = EventStore(pool, appender)
         cache = (

@@ -21,7 +21,14 @@ from uuid_utils.compat import uuid7
 from warriors import tracing
 from warriors.domain import commands
 from warriors.domain.errors import VersionMismatch
-from warriors.domain.events import AGGREGATE_TYPE, PERSONAL, DomainEvent, event_from_data, is_erased
+from warriors.domain.events import (
+    AGGREGATE_TYPE,
+    PERSONAL,
+    DomainEvent,
+    WarriorCreated,
+    event_from_data,
+    is_erased,
+)
 from warriors.domain.warrior import ErasedWarrior, State, Warrior, decide, fold
 from warriors.eventstore.opening import SNAPSHOT_SCHEMA_VERSION, Keyring, sealed_data
 from warriors.eventstore.records import (
@@ -35,6 +42,7 @@ from warriors.eventstore.records import (
     VersionTaken,
 )
 from warriors.eventstore.store import AggregateStream, EventStore
+from warriors.projections.inline import creation_row
 from warriors.security.master_key import master_key
 from warriors.security.personal_data import new_data_key
 
@@ -251,6 +259,8 @@ class WarriorCommands:
             if any(PERSONAL in d for d in data):
                 data_key, new_key = await self._sealing(command, stream)
                 data = [sealed_data(data_key, command.warrior_id, d) for d in data]
+            # A creation's read-model row goes with its event when the store projects inline.
+            created = events[0] if len(events) == 1 and isinstance(events[0], WarriorCreated) else None
             request = AppendRequest(
                 [
                     self._new_event(command.warrior_id, current + 1 + i, e, d, context)
@@ -258,6 +268,9 @@ class WarriorCommands:
                 ],
                 idempotency,
                 new_key,
+                creation_row(command.warrior_id, created)
+                if created and self._store.projects_inline
+                else None,
             )
             with tracing.span("warriors.append", **{"warriors.events": len(request.events)}):
                 if isinstance(command, commands.EraseWarrior):

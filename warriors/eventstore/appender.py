@@ -15,6 +15,10 @@ Each append in a batch still gets its own outcome:
 An append that would leave a key without its events, or only some of its events (a
 multi-event append racing another writer), makes the batch roll back and run again
 without it, so a batch never commits part of an append.
+
+An inline projection (`inline`: SQL of more CTEs, reading `inserted` and the
+`%(inline)s` rows the appends carry, `AppendRequest.inline_row`) writes in the same
+statement: its rows exist exactly when their events do (warriors/projections/inline.py).
 """
 
 import base64
@@ -40,7 +44,7 @@ from warriors.metrics import APPEND_BATCH_SIZE
 # version; the first request of a batch wins a race inside it), so two workers' batches
 # cannot deadlock on each other; a deadlock or serialization failure from elsewhere is
 # retried, since nothing of the batch was committed.
-_INSERT_BATCH = """
+_INSERT_BATCH_TEMPLATE = """
 WITH batch AS (
     SELECT *
     FROM jsonb_to_recordset(%(events)s::jsonb)
@@ -71,7 +75,7 @@ inserted AS (
     )
     ORDER BY b.aggregate_id, b.event_version, b.req
     ON CONFLICT (aggregate_id, event_version) DO NOTHING
-    RETURNING event_id, position, aggregate_id
+    RETURNING event_id, position, aggregate_id, event_version, created_at
 ),
 -- A new warrior's key, stored only if its events were (an orphan key would be harmless,
 -- but a key is personal-data machinery: none without a warrior).
@@ -81,12 +85,13 @@ new_keys AS (
     FROM jsonb_to_recordset(%(new_keys)s::jsonb) AS n(warrior_id uuid, wrapped_key text, master_key_id text)
     WHERE n.warrior_id IN (SELECT aggregate_id FROM inserted)
     ON CONFLICT (warrior_id) DO NOTHING
-)
+){inline}
 -- One wake-up per flush for live projectors (LISTEN event_store); it is sent at commit.
 SELECT event_id, position, NULL::text FROM inserted, (SELECT pg_notify('event_store', '')) AS wake
 UNION ALL
 SELECT NULL, NULL, key FROM taken_keys
 """
+_INSERT_BATCH = _INSERT_BATCH_TEMPLATE.format(inline="")
 
 
 _ROLLBACK_RETRIES = 3
@@ -101,9 +106,12 @@ class GroupCommitAppender(Grouped[AppendRequest, AppendOutcome]):
         *,
         max_batch: int = 256,
         max_flushes: int = 1,
+        inline: str | None = None,
     ) -> None:
         super().__init__(max_batch=max_batch, max_flushes=max_flushes)
         self._pool = pool
+        self.inline = inline
+        self._statement = _INSERT_BATCH_TEMPLATE.format(inline=f",\n{inline}" if inline else "")
 
     async def append(self, request: AppendRequest) -> AppendOutcome:
         """Write `request`'s events atomically; raises `StoreUnavailable` on a dead database."""
@@ -132,10 +140,10 @@ class GroupCommitAppender(Grouped[AppendRequest, AppendOutcome]):
             if not any(requests[i].idempotency or len(requests[i].events) > 1 for i in live):
                 # Nothing here can commit half-done: one statement is atomic by
                 # itself, so skip the BEGIN and COMMIT round trips.
-                await _attempt(conn, requests, live, outcomes)
+                await _attempt(conn, self._statement, requests, live, outcomes)
                 continue
             async with conn.transaction():
-                if broken := await _attempt(conn, requests, live, outcomes):
+                if broken := await _attempt(conn, self._statement, requests, live, outcomes):
                     # These appends would commit half-done (a key without its events,
                     # or some events of a multi-event append): they lost a version
                     # race. Undo the batch and write the others again without them.
@@ -147,12 +155,13 @@ class GroupCommitAppender(Grouped[AppendRequest, AppendOutcome]):
 
 async def _attempt(
     conn: AsyncConnection[Any],
+    statement: str,
     requests: list[AppendRequest],
     live: list[int],
     outcomes: list[AppendOutcome | None],
 ) -> set[int]:
     """Run the batch INSERT for the `live` appends and judge each one's outcome."""
-    cursor = await conn.execute(_INSERT_BATCH, _batch_params(requests, live))
+    cursor = await conn.execute(statement, _batch_params(requests, live))
     # Matched by event id: in-batch racers share (aggregate_id, version).
     written: dict[UUID, int] = {}
     keys_taken: set[str] = set()
@@ -173,7 +182,7 @@ async def append_in_transaction(conn: AsyncConnection[Any], request: AppendReque
     if outcomes[0] is not None:
         return outcomes[0]
     async with conn.transaction():  # a savepoint
-        if await _attempt(conn, [request], [0], outcomes):
+        if await _attempt(conn, _INSERT_BATCH, [request], [0], outcomes):
             raise psycopg.Rollback()
     return outcomes[0] or VersionTaken()
 
@@ -190,13 +199,16 @@ def _refuse_repeated_keys(requests: list[AppendRequest], outcomes: list[AppendOu
 
 
 def _batch_params(requests: list[AppendRequest], live: list[int]) -> dict[str, str]:
-    """The batch as two JSON documents: one parameter each, whatever the batch size
-    (cheaper to send than a column array per field)."""
+    """The batch as JSON documents: one parameter each, whatever the batch size (cheaper
+    to send than a column array per field)."""
     events: list[dict[str, Any]] = []
     keys: list[dict[str, Any]] = []
     new_keys: list[dict[str, Any]] = []
+    inline: list[dict[str, Any]] = []
     for index in live:
         request = requests[index]
+        if request.inline_row is not None:
+            inline.append(request.inline_row)
         if request.new_key is not None:
             new_keys.append(
                 {
@@ -234,6 +246,7 @@ def _batch_params(requests: list[AppendRequest], live: list[int]) -> dict[str, s
         "events": orjson.dumps(events).decode(),
         "keys": orjson.dumps(keys).decode(),
         "new_keys": orjson.dumps(new_keys).decode(),
+        "inline": orjson.dumps(inline).decode(),
     }
 
 

@@ -68,11 +68,14 @@ class NewKey:
 @dataclass(frozen=True, slots=True)
 class AppendRequest:
     """Events for one aggregate with consecutive versions, written all or none; with
-    `new_key`, the aggregate's key is stored with them (in the same transaction)."""
+    `new_key`, the aggregate's key is stored with them (in the same transaction); with
+    `inline_row`, the appender's inline projection writes that row with them (its SQL
+    says what the row holds)."""
 
     events: list[NewEvent]
     idempotency: IdempotencyKey | None = None
     new_key: NewKey | None = None
+    inline_row: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if not self.events:

@@ -111,6 +111,11 @@ class EventStore:
         self.pool = pool
         self._appender = appender
 
+    @property
+    def projects_inline(self) -> bool:
+        """Appends may carry an inline projection's rows (`AppendRequest.inline_row`)."""
+        return self._appender.inline is not None
+
     async def append(self, request: AppendRequest) -> AppendOutcome:
         with translated_errors():
             return await self._appender.append(request)

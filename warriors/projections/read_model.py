@@ -121,6 +121,13 @@ class WarriorsReadModel:
             row[0]: _Row(row[1], row[2], tuple(row[3]), row[4], row[5], row[6])
             for row in await cursor.fetchall()
         }
+        # Already applied (a creation written inline, warriors/projections/inline.py, or a
+        # redelivery): neither opened (a key lookup and a decryption) nor folded.
+        events = [
+            e for e in events if (row := before.get(e.aggregate_id)) is None or e.event_version > row.version
+        ]
+        if not events:
+            return
         passed_deleted: dict[UUID, int] = {}
         events = await opened(conn, events)
         if self.redelivery:
@@ -267,6 +274,10 @@ async def _owner_and_grants(conn: AsyncConnection[Any], table: str) -> tuple[str
 
 async def _drop_table(conn: AsyncConnection[Any], table: str) -> None:
     await conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
+
+
+def _version(row: _Row | None) -> int:
+    return 0 if row is None else row.version
 
 
 def _erasure(event: StoredEvent) -> bool:
