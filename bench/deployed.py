@@ -164,7 +164,9 @@ def measure(
     before = cpu_by_group(groups)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     sampler = LagSampler(lag_url) if lag_url else None
-    profilers = start_profiles(args, platform, label) if args.profile else []
+    profilers = (
+        start_profiles(Path(args.profile), platform, label, args.seconds, args.others) if args.profile else []
+    )
     if sampler:
         sampler.start()
     started = time.monotonic()
@@ -183,23 +185,20 @@ def measure(
     return Phase(result, cores, sampler.summary() if sampler else {})
 
 
-def start_profiles(args: argparse.Namespace, platform: Platform, label: str) -> list[subprocess.Popen[bytes]]:
-    """py-spy on the first HTTP worker and on the projector for the phase's length."""
-    out = Path(args.profile)
+def start_profiles(
+    out: Path, platform: Platform, label: str, seconds: float, others: dict[str, list[int]] | None = None
+) -> list[subprocess.Popen[bytes]]:
+    """py-spy on every HTTP worker and on the projector for `seconds`, one collapsed-stack
+    file each (speedscope.app and flamegraph.pl draw them, grep reads them)."""
     out.mkdir(parents=True, exist_ok=True)
-    groups = process_groups(platform.pids(), args.others)
-    targets = {
-        "http": groups.get("http-worker", []),
-        "projector": python_processes(groups.get("projector", [])),
-    }
+    groups = process_groups(platform.pids(), others)
+    targets = [("http", pid) for pid in groups.get("http-worker", [])]
+    targets += [("projector", pid) for pid in python_processes(groups.get("projector", []))[:1]]
     started = []
     slug = label.split(":")[-1].strip().replace(" ", "-").replace("/", "")
-    for name, pids in targets.items():
-        if not pids:
-            continue
-        # Collapsed stacks: speedscope.app and flamegraph.pl draw them, grep reads them.
-        folded = out / f"{slug}-{name}.folded"
-        command = [require("py-spy"), "record", "--pid", str(pids[0]), "--duration", str(args.seconds),
+    for index, (name, pid) in enumerate(targets):
+        folded = out / f"{slug}-{name}-{index}.folded"
+        command = [require("py-spy"), "record", "--pid", str(pid), "--duration", str(int(seconds)),
                    "--rate", "250", "--nonblocking", "--format", "raw", "--output", str(folded)]  # fmt: skip
         started.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     return started

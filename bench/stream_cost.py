@@ -21,6 +21,8 @@ many searches) would need here, against the cores the machine has: arithmetic on
 run's figures, not a measurement of that rate (bench/mixed_load.py measures it).
 
     make bench-stream-cost          # or: .venv/bin/python -m bench.stream_cost --rate 200
+    .venv/bin/python -m bench.stream_cost --profile bench/results/profiles   # py-spy too (it costs CPU:
+                                                                             # a profiled run's figures are not the headline)
 """
 
 import argparse
@@ -33,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.deployed import LagSampler, wait_dagster_quiet
+from bench.deployed import LagSampler, start_profiles, wait_dagster_quiet
 from bench.mixed_load import seed
 from bench.platform import Platform, cpu_by_group, process_groups, tree_cpu
 from bench.tools import RESULTS, machine, require, save
@@ -110,6 +112,7 @@ def run_stream(args: argparse.Namespace, platform: Platform, name: str, workdir:
     # Measured over the hold, but for its last 2 s: the generator must still be there to
     # be measured (it exits at the hold's end).
     time.sleep(args.ramp)
+    profilers = start_profiles(Path(args.profile), platform, name, args.hold - 2) if args.profile else []
     before, generator_before, started = cpu_by_group(groups), tree_cpu([generator.pid]), time.monotonic()
     with LagSampler(platform.postgres.url()) as lag:
         while generator.poll() is None and time.monotonic() - started < args.hold - 2:
@@ -120,6 +123,8 @@ def run_stream(args: argparse.Namespace, platform: Platform, name: str, workdir:
             time.monotonic() - started,
         )
     generator.wait()
+    for profiler in profilers:
+        profiler.wait()
     cores = {g: (after.get(g, 0.0) - before.get(g, 0.0)) / seconds for g in GROUPS}
     cores["generator"] = (generator_after - generator_before) / seconds
     if name == "live":
@@ -165,25 +170,13 @@ def print_results(args: argparse.Namespace, results: list[dict[str, Any]]) -> No
     print(f"machine: {machine()}; the generator shares these cores")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--rate", type=int, default=200, help="requests (live), creations or searches per second"
-    )
-    parser.add_argument("--ramp", type=float, default=5)
-    parser.add_argument("--hold", type=float, default=30, help="seconds held (measured: all but the last 2)")
-    parser.add_argument("--settle", type=float, default=10)
-    parser.add_argument("--seed-warriors", type=int, default=30_000)
-    parser.add_argument("--seed", type=int, default=1, help="the generator's payload and term choices")
-    parser.add_argument("--target", type=int, default=1000, help="the stress test's rate, for the last line")
-    args = parser.parse_args()
-
-    RESULTS.mkdir(parents=True, exist_ok=True)
+def measure(args: argparse.Namespace, env: dict[str, str]) -> list[dict[str, Any]]:
+    """The three streams against a fresh `warriors run` with `env` as its settings."""
     log = RESULTS / f"stream_cost-{time.strftime('%Y%m%d-%H%M%S')}-platform.log"
     workdir = Path(tempfile.mkdtemp(prefix="bench-stream-cost-"))
-    platform = Platform(workdir / "data", {}, log)
+    platform = Platform(workdir / "data", env, log)
     try:
-        print(f"starting warriors run on {platform.url} (log: {log}) ...", flush=True)
+        print(f"starting warriors run on {platform.url} ({env or 'defaults'}; log: {log}) ...", flush=True)
         platform.wait_ready(300)
         if args.seed_warriors:
             seed(platform, "api", args.seed_warriors, 120)
@@ -195,14 +188,53 @@ def main() -> None:
         for name in ("live", "creations", "searches"):
             print(f"{name} at {args.rate}/s ...", flush=True)
             results.append(run_stream(args, platform, name, workdir))
+        return results
     finally:
         print("stopping warriors run ...", flush=True)
         platform.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-    print_results(args, results)
-    print(
-        f"results saved to {save('stream_cost', {'args': vars(args), 'machine': machine(), 'results': results})}"
+
+
+def print_comparison(results: list[dict[str, Any]], baseline: list[dict[str, Any]], label: str) -> None:
+    print(f"\nCPU per ok request, the defaults against {label} (same run, one after the other):")
+    for ours, theirs in zip(results, baseline, strict=True):
+        print(f"  {ours['stream']:<10} {ours['ms_per_request']:>6.2f} ms against {theirs['ms_per_request']:>6.2f} ms:"
+              f" {ours['ms_per_request'] / max(theirs['ms_per_request'], 1e-9):.2f}x")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--rate", type=int, default=200, help="requests (live), creations or searches per second"
     )
+    parser.add_argument("--ramp", type=float, default=5)
+    parser.add_argument("--hold", type=float, default=30, help="seconds held (measured: all but the last 2)")
+    parser.add_argument("--settle", type=float, default=10)
+    parser.add_argument("--seed-warriors", type=int, default=30_000)
+    parser.add_argument("--seed", type=int, default=1, help="the generator's payload and term choices")
+    parser.add_argument(
+        "--profile",
+        default=None,
+        help="folder for py-spy stacks of every HTTP worker and the projector per stream",
+    )
+    parser.add_argument("--baseline-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="then measure again on a fresh platform with this setting (repeatable): the"
+                             " baseline, in the same run (e.g. INLINE_READ_MODEL=false)")  # fmt: skip
+    parser.add_argument("--target", type=int, default=1000, help="the stress test's rate, for the last line")
+    args = parser.parse_args()
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    results = measure(args, {})
+    print_results(args, results)
+    saved: dict[str, Any] = {"args": vars(args), "machine": machine(), "results": results}
+    if args.baseline_env:
+        label = ", ".join(args.baseline_env)
+        baseline = measure(args, dict(item.split("=", 1) for item in args.baseline_env))
+        print(f"\nbaseline: {label}")
+        print_results(args, baseline)
+        print_comparison(results, baseline, label)
+        saved["baseline"] = baseline
+    print(f"results saved to {save('stream_cost', saved)}")
 
 
 if __name__ == "__main__":
