@@ -1,19 +1,22 @@
 """Creations projected inline (warriors/projections/inline.py), against real PostgreSQL and
 as the API's own role: the row, its words and the count exist when the append commits;
 the projector then finds them applied and goes on; an append that is not stored writes
-no row; a blue/green rebuild under inline creations ends equal to a replay of the store."""
+no row; a blue/green rebuild under inline creations ends equal to a replay of the store.
+A flush of inline creations wakes no projector, and a reader waiting on a position does."""
 
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from tests.history import counted, read_model_rows, replay_into_shadow, write_history
+from tests.history import checkpoint, counted, read_model_rows, replay_into_shadow, write_history
+from tests.support import ProjectorProcess, ServiceProcess, wait_for
 from warriors.application.warrior_commands import RequestContext, WarriorCommands
 from warriors.eventstore.appender import GroupCommitAppender
 from warriors.eventstore.records import IdempotencyKey
@@ -21,11 +24,15 @@ from warriors.eventstore.roles import ServiceRole
 from warriors.eventstore.store import EventStore
 from warriors.projections.engine import ProjectionEngine
 from warriors.projections.inline import INLINE_CREATIONS
-from warriors.projections.read_model import WarriorsReadModel
+from warriors.projections.live import CHANNEL
+from warriors.projections.read_model import READ_MODEL, WarriorsReadModel
 from warriors.projections.rebuild import rebuild_blue_green
+from warriors.servers import free_port
 
 Pool = AsyncConnectionPool[AsyncConnection]
 CONTEXT = RequestContext(correlation_id="test", causation_id="test")
+COMMANDS = "/api/v1/commands/warriors"
+QUERIES = "/api/v1/queries/warriors"
 
 
 @pytest.fixture
@@ -41,8 +48,8 @@ async def api_pool(fresh_database: str) -> AsyncIterator[Pool]:
         yield pool
 
 
-def commands(pool: Pool, *, inline: bool = True) -> WarriorCommands:
-    appender = GroupCommitAppender(pool, inline=INLINE_CREATIONS if inline else None)
+def commands(pool: Pool, *, inline: bool = True, quiet: bool = False) -> WarriorCommands:
+    appender = GroupCommitAppender(pool, inline=INLINE_CREATIONS if inline else None, quiet_inline=quiet)
     return WarriorCommands(EventStore(pool, appender))
 
 
@@ -154,3 +161,48 @@ async def test_a_blue_green_rebuild_under_inline_creations_ends_equal_to_a_repla
     rows = read_model_rows(fresh_database)
     assert rows == await replay_into_shadow(fresh_database)
     assert counted(fresh_database) == len(rows) == 900 + len(created)
+
+
+async def test_a_flush_of_inline_creations_wakes_no_projector(fresh_database: str, api_pool: Pool) -> None:
+    handler = commands(api_pool, quiet=True)
+    async with await AsyncConnection.connect(fresh_database, autocommit=True) as listener:
+        await listener.execute(f"LISTEN {CHANNEL}")
+        created = await handler.create({"name": "Quiet", "dob": "1990-01-01"}, CONTEXT, None)
+        await handler.change(created.warrior_id, {"name": "Loud"}, CONTEXT, None, None)  # not inline: wakes
+        # Notifications come in commit order: the change's is the first, or the creation sent one.
+        first = await anext(listener.notifies(timeout=10, stop_after=1))
+        assert first.channel == CHANNEL
+        pending = [n async for n in listener.notifies(timeout=0)]  # what else had arrived
+    assert pending == []
+    with psycopg.connect(fresh_database) as conn:  # the change's flush came after the creation's
+        assert conn.execute("SELECT count(*) FROM event_store").fetchone() == (2,)
+
+
+def test_a_read_waiting_on_a_position_wakes_the_projector(fresh_database: str) -> None:
+    """The projector polls only every 60 s here: an inline creation sends no wake-up, so
+    only the reader's own wake-up lets `?position=` answer within its 2 s."""
+    projector = ProjectorProcess(fresh_database, {"PROJECTOR_IDLE_SECONDS": "60"}, "quiet-projector")
+    service = ServiceProcess(fresh_database, free_port())
+    try:
+        with httpx.Client(base_url=service.base_url, headers=service.headers, timeout=10) as client:
+            wait_for(lambda: checkpoint_row(fresh_database), timeout=30, what="the projector to start")
+            created = client.post(COMMANDS, json={"name": "Waited For", "dob": "1990-01-01"})
+            assert created.status_code == 202, created.text
+            position = created.json()["position"]
+            answer = client.get(QUERIES, params={"term": "Waited", "position": position})
+            assert answer.status_code == 200, answer.text
+            assert [w["id"] for w in answer.json()] == [created.json()["id"]]
+            assert checkpoint(fresh_database) >= position
+    finally:
+        service.stop()
+        projector.stop()
+
+
+def checkpoint_row(url: str) -> bool:
+    with psycopg.connect(url) as conn:
+        return (
+            conn.execute(
+                "SELECT 1 FROM projection_offsets WHERE projection_name = %s", (READ_MODEL,)
+            ).fetchone()
+            is not None
+        )

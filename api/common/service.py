@@ -71,6 +71,10 @@ def build_service(
             max_batch=settings.append_max_batch,
             max_flushes=settings.append_max_flushes,
             inline=INLINE_CREATIONS if inline else None,
+            # Nothing but the read model follows the store (no index, no cache): its live
+            # projector needs no wake-up for rows already written; it polls, and a reader
+            # waiting on a position wakes it (WarriorQueries.wait_for).
+            quiet_inline=not (settings.search_url or settings.redis_url),
         )
         store = EventStore(pool, appender)
         cache = (

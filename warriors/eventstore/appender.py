@@ -87,7 +87,9 @@ new_keys AS (
     ON CONFLICT (warrior_id) DO NOTHING
 ){inline}
 -- One wake-up per flush for live projectors (LISTEN event_store); it is sent at commit.
-SELECT event_id, position, NULL::text FROM inserted, (SELECT pg_notify('event_store', '')) AS wake
+-- None for a flush of creations projected inline, when the appender is `quiet_inline`.
+SELECT event_id, position, NULL::text FROM inserted,
+    (SELECT CASE WHEN %(wake)s THEN pg_notify('event_store', '') END) AS wake
 UNION ALL
 SELECT NULL, NULL, key FROM taken_keys
 """
@@ -107,10 +109,14 @@ class GroupCommitAppender(Grouped[AppendRequest, AppendOutcome]):
         max_batch: int = 256,
         max_flushes: int = 1,
         inline: str | None = None,
+        quiet_inline: bool = False,
     ) -> None:
+        """`quiet_inline`: a flush whose every append was projected inline sends no wake-up
+        to the live projectors (nothing else of theirs needs it at once; they poll)."""
         super().__init__(max_batch=max_batch, max_flushes=max_flushes)
         self._pool = pool
         self.inline = inline
+        self._quiet_inline = quiet_inline and inline is not None
         self._statement = _INSERT_BATCH_TEMPLATE.format(inline=f",\n{inline}" if inline else "")
 
     async def append(self, request: AppendRequest) -> AppendOutcome:
@@ -140,10 +146,12 @@ class GroupCommitAppender(Grouped[AppendRequest, AppendOutcome]):
             if not any(requests[i].idempotency or len(requests[i].events) > 1 for i in live):
                 # Nothing here can commit half-done: one statement is atomic by
                 # itself, so skip the BEGIN and COMMIT round trips.
-                await _attempt(conn, self._statement, requests, live, outcomes)
+                await _attempt(conn, self._statement, requests, live, outcomes, self._quiet_inline)
                 continue
             async with conn.transaction():
-                if broken := await _attempt(conn, self._statement, requests, live, outcomes):
+                if broken := await _attempt(
+                    conn, self._statement, requests, live, outcomes, self._quiet_inline
+                ):
                     # These appends would commit half-done (a key without its events,
                     # or some events of a multi-event append): they lost a version
                     # race. Undo the batch and write the others again without them.
@@ -159,9 +167,10 @@ async def _attempt(
     requests: list[AppendRequest],
     live: list[int],
     outcomes: list[AppendOutcome | None],
+    quiet_inline: bool = False,
 ) -> set[int]:
     """Run the batch INSERT for the `live` appends and judge each one's outcome."""
-    cursor = await conn.execute(statement, _batch_params(requests, live))
+    cursor = await conn.execute(statement, _batch_params(requests, live, quiet_inline))
     # Matched by event id: in-batch racers share (aggregate_id, version).
     written: dict[UUID, int] = {}
     keys_taken: set[str] = set()
@@ -198,7 +207,7 @@ def _refuse_repeated_keys(requests: list[AppendRequest], outcomes: list[AppendOu
         seen.add(request.idempotency.key)
 
 
-def _batch_params(requests: list[AppendRequest], live: list[int]) -> dict[str, str]:
+def _batch_params(requests: list[AppendRequest], live: list[int], quiet_inline: bool) -> dict[str, Any]:
     """The batch as JSON documents: one parameter each, whatever the batch size (cheaper
     to send than a column array per field)."""
     events: list[dict[str, Any]] = []
@@ -247,6 +256,7 @@ def _batch_params(requests: list[AppendRequest], live: list[int]) -> dict[str, s
         "keys": orjson.dumps(keys).decode(),
         "new_keys": orjson.dumps(new_keys).decode(),
         "inline": orjson.dumps(inline).decode(),
+        "wake": not quiet_inline or len(inline) < len(live),
     }
 
 

@@ -19,6 +19,7 @@ from warriors.domain.events import plain_data
 from warriors.eventstore.errors import translated_errors
 from warriors.eventstore.grouping import Grouped
 from warriors.eventstore.store import AggregateStream, EventStore
+from warriors.projections.live import CHANNEL
 from warriors.projections.parked import parked_events
 from warriors.projections.read_model import READ_MODEL
 from warriors.projections.search import SEARCH
@@ -193,6 +194,8 @@ LIMIT %(limit)s
 """
 
 # NULL (not reached) while the projection has no checkpoint yet.
+_FIRST_DELAY = 0.002
+_WAKE_PROJECTORS = f"SELECT pg_notify('{CHANNEL}', '')"
 _REACHED = """
 SELECT coalesce((e.transaction_id, e.position) <= (o.last_transaction_id, o.last_position), false)
 FROM event_store e
@@ -465,7 +468,7 @@ class WarriorQueries:
     async def wait_for(self, position: int, seconds: float, projection: str = READ_MODEL) -> None:
         """Return once `projection` has applied the event at `position`; bounded."""
         deadline = time.monotonic() + seconds
-        delay = 0.002
+        delay = _FIRST_DELAY
         by_document = self.fed_by_kafka and projection == SEARCH
         while True:
             with translated_errors():
@@ -483,10 +486,20 @@ class WarriorQueries:
                 raise UnknownPosition(f"no event has position {position}")
             if await self._indexed(*row) if by_document else row[0]:
                 return
+            if delay == _FIRST_DELAY and not self.fed_by_kafka:
+                await self._wake_projectors()
             if time.monotonic() >= deadline:
                 raise ReadModelBehind(f"{projection} has not reached position {position} within {seconds}s")
             await asyncio.sleep(delay)  # polling the checkpoint, bounded by the deadline
             delay = min(delay * 2, 0.05)
+
+    async def _wake_projectors(self) -> None:
+        """A reader waits on a position the live projectors have not reached: wake them now
+        (creations projected inline send no wake-up of their own, and a projector between
+        polls would otherwise answer within PROJECTOR_IDLE_SECONDS)."""
+        with translated_errors():
+            async with self.pool.connection() as conn:
+                await conn.execute(_WAKE_PROJECTORS)
 
     async def _indexed(self, warrior: UUID, version: int, deleted_at: int | None) -> bool:
         """The search index holds `warrior` at `version` or later, or has no document of it
