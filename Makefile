@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run services services-stop test test-tools deploy-tools lint format bench bench-tools bench-write bench-read bench-search bench-bus bench-load bench-search-classes bench-deployed bench-stream-cost soak soak-cluster fuzz clean-data
+.PHONY: install run services services-stop test test-tools deploy-tools lint format bench bench-tools bench-write bench-read bench-search bench-bus bench-load bench-search-classes bench-deployed bench-stream-cost bench-peer soak soak-cluster fuzz clean-data
 
 # Debian packages are installed with sudo unless running as root.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -149,6 +149,12 @@ bench-load: bench-tools test-tools
 ## next to /health/live at the same rate (bench/stream_cost.py).
 bench-stream-cost: bench-tools test-tools
 	$(BIN)/python -m bench.stream_cost
+
+## make bench-peer PEER_URL=http://127.0.0.1:3000: `make run` against another implementation
+## of the compat routes, one after the other, same generator and seeds (bench/peer.py); the
+## peer is the user's to start (docs/benchmarks.md; bench/peer_stores.py gives it its stores).
+bench-peer: bench-tools
+	$(BIN)/python -m bench.peer $(if $(PEER_URL),--peer-url $(PEER_URL),)
 
 clean-data:
 	rm -rf .data
