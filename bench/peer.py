@@ -205,6 +205,9 @@ def main() -> None:
     parser.add_argument("--hold", type=int, default=20)
     parser.add_argument("--timeout", type=int, default=10, help="per-request time-out, seconds")
     parser.add_argument("--count-timeout", type=float, default=60)
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="a setting of the platform (e.g. ADMISSION_QUEUE=8); repeatable")  # fmt: skip
+    parser.add_argument("--platform-only", action="store_true", help="measure the platform alone (no peer)")
     parser.add_argument(
         "--seed", type=int, default=24, help="the generator's seed (each step derives its own)"
     )
