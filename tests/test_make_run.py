@@ -171,6 +171,7 @@ def test_run_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
         assert output.count("personal data master key created") == 1, "made once, then reused"
         assert keys.pop() not in output, "the key itself is never printed"
         assert "command API  http://127.0.0.1" in output
+        assert "READ_AUTH=open, a development default" in output  # compose and Kubernetes require keys
         assert "live projector listening" in output
         assert f"Dagster UI   http://127.0.0.1:{dagster_port}" in output
         assert "dagster-daemon" in output

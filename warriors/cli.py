@@ -151,6 +151,9 @@ def _serve(url: str, service_url: str, metrics_dir: str, code_dir: str) -> None:
     _say(f"command API  {base}/api/v1/commands/warriors")
     _say(f"query API    {base}/api/v1/queries/warriors")
     _say(f"OpenAPI docs {base}/docs   health {base}/health/ready   metrics {base}/metrics")
+    if settings.read_auth == "open":  # compose and Kubernetes set READ_AUTH=required
+        _say("reads are open to anyone who reaches the port (READ_AUTH=open, a development default;"
+             " set READ_AUTH=required to ask every read for a key)")  # fmt: skip
     dagster_storage = _dagster_storage(url)
     dagster_home = prepare_home(settings.data_dir / "dagster")
     _say(f"Dagster UI   http://{settings.dagster_host}:{settings.dagster_port} (storage: database"

@@ -416,3 +416,16 @@ def test_dagster_runs_log_json_lines_with_run_and_correlation_ids(capsys: pytest
         "corr-dagster-1",
     )
     assert line["message"] == "applied"
+
+
+def test_production_profiles_ask_every_read_for_a_key(tmp_path: Path, values: dict[str, str]) -> None:
+    """Names and dates of birth are personal data: compose's API (unless .env opens it) and
+    the Kubernetes ConfigMap require a key on reads; `make run` keeps its open default."""
+    api = _resolved(tmp_path, values)["services"]["api"]["environment"]
+    assert api["READ_AUTH"] == "required"
+    assert (
+        _resolved(tmp_path, {**values, "READ_AUTH": "open"})["services"]["api"]["environment"]["READ_AUTH"]
+        == "open"
+    )
+    config_maps = [d for d in yaml.safe_load_all((ROOT / "deploy/k8s/configmap.yaml").read_text()) if d]
+    assert [d["data"]["READ_AUTH"] for d in config_maps] == ["required"]

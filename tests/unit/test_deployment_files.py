@@ -24,7 +24,8 @@ REQUIRED = re.compile(r"\$\{(?P<name>[A-Z_][A-Z0-9_]*):\?(?P<message>[^}]*)\}")
 OPTIONAL = re.compile(r"\$\{(?P<name>[A-Z_][A-Z0-9_]*):-(?P<default>[^}]*)\}")
 # Variables that hold a secret by their name alone (`..._AUTH` is a credential, as
 # REDISCLI_AUTH; Grafana's `GF_AUTH_*` are the settings of its [auth.*] sections).
-SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|_AUTH$")
+# `_AUTH$`: redis-cli's REDISCLI_AUTH; READ_AUTH is a mode (open or required), not a secret.
+SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|(?<!^READ)_AUTH$")
 DATA_STORES = ("postgres", "elasticsearch", "redis", "kafka")
 LOOPBACK = "127.0.0.1"
 
@@ -118,7 +119,14 @@ def test_compose_services_are_wired_together() -> None:
     assert {k: v for k, v in projector_env.items() if k not in own} == {
         k: v
         for k, v in env.items()
-        if k not in ("DATABASE_URL", "HTTP_WORKERS", "PROMETHEUS_MULTIPROC_DIR", "FORWARDED_ALLOW_IPS")
+        if k
+        not in (
+            "DATABASE_URL",
+            "HTTP_WORKERS",
+            "PROMETHEUS_MULTIPROC_DIR",
+            "FORWARDED_ALLOW_IPS",
+            "READ_AUTH",
+        )
     }
     assert projector_env["METRICS_PORT"] == "9101"
     assert "ports" not in services["projector"], "its metrics stay on the private network"
