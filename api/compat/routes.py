@@ -45,8 +45,8 @@ def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
 async def create_warrior(request: Request) -> Response:
     """`POST /api/v1/commands/warriors`'s command (same body, rules, headers and
     idempotency), answered **201 Created**: the event is stored once the append returns,
-    and `GET /warrior/{id}` answers it at once (folded from its events until the projector
-    has it)."""
+    and `GET /warrior/{id}` answers it at once (with INLINE_READ_MODEL, its row is written
+    with its event; otherwise it is folded from its events until the projector has it)."""
     result = await create_from_request(request)
     return accepted_response(result, f"{WARRIOR_PATH}/{result.warrior_id}", status_code=201)
 

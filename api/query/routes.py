@@ -163,8 +163,9 @@ async def get_warrior(
         int | None, Query(ge=1, description="At least this version (commands' Location headers carry it).")
     ] = None,
 ) -> Response:
-    """The read model's row. A warrior just created, or older than `min_version`, is
-    answered from its events: following any command's Location shows what it wrote."""
+    """The read model's row (a creation's is written with its event, INLINE_READ_MODEL). A
+    row older than `min_version`, or missing, is answered from the warrior's events:
+    following any command's Location shows what it wrote."""
     return await warrior_response(request, warrior_id, min_version)
 
 
