@@ -15,7 +15,7 @@ from confluent_kafka.admin import AdminClient
 from tests.history import read_model_rows, replay_into_shadow
 from tests.support import LoggedProcess, wait_for
 from warriors.adapters.kafka_bus import TOPIC
-from warriors.adapters.redis_cache import RedisReadModels
+from warriors.adapters.redis_cache import COUNT, EPOCH, READY, REBUILDING, VERSIONS, RedisReadModels
 from warriors.adapters.search_engine import EngineKind, SearchEngine
 from warriors.projections.cache import CACHE
 from warriors.projections.read_model import READ_MODEL
@@ -134,21 +134,37 @@ def redis_count(url: str) -> int | None:
 def cache_matches_the_store(url: str, redis_url: str) -> bool:
     """Every warrior's cache entry at its last version (a tombstone when deleted), and the
     count ready and right."""
+    return not cache_differences(url, redis_url)
+
+
+def cache_differences(url: str, redis_url: str) -> list[str]:
+    """The Redis cache against the store: the count (and why it is not served: the
+    readiness, the epoch, a rebuild's mark), then every warrior whose entry is missing or
+    not at its last version. Empty: equal."""
     with psycopg.connect(url) as conn:
         rows = conn.execute("SELECT aggregate_id, max(event_version) FROM event_store GROUP BY 1").fetchall()
     last: dict[uuid.UUID, int] = dict(rows)
 
-    async def entries() -> list[Any]:
+    async def read() -> tuple[list[Any], list[Any], Any]:
         models = RedisReadModels(redis_url)
         try:
-            return await models.entries(list(last))
+            marks = await models.client.mget(COUNT, READY, EPOCH, REBUILDING)
+            versions = await models.client.hmget(VERSIONS, [str(w) for w in last]) if last else []
+            return await models.entries(list(last)), versions, marks
         finally:
             await models.close()
 
-    found = asyncio.run(entries())
-    return redis_count(redis_url) == living(url) and all(
-        e is not None and e.version == version for e, version in zip(found, last.values(), strict=True)
-    )
+    found, versions, (count, ready, epoch, rebuilding) = asyncio.run(read())
+    differences = []
+    expected = living(url)
+    if ready is None or epoch is None or rebuilding is not None or count is None or int(count) != expected:
+        differences.append(f"count {count} (ready {ready}, epoch {epoch}, rebuilding {rebuilding}),"
+                           f" {expected} living warriors in the store")  # fmt: skip
+    for entry, recorded, (warrior, version) in zip(found, versions, last.items(), strict=True):
+        if entry is None or entry.version != version:
+            differences.append(f"warrior {warrior}: entry at {None if entry is None else entry.version},"
+                               f" versions hash {recorded}, store at {version}")  # fmt: skip
+    return differences
 
 
 def index_differences(url: str, search_url: str) -> list[str]:

@@ -44,10 +44,9 @@ from orchestration.resources import ProjectionsResource
 from tests.kafka_support import (
     SINKS,
     bus_env,
-    cache_matches_the_store,
+    cache_differences,
     caught_up,
     drop_the_topics_records,
-    exact,
     index_differences,
     read_model_differences,
     relay,
@@ -278,6 +277,20 @@ def _metadata(check: dg.AssetCheckResult) -> str:
     return ", ".join(f"{key}={getattr(value, 'value', value)}" for key, value in items)
 
 
+def converge(what: str, differences: Callable[[], list[str]], url: str) -> None:
+    """Wait for a sink to equal the store; if it does not, print how it differs and what the
+    consumers recorded (their lag rows, the sinks' rebuilds, the parked events)."""
+    try:
+        wait_for(lambda: not differences(), timeout=180, what=what)
+    except TimeoutError:
+        print(f"{what}: differences\n" + "\n".join(differences()[:20]))
+        with psycopg.connect(url) as conn:
+            tables = ("bus_consumer_lag", "sink_rebuilds", "projection_offsets", "projection_parked_events")
+            for table in tables:
+                print(table, conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2").fetchall())
+        raise
+
+
 def delete_the_alias(search_url: str) -> None:
     """The alias `warriors` removed (its index stays, unreachable by name)."""
     answer = httpx.get(f"{search_url}/_alias/{ALIAS}", timeout=10)
@@ -431,19 +444,10 @@ def test_the_production_mode_under_faults_ends_equal_to_the_store(
         faults.finish()  # the servers started again
         faulted = time.monotonic()
         writers.join(timeout=30)
-        try:
-            wait_for(lambda: exact(fresh_database), timeout=180, what="the read model to equal the store")
-        except TimeoutError:
-            print("\n".join(read_model_differences(fresh_database)[:20]))
-            with psycopg.connect(fresh_database) as conn:
-                print(conn.execute("SELECT * FROM bus_consumer_lag ORDER BY 1, 2").fetchall())
-                print(conn.execute("SELECT * FROM projection_offsets").fetchall())
-                print(conn.execute("SELECT * FROM projection_parked_events").fetchall())
-            raise
-        wait_for(lambda: cache_matches_the_store(fresh_database, redis_url), timeout=180,
-                 what="the cache to equal the store")  # fmt: skip
-        wait_for(lambda: not index_differences(fresh_database, search_url), timeout=180,
-                 what="the search index to equal the store")  # fmt: skip
+        store = fresh_database
+        converge("the read model to equal the store", partial(read_model_differences, store), store)
+        converge("the cache to equal the store", partial(cache_differences, store, redis_url), store)
+        converge("the search index to equal the store", partial(index_differences, store, search_url), store)
         with httpx.Client(base_url=service.base_url, headers=service.headers, timeout=10) as client:
             wait_for(lambda: caught_up(client), timeout=60, what="the projections to report no lag")
         converged = time.monotonic()

@@ -19,6 +19,10 @@ Keys (all under `warriors:`):
   left unfinished (its owner died): whatever the epoch says, the cache is partial. Set
   before the rebuild opens its epoch, removed only when its replay of the store finished;
   while it stands the cache cannot be marked ready (warriors/bus/consumer.py).
+- `warriors:rebuilt`: the generation of the last rebuild whose replay finished here. A
+  mark that arrives late (a member that asked for rebuild N, then stalled while another
+  carried N out) is refused for a generation this old: set after the finish, nothing
+  would ever remove it, and the cache would never be ready again.
 
 Every write is a compare-and-set on the version, inside a Lua script (atomic in Redis):
 a stale write (an older event redelivered, a read that raced a newer event) never
@@ -42,6 +46,7 @@ COUNT = f"{PREFIX}count"
 READY = f"{PREFIX}ready"
 EPOCH = f"{PREFIX}epoch"
 REBUILDING = f"{PREFIX}rebuilding"
+REBUILT = f"{PREFIX}rebuilt"
 BREAKER_SECONDS = 1.0
 
 # KEYS: versions, count, entry. ARGV: id, version, kind (created|changed|deleted), doc JSON
@@ -86,13 +91,31 @@ if redis.call('EXISTS', KEYS[2]) == 1 and redis.call('EXISTS', KEYS[3]) == 1
 end
 """
 
-# KEYS: rebuilding, epoch. ARGV: the rebuild's generation. The rebuild is over only if its
-# epoch still stands (a flush in between lost what it wrote) and it is still the one marked.
+# KEYS: rebuilding, ready, rebuilt. ARGV: the rebuild's generation. Marked (and not ready)
+# unless that generation's replay finished already or a later one is marked.
+_BEGIN_REBUILD = """
+local g = tonumber(ARGV[1])
+if tonumber(redis.call('GET', KEYS[3]) or '0') >= g or tonumber(redis.call('GET', KEYS[1]) or '0') > g then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('DEL', KEYS[2])
+return 1
+"""
+
+# KEYS: rebuilding, epoch, rebuilt. ARGV: the rebuild's generation. The rebuild is over only
+# if its epoch still stands (a flush in between lost what it wrote) and it is still the one
+# marked; or it finished already (a member taking over a rebuild whose owner died between
+# this and recording it complete) and nothing has been marked or flushed since.
 _FINISH_REBUILD = """
-if redis.call('EXISTS', KEYS[2]) == 1 and redis.call('GET', KEYS[1]) == ARGV[1] then
+if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
+local marked = redis.call('GET', KEYS[1])
+if marked == ARGV[1] then
   redis.call('DEL', KEYS[1])
+  redis.call('SET', KEYS[3], ARGV[1])
   return 1
 end
+if (not marked) and redis.call('GET', KEYS[3]) == ARGV[1] then return 1 end
 return 0
 """
 
@@ -135,6 +158,7 @@ class RedisReadModels:
         self._apply = self.client.register_script(_APPLY)
         self._fill = self.client.register_script(_FILL)
         self._mark_ready = self.client.register_script(_MARK_READY)
+        self._begin_rebuild = self.client.register_script(_BEGIN_REBUILD)
         self._finish_rebuild = self.client.register_script(_FINISH_REBUILD)
 
     @asynccontextmanager
@@ -220,21 +244,20 @@ class RedisReadModels:
                 keys=[READY, EPOCH, COUNT, REBUILDING], args=[round(self.count_fresh_seconds * 1000)]
             )
 
-    async def begin_rebuild(self, generation: int) -> None:
+    async def begin_rebuild(self, generation: int) -> bool:
         """A rebuild from the event store starts (or is taken over): the cache is partial
         until `finish_rebuild`, and not ready from now on (one atomic step). Called before
-        the rebuild opens its epoch, so that no moment has an epoch without this mark."""
-        async with self._translated(), self.client.pipeline(transaction=True) as pipe:
-            pipe.set(REBUILDING, str(generation))
-            pipe.delete(READY)
-            await pipe.execute()
+        the rebuild opens its epoch, so that no moment has an epoch without this mark.
+        False (nothing done): that generation finished already, or a later one is marked."""
+        async with self._translated():
+            return bool(await self._begin_rebuild(keys=[REBUILDING, READY, REBUILT], args=[str(generation)]))
 
     async def finish_rebuild(self, generation: int) -> bool:
         """The rebuild's replay of the store finished: the cache may be ready again. False
         when its epoch is gone or another rebuild is marked (Redis lost what the replay
         wrote): the rebuild must start over."""
         async with self._translated():
-            return bool(await self._finish_rebuild(keys=[REBUILDING, EPOCH], args=[str(generation)]))
+            return bool(await self._finish_rebuild(keys=[REBUILDING, EPOCH, REBUILT], args=[str(generation)]))
 
     async def clear(self) -> None:
         """Remove every key of the read models (a replay from position 0 follows): the

@@ -684,7 +684,10 @@ class ProjectionConsumer:
             if state is None or not state.rebuilding:
                 return True  # finished by another member a moment ago
             generation, start = state.generation, state.replayed
-            lost = not await self.projection.intact(_PAST_START)
+            # Asked of the sink itself, not a moment-old answer: resuming into a sink that
+            # lost its data left out every event before the resume point, for good (CI, the
+            # fault test's seed 917749: an alias deleted just after a member last looked).
+            lost = not await self.projection.intact(_PAST_START, fresh=True)
             ends = await asyncio.to_thread(self._topic_ends)  # before the replay reads the store
             await conn.execute(
                 _OWNED, {"owner": self._owner, "name": name, "generation": generation, "ends": ends}
@@ -697,27 +700,29 @@ class ProjectionConsumer:
                     await self.projection.reset(conn)
             # Marked partial before an epoch opens (the cache cannot be ready meanwhile).
             await self._mark_rebuilding(generation)
-            # A fresh start: the cache opens its epoch, the index gets its alias. Under the
+            # From the start: the cache opens its epoch, the index gets its alias. Under the
             # projection's lock, as every reset: two members creating the alias at once would
             # each add an index behind it, and then every write fails ("no write index").
+            # Resuming: only into the sink found intact above; if it lost its data since,
+            # opening a new epoch (alias) here would make an empty sink look whole from the
+            # resume point on, so the rebuild starts over instead (and resets it).
             async with conn.transaction():
                 await lock_projection(conn, name)
-                await self.projection.intact(START)
+                whole = await self.projection.intact(START if start == START else _PAST_START, fresh=True)
+            if not whole:
+                self._starting_over("before its rebuild resumed")
+                continue
             log.info("consumer %s: rebuild %d of %s from the event store, from position %d",
                      self.group, generation, name, start.position)  # fmt: skip
             try:
                 total = await self._replay_store(conn, generation, start, stop)
             except _SinkLost:
-                log.warning(
-                    "consumer %s: %s lost its data during its rebuild; starting it over", self.group, name
-                )
+                self._starting_over("during its rebuild")
                 continue
             if total is None:
                 return False  # stopping: the rebuild stays unfinished, for another member
             if not await self._finish_marked(generation):
-                log.warning(
-                    "consumer %s: %s lost its data during its rebuild; starting it over", self.group, name
-                )
+                self._starting_over("during its rebuild")
                 continue
             await conn.execute(_COMPLETE, {"name": name, "generation": generation})
             self._rebuild = RebuildState(
@@ -727,6 +732,10 @@ class ProjectionConsumer:
                      self.group, name, total)  # fmt: skip
             return True
 
+    def _starting_over(self, when: str) -> None:
+        name = self.projection.name
+        log.warning("consumer %s: %s lost its data %s; starting it over", self.group, name, when)
+
     async def _mark_rebuilding(self, generation: int) -> None:
         """The sink's own mark, where its readers look (the Redis cache: not ready while it stands)."""
         models = getattr(self.projection, "models", None)
@@ -734,10 +743,12 @@ class ProjectionConsumer:
             await self._sink(models.begin_rebuild(generation))
 
     async def _finish_marked(self, generation: int) -> bool:
+        """The replay is over: False when the sink lost its data meanwhile (after the last
+        batch's look), and the rebuild must start over."""
         models = getattr(self.projection, "models", None)
         if isinstance(models, RedisReadModels):
             return bool(await self._sink(models.finish_rebuild(generation)))
-        return True
+        return await self.projection.intact(_PAST_START, fresh=True)
 
     async def _sink(self, work: Any) -> Any:
         try:
@@ -756,7 +767,7 @@ class ProjectionConsumer:
         while True:
             if stop.is_set():
                 return None
-            if not await self.projection.intact(_PAST_START):
+            if not await self.projection.intact(_PAST_START, fresh=True):
                 raise _SinkLost()
             async with conn.transaction():
                 await lock_projection(conn, self.projection.name)

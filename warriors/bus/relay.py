@@ -39,7 +39,7 @@ class KafkaRelay:
         """A topic is not emptied: a replay publishes everything again (consumers apply
         idempotently, so that only costs time)."""
 
-    async def intact(self, checkpoint: StreamPosition) -> bool:
+    async def intact(self, checkpoint: StreamPosition, *, fresh: bool = False) -> bool:
         return True
 
     async def caught_up(self) -> None:

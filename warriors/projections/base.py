@@ -46,10 +46,14 @@ class Projection(Protocol):
         """Remove every row (a replay from position 0 follows), inside the caller's transaction."""
         ...
 
-    async def intact(self, checkpoint: StreamPosition) -> bool:
+    async def intact(self, checkpoint: StreamPosition, *, fresh: bool = False) -> bool:
         """False when the projection's target lost its data behind the engine's back (a
         flushed cache) while the checkpoint is past the start: the engine then resets it
-        and moves the checkpoint to 0, and the next batch (from 0) finds it intact."""
+        and moves the checkpoint to 0, and the next batch (from 0) finds it intact.
+
+        A target may answer from a recent look (the search index: the live projector asks
+        ten times a second); `fresh` asks the target itself, for a decision that must not
+        rest on a moment-old answer (whether a rebuild may resume into the sink)."""
         ...
 
     async def caught_up(self) -> None:

@@ -51,7 +51,8 @@ class WarriorsCache:
         self._ready_renewed = -1.0
         await self._redis(self.models.clear())
 
-    async def intact(self, checkpoint: StreamPosition) -> bool:
+    async def intact(self, checkpoint: StreamPosition, *, fresh: bool = False) -> bool:
+        """Asks Redis every time (one EXISTS): always fresh."""
         if await self._redis(self.models.has_epoch()):
             return True
         if checkpoint == START:  # a fresh start: from here on, Redis holds everything applied

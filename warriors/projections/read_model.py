@@ -241,7 +241,7 @@ class WarriorsReadModel:
         dropped = {e.aggregate_id for e in events} - {e.aggregate_id for e in kept}
         return kept, {a: deleted_at[a] for a in dropped}
 
-    async def intact(self, checkpoint: StreamPosition) -> bool:
+    async def intact(self, checkpoint: StreamPosition, *, fresh: bool = False) -> bool:
         return True  # its rows move in the engine's own transaction
 
     async def caught_up(self) -> None:

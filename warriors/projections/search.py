@@ -85,11 +85,14 @@ class WarriorsSearch:
         if old is not None:
             await self._unless_unavailable(self.engine.delete_index(old))
 
-    async def intact(self, checkpoint: StreamPosition) -> bool:
+    async def intact(self, checkpoint: StreamPosition, *, fresh: bool = False) -> bool:
         """The alias must exist; from position 0 it is created if missing. Asked at most
-        every INTACT_CHECK_SECONDS (the live projector polls ten times a second)."""
-        if self.index != ALIAS or time.monotonic() - self._intact_at < INTACT_CHECK_SECONDS:
-            return True  # a shadow writes into the index made for it; or checked a moment ago
+        every INTACT_CHECK_SECONDS (the live projector polls ten times a second), unless
+        `fresh`."""
+        if self.index != ALIAS:
+            return True  # a shadow writes into the index made for it
+        if not fresh and time.monotonic() - self._intact_at < INTACT_CHECK_SECONDS:
+            return True  # checked a moment ago
         if await self._unless_unavailable(self.engine.alias_target()) is not None:
             self._intact_at = time.monotonic()
             return True
