@@ -14,11 +14,8 @@ store needs none) and are driven through `_intact`, what a member calls before e
 """
 
 import asyncio
-from collections.abc import AsyncIterator
-from typing import Any
 
 import psycopg
-import pytest
 import redis
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
@@ -40,11 +37,6 @@ from warriors.servers.opensearch_server import OpenSearchServer
 Pool = AsyncConnectionPool[AsyncConnection]
 WARRIORS = 20  # 20 created and renamed, every tenth deleted: 42 events
 RESUMED_AT = 21  # the dead owner's replay got this far (events)
-
-
-@pytest.fixture
-async def stop() -> AsyncIterator[asyncio.Event]:
-    yield asyncio.Event()
 
 
 def member(pool: Pool, projection: Projection) -> ProjectionConsumer:
@@ -77,13 +69,14 @@ def left_mid_replay(url: str, name: str) -> None:
 
 
 async def test_a_takeover_into_an_index_whose_alias_went_missing_rebuilds_it_whole(
-    fresh_database: str, fresh_pool: Pool, search_engine: SearchEngine, opensearch: OpenSearchServer, stop: Any
+    fresh_database: str, fresh_pool: Pool, search_engine: SearchEngine, opensearch: OpenSearchServer
 ) -> None:
     """The member found the alias a moment ago (the search projection answers `intact` from
     a look up to five seconds old); the alias is deleted; the member takes over a rebuild
     left mid-replay. It must find the index lost and replay the whole store into a new
     one, not resume into nothing from the dead owner's position."""
     write_history(fresh_database, WARRIORS)
+    stop = asyncio.Event()
     search = member(fresh_pool, WarriorsSearch(SearchEngine(opensearch.url(), EngineKind.OPENSEARCH)))
     try:
         assert await search._intact(stop)  # no rebuild on record: built from the store
@@ -113,13 +106,14 @@ class FlushedAfterTheLook(WarriorsCache):
 
 
 async def test_a_takeover_into_a_cache_flushed_after_its_look_rebuilds_it_whole(
-    fresh_database: str, fresh_pool: Pool, redis_url: str, stop: Any
+    fresh_database: str, fresh_pool: Pool, redis_url: str
 ) -> None:
     """The member taking a rebuild over finds the cache intact, and Redis is flushed right
     after. Opening a new epoch there and resuming from the dead owner's position left the
     cache without the first events for good, its count short, and called it complete. It
     must start over from position 0."""
     write_history(fresh_database, WARRIORS)
+    stop = asyncio.Event()
     cache = FlushedAfterTheLook(RedisReadModels(redis_url, count_fresh_seconds=60))
     consumer = member(fresh_pool, cache)
     try:
