@@ -16,29 +16,32 @@ import psycopg
 import pytest
 
 from tests.support import ROOT, ServiceProcess, auth_headers, wait_for
-from warriors.security.identity import KEY_PREFIX, Role, looks_like_key, new_key
+from warriors.security.identity import KEY_PREFIX, Role, key_digest, looks_like_key, new_key
 from warriors.security.key_store import create_key, revoke_key
 from warriors.servers import free_port
 
 COMMANDS = "/api/v1/commands/warriors"
 QUERIES = "/api/v1/queries/warriors"
 BODY = {"name": "Tomoe Gozen", "dob": "1990-01-01", "fight_skills": ["Naginata"]}
-# Operator endpoints: the projections' state, the metrics, and erasing a warrior (issue 15).
+# Operator endpoints: the parked events and erasing a warrior (issue 15); monitoring reads
+# (the projections' state, the metrics: issue 26) need a monitor or an operator key.
 ERASE_PATH = "/api/v1/commands/warriors/{warrior_id}/erase"
-OPERATOR_PATHS = {"/api/v1/queries/projections", "/api/v1/queries/projections/{name}/parked", "/metrics",
-                  ERASE_PATH}  # fmt: skip
+OPERATOR_PATHS = {"/api/v1/queries/projections/{name}/parked", ERASE_PATH}
+MONITOR_PATHS = {"/api/v1/queries/projections", "/metrics"}
 OPEN_PATHS = {"/health/live", "/health/ready"}
 
 
 def needed_role(method: str, path: str) -> Role | None:
-    """The rule the issue states, written independently of the routes' declarations."""
+    """The rule the issues state, written independently of the routes' declarations."""
     if path in OPEN_PATHS:
         return None
-    if path in OPERATOR_PATHS and method != "get":
+    if path in OPERATOR_PATHS:
         return Role.OPERATOR
+    if path in MONITOR_PATHS:
+        return Role.MONITOR
     if method != "get":
         return Role.WRITER
-    return Role.OPERATOR if path in OPERATOR_PATHS else Role.READER
+    return Role.READER
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +85,7 @@ def test_without_credentials_writes_and_operator_endpoints_answer_401(
     before = event_count(postgres)
     for method, path, url in operations(service, warrior):
         response = call(service, method, url, {})
-        if needed_role(method, path) in (Role.WRITER, Role.OPERATOR):
+        if needed_role(method, path) in (Role.WRITER, Role.MONITOR, Role.OPERATOR):
             assert_refused(response, 401)
         else:  # reads are open by default, health always
             assert response.status_code < 400, (method, url, response.text)
@@ -99,7 +102,8 @@ def test_each_role_reaches_exactly_what_it_may(
         if method == "delete" or path == ERASE_PATH:
             continue  # last, below: each ends the warrior the other operations use
         response = call(service, method, url, headers)
-        if needed is None or role.allows(needed):
+        # Reads are open here (READ_AUTH=open): to every key too, a monitor's included.
+        if needed in (None, Role.READER) or role.allows(needed):
             assert response.status_code < 400, (role, method, url, response.text)
         else:
             assert_refused(response, 403)
@@ -255,11 +259,40 @@ def test_the_keys_commands(postgres: str) -> None:
     assert warriors("create", "--role", "reader", "--name", "   ").returncode == 2
 
 
+def test_a_monitor_key_reaches_metrics_and_status_and_nothing_else(
+    guarded_reads: ServiceProcess, warrior: str, postgres: str
+) -> None:
+    """Compose's Prometheus scrapes with a monitor key (issue 26, item 4): it reads the
+    metrics, the projections' status and readiness details, and with READ_AUTH=required no
+    warrior; it writes, erases and operates nothing."""
+    base, monitor = guarded_reads.base_url, auth_headers(postgres, Role.MONITOR)
+    assert httpx.get(f"{base}/metrics", headers=monitor).status_code == 200
+    assert httpx.get(f"{base}/api/v1/queries/projections", headers=monitor).status_code == 200
+    assert "checks" in httpx.get(f"{base}/health/ready", headers=monitor).json()
+    before = event_count(postgres)
+    refused = [
+        httpx.get(f"{base}{QUERIES}/{warrior}", headers=monitor),
+        httpx.get(f"{base}{QUERIES}?term=gozen", headers=monitor),
+        httpx.get(f"{base}/api/v1/queries/projections/warriors_read_model/parked", headers=monitor),
+        httpx.post(f"{base}{COMMANDS}", json=BODY, headers=monitor),
+        httpx.post(f"{base}{COMMANDS}/{warrior}/erase", headers=monitor),
+        httpx.delete(f"{base}{COMMANDS}/{warrior}", headers=monitor),
+    ]
+    for answer in refused:
+        assert_refused(answer, 403)
+        assert "monitor" in answer.json()["detail"]
+    assert event_count(postgres) == before
+
+
 def test_role_order_and_key_shape() -> None:
     assert Role.OPERATOR.allows(Role.WRITER)
     assert Role.WRITER.allows(Role.READER)
     assert not Role.READER.allows(Role.WRITER)
     assert not Role.WRITER.allows(Role.OPERATOR)
+    assert Role.OPERATOR.allows(Role.MONITOR)
+    assert not Role.MONITOR.allows(Role.READER)
+    assert not Role.WRITER.allows(Role.MONITOR)
+    assert Role.MONITOR.allowed_by() == [Role.MONITOR, Role.OPERATOR]
     keys = {new_key() for _ in range(100)}
     assert len(keys) == 100
     assert all(looks_like_key(k) for k in keys)
@@ -302,3 +335,15 @@ def test_keys_ensure_file_keeps_one_live_key(postgres: str, tmp_path: Path) -> N
     revoke_key(postgres, row[0])
     assert "created a" in ensure().stderr
     assert path.read_text().strip() != key
+    operator_key = path.read_text().strip()
+    # Upgraded to the monitor role (compose's Prometheus key since issue 26): the operator
+    # key in the file is replaced and revoked.
+    command[command.index("operator")] = "monitor"
+    assert "created a monitor key" in ensure().stderr
+    with psycopg.connect(postgres) as conn:
+        roles = conn.execute(
+            "SELECT role, revoked_at IS NULL FROM api_keys WHERE key_digest = ANY(%s) ORDER BY 1",
+            ([key_digest(operator_key), key_digest(path.read_text().strip())],),
+        ).fetchall()
+    assert roles == [("monitor", True), ("operator", False)]
+    assert "kept the" in ensure().stderr

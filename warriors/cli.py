@@ -588,7 +588,12 @@ app.add_typer(keys, name="keys")
 
 @keys.command("create")
 def keys_create(
-    role: Annotated[Role, typer.Option(help="reader, writer (also reads) or operator (everything).")],
+    role: Annotated[
+        Role,
+        typer.Option(
+            help="reader, writer (also reads), monitor (metrics and status only) or operator (everything)."
+        ),
+    ],
     name: Annotated[str, typer.Option(help="Whose or what for, shown by `keys list`.")] = "unnamed",
 ) -> None:
     """Create a key and print it on standard output, its only line (it is stored hashed:
@@ -605,7 +610,7 @@ def keys_create(
 @keys.command("ensure-file")
 def keys_ensure_file(
     path: Annotated[Path, typer.Argument(help="Where the key is kept (created with mode 0600).")],
-    role: Annotated[Role, typer.Option(help="reader, writer or operator.")],
+    role: Annotated[Role, typer.Option(help="reader, writer, monitor or operator.")],
     name: Annotated[str, typer.Option(help="Shown by `keys list`.")],
 ) -> None:
     """Keep a live key in PATH: made (and written, mode 0600) if the file is missing or its

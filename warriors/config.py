@@ -234,7 +234,7 @@ class Settings(BaseSettings):
     read_auth: Literal["open", "required"] = Field(
         default="open",
         description="open: anyone may read (a key sent anyway must be valid); required: reads need a"
-        " key (role reader or higher). Writes always need writer, operator endpoints operator.",
+        " key (reader, writer or operator). Writes always need writer, operator endpoints operator.",
     )
     auth_cache_seconds: float = Field(
         default=5.0,

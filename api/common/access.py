@@ -2,8 +2,9 @@
 `GuardedRoute` checks the request's API key before the route runs (so a request without
 the right to make it learns nothing else, not even that its body is invalid).
 
-- Writes need `writer`; operator endpoints (projections, metrics, request metadata) need
-  `operator`; reads need `reader` only with READ_AUTH=required, and otherwise anyone may
+- Writes need `writer`; monitoring reads (metrics, the projections' status) need `monitor`
+  or `operator`; operator endpoints (projections' actions, parked events, erasure, request
+  metadata) need `operator`; reads need `reader` only with READ_AUTH=required, and otherwise anyone may
   read (a key sent anyway must be valid: a revoked key is refused everywhere).
 - Keys come as `Authorization: Bearer KEY` or `X-API-Key: KEY`. A key's identity is
   remembered for AUTH_CACHE_SECONDS per worker, so a revocation takes effect within that
@@ -70,17 +71,19 @@ class Access:
         identity = await self.identify(request)
         if identity.allows(needed):
             return identity
-        if identity.role is None and (
-            (needed is Role.READER and self._reads_open)
-            or (opened_by is not None and getattr(self._settings, opened_by))
+        # A route opened to anyone is open to every key too (a monitor key, which may not
+        # read warriors, reads them like anyone while reads are open).
+        if (needed is Role.READER and self._reads_open) or (
+            opened_by is not None and getattr(self._settings, opened_by)
         ):
             return identity
+        roles = " or ".join(role.value for role in needed.allowed_by())
         if identity.role is None:
             raise Unauthenticated(
-                f"This needs an API key with the role {needed.value} or higher:"
+                f"This needs an API key with the role {roles}:"
                 " send it as `Authorization: Bearer KEY` or `X-API-Key: KEY`."
             )
-        raise Forbidden(f"This needs the role {needed.value} or higher; the key's role is {identity.role}.")
+        raise Forbidden(f"This needs the role {roles}; the key's role is {identity.role}.")
 
     async def identify(self, request: Request) -> Identity:
         """The key's identity; ANONYMOUS without one; Unauthenticated for a key that is

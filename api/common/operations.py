@@ -37,18 +37,18 @@ def operations_router(ready_check: ReadyCheck) -> APIRouter:
         responses={503: {"description": "A dependency is down; the body says which."}},
     )
     async def ready(request: Request) -> Response:
-        """Each check says ok, degraded or unavailable; an operator's key also gets what
-        went wrong (driver messages name hosts and socket paths: not for anyone)."""
+        """Each check says ok, degraded or unavailable; a monitor's or an operator's key also
+        gets what went wrong (driver messages name hosts and socket paths: not for anyone)."""
         checks = await ready_check()
         states = {name: _state(check) for name, check in checks.items()}
         down = "unavailable" in states.values()
         status = "unavailable" if down else "degraded" if "degraded" in states.values() else "ok"
-        shown = checks if await _is_operator(request) else states
+        shown = checks if await _is_monitor(request) else states
         return JSONResponse({"status": status, "checks": shown}, status_code=503 if down else 200)
 
     @router.get(
-        "/metrics", summary="Prometheus metrics (operators)", response_class=Response,
-        openapi_extra=requires(Role.OPERATOR),
+        "/metrics", summary="Prometheus metrics (monitor or operator)", response_class=Response,
+        openapi_extra=requires(Role.MONITOR),
         responses={status: PROBLEM_RESPONSES[status] for status in (401, 403)},
     )  # fmt: skip
     async def metrics(request: Request) -> Response:
@@ -66,10 +66,10 @@ def _state(check: str) -> str:
     return check if check == "ok" else "degraded" if check.startswith(DEGRADED) else "unavailable"
 
 
-async def _is_operator(request: Request) -> bool:
+async def _is_monitor(request: Request) -> bool:
     access: Access = request.app.state.access
     try:
-        return (await access.identify(request)).allows(Role.OPERATOR)
+        return (await access.identify(request)).allows(Role.MONITOR)
     except (Unauthenticated, StoreUnavailable):  # readiness answers anyone, whatever the key
         return False
 

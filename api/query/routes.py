@@ -33,6 +33,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 # Reads: open to anyone unless READ_AUTH=required. Operator endpoints: the operator role.
 READ = requires(Role.READER)
 OPERATE = requires(Role.OPERATOR)
+MONITOR = requires(Role.MONITOR)
 HISTORY_PAGE_MAX = 1000
 
 
@@ -200,8 +201,8 @@ async def statistics(request: Request) -> Response:
 
 
 @router.get(
-    "/projections", summary="Each projection's position, lag and status (operators)",
-    responses=_ERRORS, openapi_extra=OPERATE,
+    "/projections", summary="Each projection's position, lag and status (monitor or operator)",
+    responses=_ERRORS, openapi_extra=MONITOR,
 )  # fmt: skip
 async def projections(request: Request) -> Response:
     return _json(await _queries(request).projections())

@@ -313,7 +313,8 @@ def test_prometheus_scrapes_the_api_with_the_key_migrate_keeps() -> None:
         return {}
 
     routes = {getattr(route, "path", None): route for route in operations_router(ready).routes}
-    assert getattr(routes[job.get("metrics_path", "/metrics")], "openapi_extra", {})[ROLE_FIELD] == "operator"
+    # The monitor role (issue 26): metrics and status, never a write or an erasure.
+    assert getattr(routes[job.get("metrics_path", "/metrics")], "openapi_extra", {})[ROLE_FIELD] == "monitor"
     authorization = job["authorization"]
     assert authorization["type"] == "Bearer"
     assert "credentials" not in authorization, "a literal key in the config"
@@ -324,7 +325,7 @@ def test_prometheus_scrapes_the_api_with_the_key_migrate_keeps() -> None:
     assert key_mount.read_only
     assert key_mount.source in _yaml(ROOT / "docker-compose.yml")["volumes"]
     command = " ".join(migrate["command"])
-    ensure = re.search(r"warriors keys ensure-file (\S+) --role operator --name prometheus\b", command)
+    ensure = re.search(r"warriors keys ensure-file (\S+) --role monitor --name prometheus\b", command)
     assert ensure, "migrate does not keep Prometheus' key"
     assert command.index("warriors migrate") < ensure.start(), "the key is made before the migrations"
     written_mount, written_below = _mount_of(migrate, ensure[1])

@@ -17,17 +17,29 @@ _KEY_LENGTH = len(KEY_PREFIX) + 43  # base64url of 32 bytes, unpadded
 
 
 class Role(StrEnum):
-    """Each role can do what the ones before it can."""
+    """reader < writer < operator: each may do what the ones before it may. `monitor` sits
+    apart, below operator only: what a metrics scraper or a status page needs (metrics, the
+    projections' status, readiness details), and neither warriors' data nor any write."""
 
     READER = "reader"  # reads (open to anyone unless READ_AUTH=required)
     WRITER = "writer"  # commands: create, change, delete
-    OPERATOR = "operator"  # projections' status and actions, metrics, request metadata
+    MONITOR = "monitor"  # metrics, projections' status, readiness details
+    OPERATOR = "operator"  # everything: projections' actions, erasure, request metadata
 
     def allows(self, needed: "Role") -> bool:
-        return _RANK[self] >= _RANK[needed]
+        return needed in _ALLOWS[self]
+
+    def allowed_by(self) -> list["Role"]:
+        """The roles that may do what this one may, this one first."""
+        return [self, *(role for role in Role if role is not self and role.allows(self))]
 
 
-_RANK = {Role.READER: 0, Role.WRITER: 1, Role.OPERATOR: 2}
+_ALLOWS: dict[Role, frozenset[Role]] = {
+    Role.READER: frozenset({Role.READER}),
+    Role.WRITER: frozenset({Role.READER, Role.WRITER}),
+    Role.MONITOR: frozenset({Role.MONITOR}),
+    Role.OPERATOR: frozenset(Role),
+}
 
 
 @dataclass(frozen=True, slots=True)

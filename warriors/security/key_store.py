@@ -73,13 +73,18 @@ def revoke_key(database_url: str, key_id: UUID) -> ApiKey:
 
 def key_is_valid(database_url: str, key: str) -> bool:
     """Whether `key` is a live (unrevoked) key of this database."""
+    return live_role(database_url, key) is not None
+
+
+def live_role(database_url: str, key: str) -> Role | None:
+    """The role of `key` if it is a live (unrevoked) key of this database, else None."""
     if not looks_like_key(key):
-        return False
+        return None
     with psycopg.connect(database_url) as conn:
         row = conn.execute(
-            "SELECT 1 FROM api_keys WHERE key_digest = %s AND revoked_at IS NULL", (key_digest(key),)
+            "SELECT role FROM api_keys WHERE key_digest = %s AND revoked_at IS NULL", (key_digest(key),)
         ).fetchone()
-    return row is not None
+    return None if row is None else Role(row[0])
 
 
 async def identity_of(pool: AsyncConnectionPool[AsyncConnection], key: str) -> Identity | None:
@@ -101,12 +106,21 @@ async def identity_of(pool: AsyncConnectionPool[AsyncConnection], key: str) -> I
 def ensure_key_file(
     database_url: str, path: Path, role: Role = Role.OPERATOR, name: str = LOCAL_KEY_NAME
 ) -> bool:
-    """Make sure `path` holds a live key of this database (`make run`'s local operator
-    key, compose's Prometheus key); returns whether a new one was made. The file is
-    created with mode 0600 from the start (never written and then restricted) and
-    replaced atomically."""
-    if path.exists() and key_is_valid(database_url, path.read_text().strip()):
+    """Make sure `path` holds a live key of this database with `role` (`make run`'s local
+    operator key, compose's Prometheus monitor key); returns whether a new one was made. A
+    live key of another role there is revoked and replaced (compose's Prometheus key was an
+    operator key before the monitor role existed). The file is created with mode 0600 from
+    the start (never written and then restricted) and replaced atomically."""
+    kept = path.read_text().strip() if path.exists() else ""
+    found = live_role(database_url, kept)
+    if found is role:
         return False
     _, key = create_key(database_url, role, name)
     write_secret(path, key + "\n")
+    if found is not None:
+        with psycopg.connect(database_url) as conn:
+            conn.execute(
+                "UPDATE api_keys SET revoked_at = now() WHERE key_digest = %s AND revoked_at IS NULL",
+                (key_digest(kept),),
+            )
     return True
