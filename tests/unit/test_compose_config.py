@@ -261,7 +261,14 @@ def test_the_proxy_balances_over_every_api_replica_and_keeps_the_host(
     assert "option forwardfor" not in everything, (
         "appending to a client's X-Forwarded-For lets it pick its address"
     )
-    assert services["api"]["environment"]["FORWARDED_ALLOW_IPS"] == "*"
+    # Trusted from the proxy alone (issue 26): its fixed address on the network it shares
+    # with the API and nobody else; any other container is recorded by its own address.
+    trusted = services["api"]["environment"]["FORWARDED_ALLOW_IPS"]
+    assert set(proxy["networks"]) == {"edge"}
+    assert proxy["networks"]["edge"]["ipv4_address"] == trusted
+    assert {name for name, service in services.items() if "edge" in service.get("networks", [])} == {
+        "api", "proxy"
+    }
     # The compose health check asks the proxy's own frontend, which fails without a replica.
     bind = next(line for line in health if line.startswith("bind "))
     monitor = next(line for line in health if line.startswith("monitor-uri "))
