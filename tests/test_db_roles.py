@@ -96,6 +96,31 @@ def test_what_the_roles_may_do_they_can(fresh_database: str) -> None:
         conn.rollback()
 
 
+def test_functions_run_as_the_owner_look_names_up_where_no_service_role_creates(fresh_database: str) -> None:
+    """Every SECURITY DEFINER function sets its search path, and no schema on it is one a
+    service role may create objects in (issue 26: `public` was on it, where the projector
+    creates a rebuild's shadow table, so an object it made there could be found first by a
+    function running as the owner)."""
+    with psycopg.connect(fresh_database) as conn:
+        functions = conn.execute(
+            "SELECT p.proname, p.proconfig FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
+            " WHERE p.prosecdef AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
+        ).fetchall()
+        creators = {
+            schema: [role for role in ServiceRole if conn.execute(
+                "SELECT has_schema_privilege(%s, %s, 'CREATE')", (str(role), schema)).fetchone() == (True,)]
+            for (schema,) in conn.execute("SELECT nspname FROM pg_namespace").fetchall()
+        }  # fmt: skip
+    assert {name for name, _ in functions} >= {"erase_warrior_key", "expire_idempotency_keys"}
+    for name, config in functions:
+        paths = [c.split("=", 1)[1] for c in config or [] if c.startswith("search_path=")]
+        assert paths, f"{name} runs as its owner without a search path of its own"
+        schemas = [s.strip().strip('"') for s in paths[0].split(",") if s.strip() != "pg_temp"]
+        for schema in schemas:
+            who = creators.get(schema)
+            assert not who, f"{name} looks names up in {schema}, where {who} create"
+
+
 @pytest.fixture
 def role_urls(fresh_database: str) -> dict[ServiceRole, str]:
     """Each service role with a login (a password of this test's) on the test server."""

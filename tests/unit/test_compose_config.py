@@ -267,7 +267,8 @@ def test_the_proxy_balances_over_every_api_replica_and_keeps_the_host(
     assert set(proxy["networks"]) == {"edge"}
     assert proxy["networks"]["edge"]["ipv4_address"] == trusted
     assert {name for name, service in services.items() if "edge" in service.get("networks", [])} == {
-        "api", "proxy"
+        "api",
+        "proxy",
     }
     # The compose health check asks the proxy's own frontend, which fails without a replica.
     bind = next(line for line in health if line.startswith("bind "))
