@@ -209,6 +209,35 @@ def one_worker(postgres: str) -> Iterator[ServiceProcess]:
     process.stop()
 
 
+@pytest.fixture(scope="module")
+def few_guesses(postgres: str) -> Iterator[ServiceProcess]:
+    """A service of one worker allowing 5 look-ups of unknown keys per client a minute."""
+    process = ServiceProcess(postgres, free_port(), workers=1, env={"AUTH_UNKNOWN_KEYS_PER_MINUTE": "5"})
+    yield process
+    process.stop()
+
+
+def test_a_client_trying_made_up_keys_is_slowed_without_look_ups(
+    few_guesses: ServiceProcess, warrior: str, postgres: str
+) -> None:
+    """Each made-up key cost a PostgreSQL look-up (issue 26): past its budget a client gets
+    429 with Retry-After before any look-up, while a key the worker knows still works and
+    health stays open."""
+    base = few_guesses.base_url
+    known = auth_headers(postgres, Role.WRITER)
+    assert httpx.post(f"{base}{COMMANDS}", json=BODY, headers=known).status_code == 202  # known from now on
+    for _ in range(5):
+        assert_refused(httpx.get(f"{base}{QUERIES}/{warrior}", headers={"X-API-Key": new_key()}), 401)
+    # The keys' table locked: a look-up would wait for the lock (and time out here).
+    with psycopg.connect(postgres) as conn, conn.transaction():
+        conn.execute("LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE")
+        slowed = httpx.get(f"{base}{QUERIES}/{warrior}", headers={"X-API-Key": new_key()}, timeout=5)
+        assert_refused(slowed, 429)
+        assert 1 <= int(slowed.headers["retry-after"]) <= 12
+        assert httpx.post(f"{base}{COMMANDS}", json=BODY, headers=known, timeout=5).status_code == 202
+    assert httpx.get(f"{base}/health/ready", headers={"X-API-Key": new_key()}).status_code == 200
+
+
 def test_read_auth_required_refuses_anonymous_reads(guarded_reads: ServiceProcess, postgres: str) -> None:
     base = guarded_reads.base_url
     for path in (f"{QUERIES}?term=musashi", f"{QUERIES}/count", "/warrior?t=musashi", "/counting-warriors"):

@@ -241,6 +241,12 @@ class Settings(BaseSettings):
         ge=0,
         description="How long a worker remembers a key's role: a revoked key is refused within this.",
     )
+    auth_unknown_keys_per_minute: int = Field(
+        default=30,
+        ge=1,
+        description="Per client address and worker, how many keys found unknown or revoked may be looked up"
+        " in PostgreSQL a minute; past it, 429 with Retry-After and no look-up (api/common/key_guesses.py).",
+    )
     compat_open_writes: bool = Field(
         default=False,
         description="Let anyone POST /warrior (the load test's route) without a key. Only for a load"

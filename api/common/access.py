@@ -8,11 +8,14 @@ the right to make it learns nothing else, not even that its body is invalid).
   read (a key sent anyway must be valid: a revoked key is refused everywhere).
 - Keys come as `Authorization: Bearer KEY` or `X-API-Key: KEY`. A key's identity is
   remembered for AUTH_CACHE_SECONDS per worker, so a revocation takes effect within that
-  time, and a write costs no extra round trip to PostgreSQL.
+  time, and a write costs no extra round trip to PostgreSQL. Keys found not live cost each
+  client address a share of AUTH_UNKNOWN_KEYS_PER_MINUTE; past it, 429 without a look-up
+  (api/common/key_guesses.py).
 - No credentials: 401 with `WWW-Authenticate: Bearer`; a role too low: 403. Both are
   problem+json and name the role needed, never anything about the key.
 """
 
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -22,6 +25,7 @@ from psycopg_pool import AsyncConnectionPool
 from starlette.responses import Response
 
 from api.common.key_cache import KeyCache
+from api.common.key_guesses import GuessBudget
 from api.common.routing import PrefixCheckedRoute
 from warriors.config import Settings
 from warriors.security.identity import ANONYMOUS, Identity, Role, key_digest
@@ -66,6 +70,7 @@ class Access:
         self._settings = settings
         self._reads_open = not settings.read_auth_required
         self._keys = KeyCache(settings.auth_cache_seconds)
+        self._guesses = GuessBudget(settings.auth_unknown_keys_per_minute)
 
     async def check(self, request: Request, needed: Role, opened_by: str | None) -> Identity:
         identity = await self.identify(request)
@@ -98,17 +103,21 @@ class Access:
             key = api_key
         else:
             return ANONYMOUS
-        identity = await self._identity(key)
+        identity = await self._identity(key, request.client.host if request.client else "")
         if identity is None:
             raise Unauthenticated("The API key is not valid (unknown or revoked).")
         return identity
 
-    async def _identity(self, key: str) -> Identity | None:
+    async def _identity(self, key: str, client: str) -> Identity | None:
         digest = key_digest(key)
         known, identity = self._keys.get(digest)
         if not known:
+            now = time.monotonic()
+            self._guesses.check(client, now)  # TooManyUnknownKeys: no look-up
             identity = await identity_of(self._pool, key)
             self._keys.put(digest, identity)
+            if identity is None:
+                self._guesses.spend(client, now)
         return identity
 
 

@@ -9,6 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from starlette.responses import JSONResponse, Response
 
 from api.common.access import Access, GuardedRoute, Unauthenticated, requires
+from api.common.key_guesses import TooManyUnknownKeys
 from api.common.problems import PROBLEM_RESPONSES
 from warriors.eventstore.errors import StoreUnavailable
 from warriors.metrics import set_projection_gauges
@@ -70,7 +71,7 @@ async def _is_monitor(request: Request) -> bool:
     access: Access = request.app.state.access
     try:
         return (await access.identify(request)).allows(Role.MONITOR)
-    except (Unauthenticated, StoreUnavailable):  # readiness answers anyone, whatever the key
+    except (Unauthenticated, TooManyUnknownKeys, StoreUnavailable):  # readiness answers anyone
         return False
 
 

@@ -13,6 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Match
 
 from api.common.access import Forbidden, Unauthenticated
+from api.common.key_guesses import TooManyUnknownKeys
 from warriors.application.warrior_commands import ConcurrencyConflict, IdempotencyKeyReused
 from warriors.domain.errors import InvalidCommand, VersionMismatch, WarriorNotFound
 from warriors.eventstore.errors import StoreUnavailable
@@ -109,6 +110,13 @@ def install_problem_handlers(app: FastAPI) -> None:
     # 404, not 422: the request is well formed (the document cannot know the head), the
     # event it names is what does not exist (yet: a position past the head may come).
     on(UnknownPosition, 404, "Unknown position")
+
+    async def too_many_unknown_keys(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, TooManyUnknownKeys)
+        headers = {"Retry-After": str(exc.retry_after)}
+        return problem(429, "Too many requests", str(exc), instance=request.url.path, headers=headers)
+
+    app.add_exception_handler(TooManyUnknownKeys, too_many_unknown_keys)
 
     async def invalid_command(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, InvalidCommand)
