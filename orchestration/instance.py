@@ -2,9 +2,13 @@
 dagster.yaml in it, and Dagster's own storage database next to the platform's.
 
 Dagster's storage gets a database of its own on the same server (`dagster`, created if
-missing) unless DAGSTER_POSTGRES_URL names one. Its transactions are short; a long one
-would hold back the gap-safe readers of the event store (transaction ids are
-server-wide), so in production give Dagster a server of its own.
+missing) unless DAGSTER_POSTGRES_URL names one, owned by a role of its own,
+`warriors_dagster` (`ensure_storage`): the webserver, the daemon, the code server and the
+runs log in to their storage as that role, which has no right on the platform's database
+(issue 26: they used to log in as the platform's owner, or the embedded server's
+superuser, and could have disabled the event store's append-only triggers). Its
+transactions are short; a long one would hold back the gap-safe readers of the event store
+(transaction ids are server-wide), so in production give Dagster a server of its own.
 """
 
 import os
@@ -18,8 +22,12 @@ import psycopg
 from psycopg import sql
 
 from warriors.config import PROJECT_ROOT
+from warriors.eventstore.roles import url_as
 
 DAGSTER_DATABASE = "dagster"
+DAGSTER_ROLE = "warriors_dagster"
+# Every kind of object Dagster's schema migrations make, with the statement that hands it over.
+_OWNED_KINDS = {"r": "TABLE", "p": "TABLE", "v": "VIEW", "m": "MATERIALIZED VIEW", "S": "SEQUENCE"}
 INSTANCE_CONFIG = PROJECT_ROOT / "dagster.yaml"
 WORKSPACE = PROJECT_ROOT / "workspace.yaml"
 
@@ -40,6 +48,48 @@ def ensure_database(url: str) -> None:
     with psycopg.connect(admin, autocommit=True) as conn:
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def ensure_storage(admin_url: str, storage: str, password: str) -> str:
+    """Dagster's storage database (the one `storage` names) owned by DAGSTER_ROLE, which
+    logs in with `password` (set again each time: a rotation is a rerun) and is given no
+    other right; returns the storage URL as that role. `admin_url`: the platform's owner
+    or the server's superuser, who may create roles and databases. A database made before
+    the role existed (by the owner) is handed over with everything in it."""
+    name = urlsplit(storage).path.lstrip("/")
+    parts = urlsplit(admin_url)
+    role, database = sql.Identifier(DAGSTER_ROLE), sql.Identifier(name)
+    with psycopg.connect(urlunsplit(parts._replace(path="/postgres")), autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (DAGSTER_ROLE,)).fetchone()
+        verb = "ALTER" if exists else "CREATE"
+        conn.execute(
+            sql.SQL(verb + " ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {}").format(
+                role, sql.Literal(password)
+            )
+        )
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+            conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(database, role))
+        else:
+            conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(database, role))
+    with psycopg.connect(urlunsplit(parts._replace(path=f"/{name}")), autocommit=True) as conn:
+        owned = conn.execute(
+            "SELECT c.relkind, c.relname FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace"
+            " AND c.relkind = ANY(%s) AND c.relowner <> (SELECT oid FROM pg_roles WHERE rolname = %s)"
+            " ORDER BY c.relkind <> 'r', c.relname",
+            (list(_OWNED_KINDS), DAGSTER_ROLE),
+        ).fetchall()
+        for kind, relation in owned:
+            conn.execute(
+                sql.SQL(f"ALTER {_OWNED_KINDS[kind]} IF EXISTS public.{{}} OWNER TO {{}}").format(
+                    sql.Identifier(relation), role
+                )
+            )
+        types = conn.execute(
+            "SELECT typname FROM pg_type WHERE typnamespace = 'public'::regnamespace AND typtype = 'e'"
+        ).fetchall()
+        for (enum,) in types:
+            conn.execute(sql.SQL("ALTER TYPE public.{} OWNER TO {}").format(sql.Identifier(enum), role))
+    return url_as(storage, DAGSTER_ROLE, password)
 
 
 def prepare_home(home: Path) -> Path:

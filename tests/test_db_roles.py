@@ -16,6 +16,7 @@ import pytest
 from psycopg import errors
 from psycopg_pool import AsyncConnectionPool
 
+from orchestration.instance import ensure_database, ensure_storage, storage_url
 from tests.support import ROOT, ProjectorProcess, ServiceProcess, auth_headers, wait_for
 from warriors.analytics.storage import refresh_statistics_view
 from warriors.eventstore.roles import ServiceRole, enable_logins, url_as
@@ -119,6 +120,47 @@ def test_functions_run_as_the_owner_look_names_up_where_no_service_role_creates(
         for schema in schemas:
             who = creators.get(schema)
             assert not who, f"{name} looks names up in {schema}, where {who} create"
+
+
+def test_dagster_storage_belongs_to_a_role_with_no_right_on_the_platform(fresh_database: str) -> None:
+    """Dagster's processes and runs logged in to their storage as the platform's owner (or
+    the embedded server's superuser), and could have rewritten history (issue 26). Its
+    storage now belongs to warriors_dagster, which may do anything there and nothing on the
+    platform's database; a storage the owner made before is handed over whole."""
+    storage = storage_url(fresh_database, database=f"dagster_{secrets.token_hex(4)}")
+    ensure_database(storage)  # made by the owner, as before the role existed
+    with psycopg.connect(storage.replace("+psycopg2", ""), autocommit=True) as conn:
+        conn.execute("CREATE TABLE runs (id serial PRIMARY KEY)")
+        conn.execute("CREATE TYPE run_state AS ENUM ('queued', 'started')")
+    password = secrets.token_urlsafe(16)
+    url = ensure_storage(fresh_database, storage, password).replace("+psycopg2", "")
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("INSERT INTO runs DEFAULT VALUES")
+            conn.execute("CREATE TABLE event_logs (id bigserial PRIMARY KEY, state run_state)")
+            conn.execute("DROP TYPE run_state CASCADE")
+        with psycopg.connect(fresh_database) as conn:
+            role = conn.execute(
+                "SELECT rolsuper, rolcreaterole, rolcreatedb FROM pg_roles WHERE rolname = 'warriors_dagster'"
+            ).fetchone()
+            granted = conn.execute(
+                "SELECT count(*) FROM information_schema.role_table_grants WHERE grantee = 'warriors_dagster'"
+            ).fetchone()
+        assert role == (False, False, False)
+        assert granted == (0,)
+        platform = url_as(fresh_database, "warriors_dagster", password)
+        forbidden = (
+            "SELECT count(*) FROM event_store",
+            "SELECT * FROM api_keys",
+            "ALTER TABLE event_store DISABLE TRIGGER ALL",
+            "CREATE TABLE public.x (i int)",
+        )
+        for statement in forbidden:
+            with psycopg.connect(platform) as conn, pytest.raises(errors.InsufficientPrivilege):
+                conn.execute(statement)
+    finally:
+        with psycopg.connect(fresh_database, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {storage.rsplit('/', 1)[1]} WITH (FORCE)")
 
 
 @pytest.fixture

@@ -70,6 +70,20 @@ def command_line(pid: int) -> str:
         return ""
 
 
+def environment(pid: int) -> dict[str, str]:
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:  # gone meanwhile
+        return {}
+    pairs = (item.decode(errors="replace").partition("=") for item in raw.split(b"\0") if item)
+    return {name: value for name, _, value in pairs}
+
+
+DAGSTER_OWNER = (
+    "SELECT pg_get_userbyid(d.datdba), r.rolsuper FROM pg_database d JOIN pg_roles r ON r.oid = d.datdba"
+    " WHERE d.datname = 'dagster'"
+)
+DAGSTER_USERS = "SELECT usename FROM pg_stat_activity WHERE datname = 'dagster' AND pid <> pg_backend_pid()"
 CONNECTED_USERS = (
     "SELECT usename FROM pg_stat_activity WHERE datname = 'warriors' AND pid <> pg_backend_pid()"
 )
@@ -106,7 +120,8 @@ def test_run_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
                      timeout=90, what="the platform to be ready")  # fmt: skip
             # The local operator key: made on the first start, kept (mode 0600) and reused.
             key = key_file.read_text().strip()
-            secrets = ["superuser-password", "warriors_api-password", "warriors_projector-password"]
+            secrets = ["superuser-password", "warriors_api-password", "warriors_projector-password",
+                       "warriors_dagster-password"]  # fmt: skip
             personal_key = tmp_path / "data" / "personal-data.key"
             stored_secrets = (tmp_path / "data" / "postgres" / name for name in secrets)
             for secret in (key_file, personal_key, *stored_secrets):
@@ -141,6 +156,19 @@ def test_run_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
                 users = {row[0] for row in conn.execute(CONNECTED_USERS)}
             assert {"warriors_api", "warriors_projector"} <= users, users
             assert "postgres" not in users, users
+            # Dagster's storage belongs to a role of its own, which Dagster logs in as; no
+            # process the platform started holds the superuser's password (issue 26).
+            with psycopg.connect(embedded.url()) as conn:
+                owner = conn.execute(DAGSTER_OWNER).fetchone()
+                dagster_users = {row[0] for row in conn.execute(DAGSTER_USERS)}
+            assert owner == ("warriors_dagster", False), owner
+            assert dagster_users <= {"warriors_dagster"}, dagster_users
+            superuser = (tmp_path / "data" / "postgres" / "superuser-password").read_text().strip()
+            environments = {pid: environment(pid) for pid in descendants(process.pid)}
+            assert not [pid for pid, env in environments.items() if superuser in " ".join(env.values())]
+            storage = {url for env in environments.values() if (url := env.get("DAGSTER_POSTGRES_URL"))}
+            assert storage
+            assert all(url.startswith("postgresql+psycopg2://warriors_dagster:") for url in storage), storage
             if round_ == 0:  # a killed projector is restarted; the platform stays up
                 restarted = kill_projector(process.pid)
                 assert httpx.get(f"{base}/health/live").status_code == 200

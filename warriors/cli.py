@@ -29,10 +29,12 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from orchestration.instance import (
+    DAGSTER_ROLE,
     code_server_args,
     code_server_workspace,
     create_storage,
     ensure_database,
+    ensure_storage,
     prepare_home,
     storage_url,
 )
@@ -41,7 +43,7 @@ from warriors.bus.consumer import ProjectionConsumer
 from warriors.bus.relay import KafkaRelay
 from warriors.config import PROJECT_ROOT, Settings, get_settings
 from warriors.eventstore.database import apply_migrations
-from warriors.eventstore.roles import ServiceRole, enable_logins, local_passwords, url_as
+from warriors.eventstore.roles import ServiceRole, enable_logins, local_password, local_passwords, url_as
 from warriors.http_server import serve_command
 from warriors.logs import configure_logging
 from warriors.projections.base import Projection
@@ -527,17 +529,30 @@ def projections_replay(name: ProjectionName) -> None:
 
 
 def _dagster_storage(database_url: str) -> str:
-    """Dagster's storage URL (DAGSTER_POSTGRES_URL, or database `dagster` on the platform's
-    server), its database created if missing."""
-    url = get_settings().dagster_postgres_url or storage_url(database_url)
-    ensure_database(url)
-    return url
+    """Dagster's storage URL: DAGSTER_POSTGRES_URL as given (its database created if
+    missing), or database `dagster` on the platform's server owned by the role
+    warriors_dagster, which has no right on the platform's database (`database_url`, the
+    owner's, makes both). The role's password: DAGSTER_DB_PASSWORD, or on the embedded
+    server one made once and kept with its data. With DATABASE_URL and no
+    DAGSTER_DB_PASSWORD, Dagster's storage is that URL's user's, as every service is."""
+    settings = get_settings()
+    if settings.dagster_postgres_url:
+        ensure_database(settings.dagster_postgres_url)
+        return settings.dagster_postgres_url
+    storage = storage_url(database_url)
+    if settings.dagster_db_password is not None:
+        return ensure_storage(database_url, storage, settings.dagster_db_password.get_secret_value())
+    if settings.database_url is None:
+        return ensure_storage(database_url, storage, local_password(_embedded().data_dir, DAGSTER_ROLE))
+    ensure_database(storage)
+    return storage
 
 
 @app.command("dagster-storage")
 def dagster_storage() -> None:
-    """Create Dagster's storage database if missing and print its URL, without its password
-    (the full stack runs this before the Dagster webserver and daemon)."""
+    """Create Dagster's storage database if missing, owned by the role warriors_dagster
+    (password: DAGSTER_DB_PASSWORD), and print its URL without the password (the full stack
+    runs this as the owner, before the Dagster webserver and daemon)."""
     with _database() as url:
         typer.echo(without_password(_dagster_storage(url)))
 

@@ -220,7 +220,14 @@ class Settings(BaseSettings):
     services_redis_port: int = Field(default=6380, description="`make services`: Redis' port.")
     dagster_postgres_url: str | None = Field(
         default=None,
-        description="Dagster's own storage. Unset: database `dagster` on the platform's server.",
+        description="Dagster's own storage, used as given. Unset: database `dagster` on the platform's"
+        " server, owned by the role warriors_dagster (DAGSTER_DB_PASSWORD).",
+    )
+    dagster_db_password: SecretStr | None = Field(
+        default=None,
+        description="`warriors dagster-storage` (and `make run` with DATABASE_URL): the password of"
+        " warriors_dagster, the role that owns Dagster's storage and nothing else. Unset on the embedded"
+        " server: made once, kept with its data.",
     )
     dagster_host: str = "127.0.0.1"
     dagster_port: int = Field(default=3000, description="Dagster UI (webserver) port under `make run`.")

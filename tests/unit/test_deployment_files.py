@@ -91,7 +91,7 @@ def test_compose_services_are_wired_together() -> None:
     # Only `migrate` holds the owner's password: it migrates, gives the services' roles
     # their logins and creates Dagster's storage; everything else waits for its success.
     migrate = services["migrate"]
-    assert set(migrate["environment"]) <= settings_fields | {"DAGSTER_POSTGRES_URL"}
+    assert set(migrate["environment"]) <= settings_fields
     assert (
         migrate["environment"]["DATABASE_URL"] == f"postgresql://{user}:{password}@postgres:5432/{database}"
     )
@@ -144,9 +144,10 @@ def test_compose_services_are_wired_together() -> None:
     assert dagster_env == services["dagster-webserver"]["environment"]
     # DOCKER_HOST: docker-py's (the run launcher's) way to the Docker API proxy.
     assert set(dagster_env) - {"DAGSTER_HOME", "DOCKER_HOST"} <= settings_fields
-    assert dagster_env["DAGSTER_POSTGRES_URL"].startswith(
-        f"postgresql+psycopg2://{user}:{password}@postgres:5432/"
-    )
+    # Dagster's storage as the role that owns it and nothing else, never the owner (issue 26).
+    assert dagster_env["DAGSTER_POSTGRES_URL"].startswith("postgresql+psycopg2://warriors_dagster:")
+    assert password not in str(dagster_env), "a Dagster process holds the owner's password"
+    assert password not in str(services["dagster-webserver"]), "a Dagster process holds the owner's password"
     for variable in ("DATABASE_URL", "SEARCH_URL", "SEARCH_ENGINE", "REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS"):
         assert dagster_env[variable] == projector_env[variable], variable
 

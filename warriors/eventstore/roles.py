@@ -36,16 +36,18 @@ def enable_logins(owner_url: str, passwords: dict[ServiceRole, str]) -> None:
 def local_passwords(folder: Path) -> dict[ServiceRole, str]:
     """Each role's password for the embedded server: made on first use, in `folder` with
     mode 0600 from the start."""
-    passwords = {}
-    for role in ServiceRole:
-        path = folder / f"{role}-password"
-        if not path.exists():
-            write_secret(path, secrets.token_urlsafe(32))
-        passwords[role] = path.read_text().strip()
-    return passwords
+    return {role: local_password(folder, role) for role in ServiceRole}
 
 
-def url_as(url: str, role: ServiceRole, password: str) -> str:
+def local_password(folder: Path, role: str) -> str:
+    """`role`'s password for the embedded server, kept in `folder` (made on first use)."""
+    path = folder / f"{role}-password"
+    if not path.exists():
+        write_secret(path, secrets.token_urlsafe(32))
+    return path.read_text().strip()
+
+
+def url_as(url: str, role: str, password: str) -> str:
     """`url` (host, port, database, options kept) with the role's credentials instead."""
     parts = urlsplit(url)
     host = parts.netloc.rpartition("@")[2]
