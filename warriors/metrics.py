@@ -2,8 +2,8 @@
 defined in one place. Counters and histograms are updated where things happen (the
 projector, a Dagster run, an HTTP worker); with PROMETHEUS_MULTIPROC_DIR set (`warriors
 run` sets it for every process it starts) each process writes its own file and `/metrics`
-adds them up. The lag and parked gauges are read from PostgreSQL when `/metrics` is
-scraped (`refresh_projection_gauges`), so they are live facts, whichever process is up.
+adds them up. The lag and parked gauges are read from PostgreSQL each time `/metrics` is
+scraped (`set_projection_gauges`), so they are live facts, whichever process is up.
 """
 
 from prometheus_client import Counter, Gauge, Histogram

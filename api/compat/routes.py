@@ -21,7 +21,7 @@ from api.command.routes import CREATE_OPENAPI, accepted_response, create_from_re
 from api.common.access import GuardedRoute, requires
 from api.common.problems import PROBLEM_RESPONSES, BadRequest, problem
 from api.query.routes import READ, TERM_MAX_LENGTH, found_warriors, warrior_count, warrior_response
-from warriors.readside.queries import MAX_RESULTS
+from warriors.readside.search_index import MAX_RESULTS
 from warriors.security.identity import Role
 
 WARRIOR_PATH = "/warrior"

@@ -16,7 +16,8 @@ from warriors.projections.catalog import ProjectionName
 from warriors.projections.read_model import READ_MODEL
 from warriors.projections.search import SEARCH
 from warriors.readside.answer_cache import AnswerCache
-from warriors.readside.queries import MAX_RESULTS, MAX_SUGGESTIONS, WarriorQueries
+from warriors.readside.queries import MAX_SUGGESTIONS, WarriorQueries
+from warriors.readside.search_index import MAX_RESULTS
 from warriors.security.identity import Role
 
 router = APIRouter(prefix="/api/v1/queries", tags=["queries"], route_class=GuardedRoute)

@@ -2,8 +2,9 @@
 checkpoint to the head of the store (alongside the live projector: both take the
 projection's lock per batch, so they never apply the same events twice).
 
-Checks on each: `lag_under_threshold` (events and seconds behind, and not FAILED) and
-`consistent_with_event_store` (counts, and a sample folded again from its events)."""
+Checks on each: `lag_under_threshold` (events and seconds behind, and not FAILED),
+`consistent_with_event_store` (counts, and a sample folded again from its events) and
+`no_parked_events` (nothing passed over and waiting for a replay or a discard)."""
 
 import time
 

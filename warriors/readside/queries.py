@@ -25,6 +25,7 @@ from warriors.projections.read_model import READ_MODEL
 from warriors.projections.search import SEARCH
 from warriors.projections.status import ProjectionStatus, projection_statuses
 from warriors.readside import search_index
+from warriors.readside.search_index import MAX_RESULTS
 from warriors.readside.search_terms import (
     MAX_COMPLETIONS,
     MAX_TYPOS,
@@ -35,7 +36,6 @@ from warriors.readside.search_terms import (
 )
 from warriors.readside.vocabulary import Vocabulary
 
-MAX_RESULTS = 50
 MAX_SUGGESTIONS = 10
 
 
