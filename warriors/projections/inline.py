@@ -24,7 +24,7 @@ from typing import Any
 from uuid import UUID
 
 from warriors.domain.events import WarriorCreated
-from warriors.projections.read_model import READ_MODEL
+from warriors.projections.read_model import READ_MODEL, vocabulary_insert
 
 # CTEs spliced into the appender's statement after `inserted` (the events it stored):
 # a row only for a creation whose event was stored. The vocabulary's words are taken in
@@ -39,9 +39,7 @@ INLINE_CREATIONS = f"""inline_rows AS (
     RETURNING search_vector
 ),
 inline_words AS (
-    INSERT INTO search_words (word)
-    SELECT DISTINCT word FROM inline_rows, unnest(tsvector_to_array(search_vector)) AS word ORDER BY word
-    ON CONFLICT DO NOTHING
+    {vocabulary_insert("inline_rows")}
 ),
 inline_count AS (
     UPDATE warrior_count SET total = total + born.n

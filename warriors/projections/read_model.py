@@ -57,6 +57,17 @@ class _Row:
     deleted: bool = False
 
 
+def vocabulary_insert(rows: str) -> str:
+    """The statement adding to the search vocabulary the words of the rows a CTE named
+    `rows` returned (their `search_vector`): sorted, so that concurrent writers (a
+    rebuild's, the live projector's, the API's inline creations) take the words' locks in
+    one order and never deadlock."""
+    return (
+        f"INSERT INTO search_words (word) SELECT DISTINCT word FROM {rows},"
+        " unnest(tsvector_to_array(search_vector)) AS word ORDER BY word ON CONFLICT DO NOTHING"
+    )
+
+
 class WarriorsReadModel:
     """`table` is the live read model, or a shadow copy being rebuilt; `keeps_count`
     says whether `warrior_count` follows it (only the live one)."""
@@ -94,9 +105,8 @@ class WarriorsReadModel:
                 WHERE t.version < excluded.version
                 RETURNING search_vector
             )
-            INSERT INTO search_words (word)
-            SELECT DISTINCT word FROM written, unnest(tsvector_to_array(search_vector)) AS word ORDER BY word
-            ON CONFLICT DO NOTHING"""
+            """
+            + vocabulary_insert("written")
         ).format(t=ident)
         self._delete = sql.SQL("DELETE FROM {} WHERE id = ANY(%s)").format(ident)
         self._words = sql.SQL(

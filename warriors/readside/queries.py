@@ -470,6 +470,7 @@ class WarriorQueries:
         deadline = time.monotonic() + seconds
         delay = _FIRST_DELAY
         by_document = self.fed_by_kafka and projection == SEARCH
+        woken = self.fed_by_kafka  # fed from Kafka there is no live projector to wake
         while True:
             with translated_errors():
                 async with self.pool.connection() as conn:
@@ -482,24 +483,21 @@ class WarriorQueries:
                             _REACHED, {"position": position, "projection": projection}
                         )
                     row = await cursor.fetchone()
+                    reached = row is not None and not by_document and row[0]
+                    if row is not None and not reached and not woken:
+                        # Not there yet: wake the live projectors, on the connection at hand
+                        # (creations projected inline send no wake-up of their own, and a
+                        # projector between polls would answer within PROJECTOR_IDLE_SECONDS).
+                        await conn.execute(_WAKE_PROJECTORS)
+                        woken = True
             if row is None:
                 raise UnknownPosition(f"no event has position {position}")
             if await self._indexed(*row) if by_document else row[0]:
                 return
-            if delay == _FIRST_DELAY and not self.fed_by_kafka:
-                await self._wake_projectors()
             if time.monotonic() >= deadline:
                 raise ReadModelBehind(f"{projection} has not reached position {position} within {seconds}s")
             await asyncio.sleep(delay)  # polling the checkpoint, bounded by the deadline
             delay = min(delay * 2, 0.05)
-
-    async def _wake_projectors(self) -> None:
-        """A reader waits on a position the live projectors have not reached: wake them now
-        (creations projected inline send no wake-up of their own, and a projector between
-        polls would otherwise answer within PROJECTOR_IDLE_SECONDS)."""
-        with translated_errors():
-            async with self.pool.connection() as conn:
-                await conn.execute(_WAKE_PROJECTORS)
 
     async def _indexed(self, warrior: UUID, version: int, deleted_at: int | None) -> bool:
         """The search index holds `warrior` at `version` or later, or has no document of it
