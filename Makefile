@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run services services-stop test test-tools deploy-tools lint format bench bench-tools bench-write bench-read bench-search bench-bus bench-load bench-search-classes bench-deployed bench-stream-cost bench-peer soak soak-cluster fuzz clean-data
+.PHONY: install run services services-stop test check test-tools deploy-tools lint format bench bench-tools bench-write bench-read bench-search bench-bus bench-load bench-search-classes bench-deployed bench-stream-cost bench-peer soak soak-cluster fuzz clean-data
 
 # Debian packages are installed with sudo unless running as root.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -67,6 +67,12 @@ deploy-tools: $(COMPOSE)
 
 test: lint test-tools deploy-tools
 	$(BIN)/pytest
+
+## make check: the inner loop (issue 28): lint, mypy and every test that needs no server
+## (tests/unit: pure code, the deployment files, Compose's own validation); `make test`
+## stays the whole suite, and what CI runs.
+check: lint deploy-tools
+	$(BIN)/pytest -q tests/unit
 
 ## make soak: the production-mode fault test (tests/test_production_faults.py) for longer:
 ## SOAK_SECONDS (default 300) of writers and random faults, from a fresh seed each time
