@@ -3,12 +3,12 @@ defined in one place. Counters and histograms are updated where things happen (t
 projector, a Dagster run, an HTTP worker); with PROMETHEUS_MULTIPROC_DIR set (`warriors
 run` sets it for every process it starts) each process writes its own file and `/metrics`
 adds them up. The lag and parked gauges are read from PostgreSQL each time `/metrics` is
-scraped (`set_projection_gauges`), so they are live facts, whichever process is up.
+scraped (`warriors/projections/gauges.py`), so they are live facts, whichever process is
+up. Instruments only: this module imports nothing of the platform's, so that the event
+store and the projections' engine can count without reaching the projections' status.
 """
 
 from prometheus_client import Counter, Gauge, Histogram
-
-from warriors.projections.status import RELAY, ProjectionStatus
 
 EVENTS_APPLIED = Counter(
     "warriors_projection_events_applied",
@@ -47,15 +47,3 @@ RELAY_LAG_EVENTS = Gauge(
     "warriors_relay_lag_events", "Stored events the relay has not published to Kafka yet",
     multiprocess_mode="mostrecent",
 )  # fmt: skip
-
-
-def set_projection_gauges(statuses: list[ProjectionStatus]) -> None:
-    """The gauges from `projection_statuses` (Kafka-aware when the platform is)."""
-    for status in statuses:
-        if status.name == RELAY:
-            RELAY_LAG_EVENTS.set(status.lag_events)
-            continue
-        LAG_EVENTS.labels(status.name).set(status.lag_events)
-        LAG_SECONDS.labels(status.name).set(status.lag_seconds)
-        PARKED_EVENTS.labels(status.name).set(status.parked_events)
-        FAILED.labels(status.name).set(1 if status.status == "FAILED" else 0)

@@ -12,7 +12,7 @@ from api.common.access import Access, GuardedRoute, Unauthenticated, requires
 from api.common.key_guesses import TooManyUnknownKeys
 from api.common.problems import PROBLEM_RESPONSES
 from warriors.eventstore.errors import StoreUnavailable
-from warriors.metrics import set_projection_gauges
+from warriors.projections.gauges import set_projection_gauges
 from warriors.readside.queries import WarriorQueries
 from warriors.security.identity import Role
 
