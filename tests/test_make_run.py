@@ -83,6 +83,11 @@ DAGSTER_OWNER = (
     "SELECT pg_get_userbyid(d.datdba), r.rolsuper FROM pg_database d JOIN pg_roles r ON r.oid = d.datdba"
     " WHERE d.datname = 'dagster'"
 )
+SESSION_ROLES = (
+    "SELECT DISTINCT a.usename, r.rolsuper, r.rolcreaterole, r.rolcreatedb FROM pg_stat_activity a"
+    " JOIN pg_roles r ON r.rolname = a.usename WHERE a.backend_type = 'client backend'"
+    " AND a.pid <> pg_backend_pid()"
+)
 DAGSTER_USERS = "SELECT usename FROM pg_stat_activity WHERE datname = 'dagster' AND pid <> pg_backend_pid()"
 CONNECTED_USERS = (
     "SELECT usename FROM pg_stat_activity WHERE datname = 'warriors' AND pid <> pg_backend_pid()"
@@ -161,6 +166,11 @@ def test_run_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
             with psycopg.connect(embedded.url()) as conn:
                 owner = conn.execute(DAGSTER_OWNER).fetchone()
                 dagster_users = {row[0] for row in conn.execute(DAGSTER_USERS)}
+                sessions = conn.execute(SESSION_ROLES).fetchall()
+            # Every session the platform holds, in any database, is a role without a
+            # superuser's, CREATEROLE's or CREATEDB's power.
+            assert sessions, "no session of the platform's"
+            assert [row for row in sessions if any(row[1:])] == [], sessions
             assert owner == ("warriors_dagster", False), owner
             assert dagster_users <= {"warriors_dagster"}, dagster_users
             superuser = (tmp_path / "data" / "postgres" / "superuser-password").read_text().strip()
