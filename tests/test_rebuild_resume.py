@@ -159,3 +159,26 @@ async def test_a_rebuilds_mark_arriving_after_its_replay_finished_is_refused(red
         assert not await models.finish_rebuild(3)  # ... but not after a flush
     finally:
         await models.close()
+
+
+async def test_partitions_assigned_during_a_rebuild_are_bounded_by_it_once_it_ends(
+    fresh_database: str, fresh_pool: Pool, redis_url: str
+) -> None:
+    """A group that never committed, assigned while a rebuild runs, reads each partition
+    from its earliest record. Records deleted after the replay read the store and before
+    the first fetch were passed over unseen (their events missing from the sink for good:
+    CI, the fault test, two deletions the cache never got), because a partition assigned
+    during a rebuild had no bound for its first offset. Once the rebuild ends, each such
+    partition not read yet is bounded by the rebuild's end of it (here no broker answered
+    for the ends: 0, so any later first record asks for a rebuild)."""
+    write_history(fresh_database, WARRIORS)
+    stop = asyncio.Event()
+    consumer = member(fresh_pool, WarriorsCache(RedisReadModels(redis_url, count_fresh_seconds=60)))
+    try:
+        assert await consumer._intact(stop)  # the first rebuild, before any assignment
+        left_mid_replay(fresh_database, consumer.projection.name)  # a rebuild under way ...
+        consumer._expected = {0: None, 1: None, 2: 7}  # ... when partitions 0 and 1 were assigned
+        assert await consumer._intact(stop)  # takes it over and finishes it
+    finally:
+        await close(consumer)
+    assert consumer._first_at_most == {0: 0, 1: 0}
